@@ -1,0 +1,1 @@
+"""Quickstart plugin distribution for phlo-dagster."""
