@@ -27,6 +27,8 @@ DEFAULT_WORKFLOWS_PATH = "workflows"
 DEFAULT_IMAGE_WORKFLOWS_PATH = "/app/workflows"
 DEFAULT_CODE_LOCATION_NAME = "phlo"
 DEFINITIONS_MODULE = "phlo_dagster.definitions"
+# Definitions metadata key carrying the build time (seconds); the webserver's /metrics publishes it.
+DEFINITIONS_BUILD_SECONDS_METADATA_KEY = "phlo/definitions_build_seconds"
 
 # Labels on every child the operator renders.
 LABEL_NAME = "app.kubernetes.io/name"
