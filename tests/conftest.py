@@ -1,0 +1,76 @@
+"""Shared fixtures: the real Kubernetes test bed, a fresh namespace per test, and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.testbed import cluster, state
+from tests.testbed import postgres as pg
+from tests.testbed.cluster import Testbed
+from tests.testbed.postgres import Postgres
+
+
+def _session_dir() -> Path:
+    """Per-session directory for a bed this session owns (so parallel sessions never share state)."""
+    return cluster.ROOT / "sessions" / str(os.getpid())
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    """The bed from `make testbed-up` if alive, else one started for this session and stopped after."""
+    shared = cluster.attach(cluster.ROOT)
+    if shared is not None:
+        yield shared
+        return
+    cluster.prune_sessions()
+    directory = _session_dir()
+    bed = cluster.start(directory)
+    try:
+        yield bed
+    finally:
+        bed.stop()
+        state.update(directory, "cluster", None)
+
+
+def _namespace_name(node_name: str) -> str:
+    stem = re.sub(r"[^a-z0-9-]+", "-", node_name.lower()).strip("-")[:40].strip("-") or "test"
+    return f"{stem}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted (without waiting) afterwards."""
+    name = _namespace_name(request.node.name)
+    testbed.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        testbed.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """The PostgreSQL from `make testbed-up` if alive, else one started for this session."""
+    shared = pg.attach(cluster.ROOT)
+    if shared is not None:
+        yield shared
+        return
+    directory = _session_dir()
+    server = pg.start(directory / "postgres", directory)
+    try:
+        yield server
+    finally:
+        server.stop()
+        state.update(directory, "postgres", None)
+
+
+@pytest.fixture(scope="session")
+def postgres(postgres_server: Postgres) -> Postgres:
+    """host, port, user, password, create_database(name) -> DSN, params(database) -> dict."""
+    return postgres_server
