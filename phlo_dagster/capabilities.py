@@ -1,0 +1,454 @@
+"""Orchestrator-neutral capability specs (assets, checks, resources) and the registry workflows fill.
+
+Specs are immutable pydantic v2 models; a bad spec raises :class:`SpecError` naming the spec and the field.
+Workflow modules and plugins call ``register_*``; discovery reads :func:`registry` and the adapter translates.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "AssetCheckSpec",
+    "AssetSpec",
+    "CheckResult",
+    "DuplicateSpecError",
+    "MaterializeResult",
+    "PartitionSpec",
+    "Registry",
+    "ResourceSpec",
+    "RunSpec",
+    "RuntimeContext",
+    "SpecError",
+    "clear_capabilities",
+    "register_asset",
+    "register_check",
+    "register_resource",
+    "registry",
+    "source_of",
+]
+
+_KEY_PART = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
+_KEY_RE = re.compile(rf"^{_KEY_PART}(\.{_KEY_PART})*$")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CRON_MACROS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+
+
+class SpecError(ValueError):
+    """A capability spec failed validation; the message names the spec and the field."""
+
+
+class DuplicateSpecError(ValueError):
+    """Two specs claim the same asset key, check or resource name; the message names both sources."""
+
+
+def _freeze_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+def _as_frozenset(value: Any) -> Any:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset([value])
+    return frozenset(value)
+
+
+def _as_tuple(value: Any) -> Any:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _check_key(value: str) -> str:
+    if not _KEY_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an asset key: use dot-separated parts of letters, digits, '_' or '-' "
+            "(e.g. 'raw.orders')"
+        )
+    return value
+
+
+def _check_tags(value: Mapping[str, str]) -> Mapping[str, str]:
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"tag {k!r}: keys and values must be strings")
+    return MappingProxyType(dict(value))
+
+
+AssetKeyStr = Annotated[str, AfterValidator(_check_key)]
+FrozenMap = Annotated[Mapping[str, Any], AfterValidator(_freeze_mapping)]
+Tags = Annotated[Mapping[str, str], AfterValidator(_check_tags)]
+StrSet = Annotated[frozenset[str], BeforeValidator(_as_frozenset)]
+
+
+def _spec_label(model: type[BaseModel], data: Any) -> str:
+    ident = None
+    if isinstance(data, Mapping):
+        ident = data.get("key") or data.get("name") or data.get("kind")
+    return f"{model.__name__} {ident!r}" if ident else model.__name__
+
+
+def _format_errors(model: type[BaseModel], data: Any, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"field '{loc}': {msg}" if loc else msg)
+    return f"{_spec_label(model, data)}: " + "; ".join(parts)
+
+
+class _Spec(BaseModel):
+    """Base: frozen, no unknown fields, and validation errors re-raised as SpecError."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SpecError(_format_errors(type(self), data, exc)) from None
+
+
+class PartitionSpec(_Spec):
+    """How an asset is partitioned: a time window (with start, optional end, time zone) or static values."""
+
+    kind: Literal["daily", "hourly", "weekly", "monthly", "static"]
+    start_date: date | None = None
+    end_date: date | None = None
+    timezone: str | None = None
+    values: Annotated[tuple[str, ...], BeforeValidator(_as_tuple)] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as 'Europe/London')"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PartitionSpec:
+        if self.kind == "static":
+            if not self.values:
+                raise ValueError("kind 'static' needs at least one entry in 'values'")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError("'values' has duplicates")
+            if self.start_date or self.end_date:
+                raise ValueError("kind 'static' takes 'values', not 'start_date'/'end_date'")
+        else:
+            if self.start_date is None:
+                raise ValueError(f"kind {self.kind!r} needs 'start_date'")
+            if self.values:
+                raise ValueError(f"kind {self.kind!r} takes 'start_date', not 'values'")
+            if self.end_date is not None and self.end_date <= self.start_date:
+                raise ValueError("'end_date' must be after 'start_date'")
+        return self
+
+
+def _check_cron(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    fields = value.split()
+    if value in _CRON_MACROS or (
+        len(fields) == 5 and all(re.match(r"^[\d*/,\-A-Za-z?#LW]+$", f) for f in fields)
+    ):
+        return value
+    raise ValueError(f"{value!r} is not a cron expression (five fields like '0 6 * * *', or '@daily')")
+
+
+def _freshness(value: Any) -> Any:
+    """Accept N hours (fail window) or Phlo's (warn_hours, fail_hours) pair."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (None, float(value))
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return (float(value[0]) if value[0] is not None else None, float(value[1]))
+    raise ValueError("must be hours (e.g. 24) or a (warn_hours, fail_hours) pair")
+
+
+class RunSpec(_Spec):
+    """How and when an asset runs: its function, retries, time limit, cron and freshness."""
+
+    fn: Callable[..., Any]
+    max_runtime_seconds: Annotated[int, Field(gt=0)] | None = None
+    max_retries: Annotated[int, Field(ge=0)] | None = None
+    retry_delay_seconds: Annotated[float, Field(ge=0)] | None = None
+    cron: Annotated[str | None, AfterValidator(_check_cron)] = None
+    freshness_hours: Annotated[tuple[float | None, float] | None, BeforeValidator(_freshness)] = None
+
+    @field_validator("freshness_hours")
+    @classmethod
+    def _positive_window(cls, value: tuple[float | None, float] | None) -> tuple[float | None, float] | None:
+        if value is None:
+            return None
+        warn, fail = value
+        if fail <= 0 or (warn is not None and not 0 < warn <= fail):
+            raise ValueError("hours must be > 0, and the warn window no longer than the fail window")
+        return value
+
+
+def _check_severity(value: Any) -> str:
+    if value is None:
+        return "ERROR"
+    normalized = str(getattr(value, "value", value)).strip().upper()
+    mapped = {"WARN": "WARN", "WARNING": "WARN", "INFO": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
+    if normalized not in mapped:
+        raise ValueError(f"{value!r} is not a severity (use 'WARN' or 'ERROR')")
+    return mapped[normalized]
+
+
+def _optional_severity(value: Any) -> str | None:
+    return None if value is None else _check_severity(value)
+
+
+Severity = Annotated[Literal["WARN", "ERROR"], BeforeValidator(_check_severity)]
+
+
+class AssetCheckSpec(_Spec):
+    """A check on one asset: a function check (``fn``) or a declarative one reported by the asset's run."""
+
+    name: Annotated[str, Field(pattern=_NAME_RE.pattern)]
+    asset_key: AssetKeyStr
+    fn: Callable[..., Any] | None = None
+    blocking: bool = True
+    description: str | None = None
+    severity: Severity = "ERROR"
+    tags: Tags = Field(default_factory=lambda: MappingProxyType({}))
+
+
+class AssetSpec(_Spec):
+    """An asset: key (``raw.orders`` is Dagster key raw/orders), metadata, partitions, deps, run, checks."""
+
+    key: AssetKeyStr
+    group: Annotated[str, Field(pattern=_NAME_RE.pattern)] | None = None
+    description: str | None = None
+    kinds: StrSet = frozenset()
+    tags: Tags = Field(default_factory=lambda: MappingProxyType({}))
+    metadata: FrozenMap = Field(default_factory=lambda: MappingProxyType({}))
+    partitions: PartitionSpec | None = None
+    deps: Annotated[tuple[AssetKeyStr, ...], BeforeValidator(_as_tuple)] = ()
+    resources: StrSet = frozenset()
+    run: RunSpec | None = None
+    checks: Annotated[tuple[AssetCheckSpec, ...], BeforeValidator(_as_tuple)] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AssetSpec:
+        if self.key in self.deps:
+            raise ValueError(f"'deps' lists the asset itself ({self.key!r})")
+        seen: set[str] = set()
+        for check in self.checks:
+            if check.asset_key != self.key:
+                raise ValueError(
+                    f"check {check.name!r} in 'checks' targets {check.asset_key!r}, not this asset"
+                )
+            if check.name in seen:
+                raise ValueError(f"'checks' has two checks named {check.name!r}")
+            seen.add(check.name)
+        return self
+
+
+class ResourceSpec(_Spec):
+    """A named resource handed to runs that list it in ``AssetSpec.resources``."""
+
+    name: Annotated[str, Field(pattern=_NAME_RE.pattern)]
+    resource: Any
+
+
+class MaterializeResult(_Spec):
+    """What a run function reports for its asset; a status of failure/failed/error fails the step."""
+
+    metadata: FrozenMap = Field(default_factory=lambda: MappingProxyType({}))
+    status: str | None = None
+    asset_key: AssetKeyStr | None = None
+
+
+class CheckResult(_Spec):
+    """Outcome of a check; name and asset default to the check being run."""
+
+    passed: bool
+    check_name: str | None = None
+    asset_key: AssetKeyStr | None = None
+    severity: Annotated[Literal["WARN", "ERROR"] | None, BeforeValidator(_optional_severity)] = None
+    metadata: FrozenMap = Field(default_factory=lambda: MappingProxyType({}))
+    description: str | None = None
+
+
+class RuntimeContext:
+    """What a run or check function sees: run id, partition, tags, logger and resources."""
+
+    __slots__ = ("_resources", "asset_key", "logger", "partition_key", "raw", "run_id", "tags")
+
+    def __init__(
+        self,
+        *,
+        run_id: str | None,
+        partition_key: str | None,
+        tags: Mapping[str, str],
+        logger: Any,
+        resources: Mapping[str, Any],
+        asset_key: str | None = None,
+        raw: Any = None,
+    ) -> None:
+        self.run_id = run_id
+        self.partition_key = partition_key
+        self.tags: Mapping[str, str] = MappingProxyType(dict(tags))
+        self.logger = logger
+        self._resources: Mapping[str, Any] = MappingProxyType(dict(resources))
+        self.asset_key = asset_key
+        self.raw = raw  # the orchestrator's own context, for what specs cannot express
+
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        """Resources this run declared, by name."""
+        return self._resources
+
+    def get_resource(self, name: str) -> Any:
+        """The resource registered as ``name``; KeyError names what is available."""
+        try:
+            return self._resources[name]
+        except KeyError:
+            available = ", ".join(sorted(self._resources)) or "none"
+            raise KeyError(
+                f"resource {name!r} is not available to this run (declared: {available}); "
+                "list it in AssetSpec.resources"
+            ) from None
+
+
+# --- registry -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A snapshot of registered specs, in registration order."""
+
+    assets: tuple[AssetSpec, ...]
+    checks: tuple[AssetCheckSpec, ...]
+    resources: tuple[ResourceSpec, ...]
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.assets: dict[str, tuple[AssetSpec, str]] = {}
+        self.checks: dict[tuple[str, str], tuple[AssetCheckSpec, str]] = {}
+        self.resources: dict[str, tuple[ResourceSpec, str]] = {}
+        self.sources: dict[int, str] = {}
+
+
+_STORE = _Store()
+
+
+def _caller(depth: int = 2) -> str:
+    frame = sys._getframe(depth)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _remember(spec: Any, source: str) -> None:
+    _STORE.sources[id(spec)] = source
+
+
+def source_of(spec: Any, default: str = "") -> str:
+    """Where a registered spec came from (file:line or plugin entry point), for error messages."""
+    return _STORE.sources.get(id(spec), default)
+
+
+def register_asset(spec: AssetSpec, *, source: str | None = None) -> AssetSpec:
+    """Register an asset spec; a second spec with the same key raises DuplicateSpecError naming both."""
+    if not isinstance(spec, AssetSpec):
+        raise SpecError(f"register_asset expects an AssetSpec, got {type(spec).__name__}")
+    where = source or _caller()
+    with _STORE.lock:
+        if spec.key in _STORE.assets:
+            _, first = _STORE.assets[spec.key]
+            raise DuplicateSpecError(f"asset key {spec.key!r} is defined twice: in {first} and in {where}")
+        _STORE.assets[spec.key] = (spec, where)
+        _remember(spec, where)
+    return spec
+
+
+def register_check(spec: AssetCheckSpec, *, source: str | None = None) -> AssetCheckSpec:
+    """Register a check spec; the same (asset, name) twice raises DuplicateSpecError naming both."""
+    if not isinstance(spec, AssetCheckSpec):
+        raise SpecError(f"register_check expects an AssetCheckSpec, got {type(spec).__name__}")
+    where = source or _caller()
+    key = (spec.asset_key, spec.name)
+    with _STORE.lock:
+        if key in _STORE.checks:
+            _, first = _STORE.checks[key]
+            raise DuplicateSpecError(
+                f"check {spec.name!r} on {spec.asset_key!r} is defined twice: in {first} and in {where}"
+            )
+        _STORE.checks[key] = (spec, where)
+        _remember(spec, where)
+    return spec
+
+
+def register_resource(spec: ResourceSpec, *, source: str | None = None) -> ResourceSpec:
+    """Register a resource spec; the same name twice raises DuplicateSpecError naming both."""
+    if not isinstance(spec, ResourceSpec):
+        raise SpecError(f"register_resource expects a ResourceSpec, got {type(spec).__name__}")
+    where = source or _caller()
+    with _STORE.lock:
+        if spec.name in _STORE.resources:
+            _, first = _STORE.resources[spec.name]
+            raise DuplicateSpecError(f"resource {spec.name!r} is defined twice: in {first} and in {where}")
+        _STORE.resources[spec.name] = (spec, where)
+        _remember(spec, where)
+    return spec
+
+
+def clear_capabilities() -> None:
+    """Forget every registered spec, so discovery can run again from scratch."""
+    with _STORE.lock:
+        _STORE.assets.clear()
+        _STORE.checks.clear()
+        _STORE.resources.clear()
+        _STORE.sources.clear()
+
+
+def registry() -> Registry:
+    """The specs registered so far."""
+    with _STORE.lock:
+        return Registry(
+            assets=tuple(s for s, _ in _STORE.assets.values()),
+            checks=tuple(s for s, _ in _STORE.checks.values()),
+            resources=tuple(s for s, _ in _STORE.resources.values()),
+        )
+
+
+def iter_sources() -> Iterator[tuple[str, str]]:
+    """(kind:name, source) pairs of everything registered, for diagnostics."""
+    with _STORE.lock:
+        items: list[tuple[str, str]] = [(f"asset:{k}", s) for k, (_, s) in _STORE.assets.items()]
+        items += [(f"check:{a}:{n}", s) for (a, n), (_, s) in _STORE.checks.items()]
+        items += [(f"resource:{k}", s) for k, (_, s) in _STORE.resources.items()]
+    return iter(items)
