@@ -1,0 +1,39 @@
+"""`python -m phlo_operator.generate`: regenerate every committed artifact; one function per artifact."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from phlo_operator import crdgen
+from phlo_operator.chart import generate as chart_generate
+
+Generator = Callable[[Path], list[Path]]
+
+# name -> function(repo_root) returning the files it wrote. Other areas append their generators here.
+GENERATORS: dict[str, Generator] = {
+    "crd": crdgen.write,
+    "chart": chart_generate.write_files,  # after "crd": the chart embeds a copy of the CRD
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected (default: all) generators against the repository root."""
+    parser = argparse.ArgumentParser(prog="python -m phlo_operator.generate", description=__doc__)
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
+    parser.add_argument("only", nargs="*", help=f"generators to run (default: all of {sorted(GENERATORS)})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    unknown = sorted(set(args.only) - set(GENERATORS))
+    if unknown:
+        parser.error(f"unknown generator(s) {unknown}; choose from {sorted(GENERATORS)}")
+    for name in args.only or list(GENERATORS):
+        for path in GENERATORS[name](args.root):
+            logging.getLogger("phlo_operator.generate").info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Everything one PhloWorkflow wants to exist (and not exist), as plain dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from phlo_operator.render import access, components, config, dbt, monitoring, policy, postgres
+from phlo_operator.render.workflow import Workflow
+
+Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What the renderers need to know about the cluster (read by the reconciler, passed in)."""
+
+    service_monitor_api: bool = False
+    hpa_targets: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """objects are applied every pass; code_server waits for dbt; absent must be deleted when present."""
+
+    objects: list[dict[str, Any]]
+    code_server: dict[str, Any]
+    dbt_job: dict[str, Any] | None
+    dbt_hash: str | None
+    absent: list[Ref]
+
+
+def ref(obj: dict[str, Any]) -> Ref:
+    meta = obj["metadata"]
+    return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+def render_all(wf: Workflow, facts: Facts = Facts()) -> Desired:
+    """Pure: the same inputs always give the same manifests."""
+    spec = wf.spec
+    objects: list[dict[str, Any]] = [config.instance_configmap(wf), config.workspace_configmap(wf)]
+    absent: list[Ref] = []
+    if wf.run_namespace != wf.namespace:
+        objects.append(config.instance_configmap(wf, namespace=wf.run_namespace))
+    sa = access.service_account(wf)
+    if sa is not None:
+        objects.append(sa)
+    else:
+        absent.append(("v1", "ServiceAccount", wf.namespace, wf.child("dagster")))
+    objects += [access.role(wf), access.role_binding(wf)]
+    if spec.storage.postgres.is_managed:
+        objects += [postgres.service(wf), postgres.statefulset(wf)]
+    else:
+        absent += [
+            ("apps/v1", "StatefulSet", wf.namespace, wf.child(postgres.COMPONENT)),
+            ("v1", "Service", wf.namespace, wf.child(postgres.COMPONENT)),
+        ]
+    objects += [
+        components.code_server_service(wf),
+        components.webserver_service(wf),
+        components.webserver_deployment(wf, facts.hpa_targets),
+        components.daemon_deployment(wf),
+        policy.code_server_network_policy(wf),
+    ]
+    pdbs = policy.pod_disruption_budgets(wf)
+    objects += pdbs
+    present = {ref(p) for p in pdbs}
+    for component in (components.WEBSERVER, components.CODE_SERVER):
+        pdb_ref = ("policy/v1", "PodDisruptionBudget", wf.namespace, wf.child(component))
+        if pdb_ref not in present:
+            absent.append(pdb_ref)
+    monitor_ref = ("monitoring.coreos.com/v1", "ServiceMonitor", wf.namespace, wf.child(components.WEBSERVER))
+    if spec.metrics.enabled and spec.metrics.service_monitor.enabled and facts.service_monitor_api:
+        objects.append(monitoring.service_monitor(wf))
+    elif facts.service_monitor_api:
+        absent.append(monitor_ref)
+    dbt_hash = dbt.spec_hash(wf)
+    return Desired(
+        objects=objects,
+        code_server=components.code_server_deployment(wf, dbt_hash, facts.hpa_targets),
+        dbt_job=dbt.job(wf),
+        dbt_hash=dbt_hash,
+        absent=absent,
+    )

@@ -1,0 +1,199 @@
+"""The three Dagster Deployments (code server, webserver, daemon) and their Services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phlo_dagster import constants as c
+from phlo_operator.render import pods
+from phlo_operator.render.config import dagster_yaml, workspace_yaml
+from phlo_operator.render.dbt import dbt_env
+from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Workflow, digest
+
+CODE_SERVER = "code-server"
+WEBSERVER = "webserver"
+DAEMON = "daemon"
+
+
+def config_checksum(wf: Workflow) -> str:
+    """Changes whenever a mounted config file or the storage Secret reference changes, rolling the pods."""
+    return digest([dagster_yaml(wf), workspace_yaml(wf), wf.postgres_secret])
+
+
+def _replicas(wf: Workflow, wanted: int, name: str, hpa_targets: frozenset[str]) -> dict[str, Any]:
+    if wf.spec.suspend:
+        return {"replicas": 0}
+    if name in hpa_targets:
+        return {}  # an HPA owns spec.replicas; sending it would fight the autoscaler
+    return {"replicas": wanted}
+
+
+def _deployment(
+    wf: Workflow, component: str, pod: dict[str, Any], annotations: dict[str, str], **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": wf.metadata(component, component),
+        "spec": {
+            **spec,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": wf.selector(component)},
+            "template": {
+                "metadata": pods.template_metadata(wf, component, annotations, config_checksum(wf)),
+                "spec": pod,
+            },
+        },
+    }
+
+
+def code_server_server_id(wf: Workflow, dbt_hash: str | None) -> str:
+    """One id per code version, shared by every replica, so the webserver does not see replicas as changes."""
+    return digest(
+        [wf.spec.image, pods.dagster_env(wf), pods.user_env_from(wf), wf.spec.workflows.path, dbt_hash]
+    )
+
+
+def code_server_deployment(
+    wf: Workflow, dbt_hash: str | None, hpa_targets: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """gRPC code server; with dbt, an init container compiles the project (inputs the dbt Job proved)."""
+    spec = wf.spec
+    port = spec.code_server.port
+    command = ["dagster", "api", "grpc", "-m", c.DEFINITIONS_MODULE, "-h", "0.0.0.0", "-p", str(port)]
+    command += ["--fixed-server-id", code_server_server_id(wf, dbt_hash)]
+    mounts = pods.base_mounts()
+    volumes = [*pods.base_volumes(), pods.instance_volume(wf)]
+    init: list[dict[str, Any]] = []
+    if spec.dbt.enabled:
+        mounts.append(pods.dbt_target_mount())
+        volumes.append(pods.dbt_target_volume())
+        init.append(
+            pods.container(
+                wf,
+                "dbt-compile",
+                ["phlo", "dbt", "compile"],
+                volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
+                resources=pods.resources(spec.code_server.resources),
+            )
+        )
+        init[0]["env"] = dbt_env(wf)
+    main = pods.container(
+        wf,
+        "code-server",
+        command,
+        ports=[{"name": "grpc", "containerPort": port, "protocol": "TCP"}],
+        readinessProbe={
+            "grpc": {"port": port, "service": "DagsterApi"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        volumeMounts=mounts,
+        resources=pods.resources(spec.code_server.resources),
+    )
+    main["env"] = [*main["env"], {"name": "DAGSTER_CURRENT_IMAGE", "value": spec.image}]
+    extra: dict[str, Any] = {"initContainers": init} if init else {}
+    pod = pods.pod_spec(wf, [main], volumes, **extra)
+    annotations = dict(spec.code_server.pod_annotations)
+    if dbt_hash:
+        annotations[DBT_HASH_ANNOTATION] = dbt_hash
+    name = wf.child(CODE_SERVER)
+    return _deployment(
+        wf,
+        CODE_SERVER,
+        pod,
+        annotations,
+        **_replicas(wf, spec.code_server.replicas, name, hpa_targets),
+        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+    )
+
+
+def code_server_service(wf: Workflow) -> dict[str, Any]:
+    port = wf.spec.code_server.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": wf.metadata(CODE_SERVER, CODE_SERVER),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": wf.selector(CODE_SERVER),
+            "ports": [{"name": "grpc", "port": port, "targetPort": "grpc", "protocol": "TCP"}],
+        },
+    }
+
+
+def webserver_deployment(wf: Workflow, hpa_targets: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """UI, /graphql and Prometheus /metrics on one port; no liveness probe that could kill a busy process."""
+    spec = wf.spec
+    port = spec.webserver.port
+    command = ["phlo", "webserver", "--host", "0.0.0.0", "--port", str(port), "--workspace", WORKSPACE_FILE]
+    main = pods.container(
+        wf,
+        WEBSERVER,
+        command,
+        ports=[{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        readinessProbe={
+            "httpGet": {"path": "/server_info", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+        },
+        volumeMounts=[*pods.base_mounts(), pods.workspace_mount()],
+        resources=pods.resources(spec.webserver.resources),
+    )
+    annotations = dict(spec.webserver.pod_annotations)
+    if spec.metrics.enabled:
+        annotations.update(
+            {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(port),
+                "prometheus.io/path": c.METRICS_PATH,
+            }
+        )
+    volumes = [*pods.base_volumes(), pods.instance_volume(wf), pods.workspace_volume(wf)]
+    pod = pods.pod_spec(wf, [main], volumes, automount=True)
+    name = wf.child(WEBSERVER)
+    return _deployment(
+        wf,
+        WEBSERVER,
+        pod,
+        annotations,
+        **_replicas(wf, spec.webserver.replicas, name, hpa_targets),
+        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+    )
+
+
+def webserver_service(wf: Workflow) -> dict[str, Any]:
+    port = wf.spec.webserver.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": wf.metadata(WEBSERVER, WEBSERVER),
+        "spec": {
+            "type": wf.spec.webserver.service_type,
+            "selector": wf.selector(WEBSERVER),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def daemon_deployment(wf: Workflow) -> dict[str, Any]:
+    """Exactly one daemon, ever: 1 replica and Recreate, so two never overlap during a rollout."""
+    spec = wf.spec
+    main = pods.container(
+        wf,
+        DAEMON,
+        ["dagster-daemon", "run", "-w", WORKSPACE_FILE],
+        volumeMounts=[*pods.base_mounts(), pods.workspace_mount()],
+        resources=pods.resources(spec.daemon.resources),
+    )
+    volumes = [*pods.base_volumes(), pods.instance_volume(wf), pods.workspace_volume(wf)]
+    pod = pods.pod_spec(wf, [main], volumes, automount=True)
+    return _deployment(
+        wf,
+        DAEMON,
+        pod,
+        dict(spec.daemon.pod_annotations),
+        replicas=0 if spec.suspend else 1,
+        strategy={"type": "Recreate"},
+    )

@@ -1,0 +1,121 @@
+"""ConfigMaps with dagster.yaml (Postgres storage, queued runs, K8sRunLauncher) and workspace.yaml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from phlo_dagster import constants as c
+from phlo_operator.render import pods
+from phlo_operator.render.workflow import DAGSTER_HOME, Workflow
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"env": name}
+
+
+def run_k8s_config(wf: Workflow) -> dict[str, Any]:
+    """Raw Kubernetes config for run Jobs: TTL, labels for the NetworkPolicy, hardened pods, the same env."""
+    container: dict[str, Any] = {
+        "env": pods.dagster_env(wf),
+        "securityContext": pods.container_security_context(),
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dagster-home", "mountPath": DAGSTER_HOME},
+        ],
+    }
+    if wf.spec.env_from:
+        container["envFrom"] = pods.user_env_from(wf)
+    pod_spec: dict[str, Any] = {
+        "securityContext": pods.pod_security_context(),
+        "volumes": pods.base_volumes(),
+    }
+    if wf.spec.node_selector:
+        pod_spec["nodeSelector"] = dict(wf.spec.node_selector)
+    if wf.spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in wf.spec.tolerations]
+    if wf.spec.affinity:
+        pod_spec["affinity"] = dict(wf.spec.affinity)
+    return {
+        "job_spec_config": {
+            "ttlSecondsAfterFinished": wf.spec.run_launcher.job_ttl_seconds,
+            "backoffLimit": 0,
+        },
+        "pod_template_spec_metadata": {"labels": wf.selector("run")},
+        "container_config": container,
+        "pod_spec_config": pod_spec,
+    }
+
+
+def dagster_yaml(wf: Workflow) -> dict[str, Any]:
+    """The Dagster instance config; secrets are read from env at runtime, never written here."""
+    return {
+        "storage": {
+            "postgres": {
+                "postgres_db": {
+                    "hostname": _env(c.ENV_PG_HOST),
+                    "port": _env(c.ENV_PG_PORT),
+                    "username": _env(c.ENV_PG_USER),
+                    "password": _env(c.ENV_PG_PASSWORD),
+                    "db_name": _env(c.ENV_PG_DB),
+                }
+            }
+        },
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+        },
+        "run_launcher": {
+            "module": "dagster_k8s",
+            "class": "K8sRunLauncher",
+            "config": {
+                "instance_config_map": wf.instance_configmap,
+                "dagster_home": DAGSTER_HOME,
+                "job_namespace": wf.run_namespace,
+                "job_image": wf.spec.image,
+                "image_pull_policy": wf.spec.image_pull_policy,
+                "service_account_name": wf.service_account,
+                "load_incluster_config": True,
+                "run_k8s_config": run_k8s_config(wf),
+            },
+        },
+        "telemetry": {"enabled": False},
+    }
+
+
+def workspace_yaml(wf: Workflow) -> dict[str, Any]:
+    """One gRPC code location served by the code-server Service."""
+    return {
+        "load_from": [
+            {
+                "grpc_server": {
+                    "host": wf.code_server_service,
+                    "port": wf.spec.code_server.port,
+                    "location_name": c.DEFAULT_CODE_LOCATION_NAME,
+                }
+            }
+        ]
+    }
+
+
+def _dump(value: dict[str, Any]) -> str:
+    return yaml.safe_dump(value, sort_keys=True)
+
+
+def instance_configmap(wf: Workflow, namespace: str | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": wf.metadata("instance", "config", namespace=namespace),
+        "data": {"dagster.yaml": _dump(dagster_yaml(wf))},
+    }
+
+
+def workspace_configmap(wf: Workflow) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": wf.metadata("workspace", "config"),
+        "data": {"workspace.yaml": _dump(workspace_yaml(wf))},
+    }

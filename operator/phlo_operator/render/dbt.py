@@ -1,0 +1,68 @@
+"""The dbt-compile Job, named by a hash of everything that affects the compile, so it runs once per input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phlo_operator.render import pods
+from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, Workflow, digest
+
+COMPONENT = "dbt-compile"
+
+
+def spec_hash(wf: Workflow) -> str | None:
+    """Hash of image, dbt settings and env; None when dbt is disabled."""
+    spec = wf.spec
+    if not spec.dbt.enabled:
+        return None
+    dbt = spec.dbt.model_dump(by_alias=True, exclude={"pod_annotations"})
+    return digest(
+        [spec.image, dbt, spec.workflows.path, pods.user_env(wf), pods.user_env_from(wf)], length=10
+    )
+
+
+def dbt_env(wf: Workflow) -> list[dict[str, Any]]:
+    """The compile needs no storage credentials: runtime settings, user env, a log path."""
+    return [*pods.runtime_env(wf), *pods.user_env(wf), {"name": "DBT_LOG_PATH", "value": "/tmp/dbt-logs"}]
+
+
+def job_name(wf: Workflow, hash_: str) -> str:
+    return wf.child(f"dbt-{hash_}")
+
+
+def job(wf: Workflow) -> dict[str, Any] | None:
+    """`phlo dbt compile` with the same image, env and paths as the code server's init container."""
+    hash_ = spec_hash(wf)
+    if hash_ is None:
+        return None
+    spec = wf.spec
+    main = pods.container(
+        wf,
+        COMPONENT,
+        ["phlo", "dbt", "compile"],
+        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
+        resources=pods.resources(spec.code_server.resources),
+    )
+    main["env"] = dbt_env(wf)
+    pod = pods.pod_spec(
+        wf, [main], [{"name": "tmp", "emptyDir": {}}, pods.dbt_target_volume()], restartPolicy="Never"
+    )
+    meta = wf.metadata("x", COMPONENT)
+    meta["name"] = job_name(wf, hash_)
+    meta["annotations"] = {DBT_HASH_ANNOTATION: hash_}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            # A compile is deterministic: retrying the same inputs would fail the same way.
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {
+                    "labels": wf.labels(COMPONENT),
+                    "annotations": {**spec.dbt.pod_annotations, DBT_HASH_ANNOTATION: hash_},
+                },
+                "spec": pod,
+            },
+        },
+    }

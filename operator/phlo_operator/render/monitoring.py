@@ -1,0 +1,24 @@
+"""A Prometheus Operator ServiceMonitor for the webserver's /metrics (rendered only when its API exists)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phlo_dagster import constants as c
+from phlo_operator.render.components import WEBSERVER
+from phlo_operator.render.workflow import Workflow
+
+
+def service_monitor(wf: Workflow) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": wf.metadata(WEBSERVER, "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": wf.selector(WEBSERVER)},
+            "namespaceSelector": {"matchNames": [wf.namespace]},
+            "endpoints": [
+                {"port": "http", "path": c.METRICS_PATH, "interval": wf.spec.metrics.service_monitor.interval}
+            ],
+        },
+    }

@@ -1,0 +1,177 @@
+"""Pod-level pieces every Dagster pod shares: hardened security contexts, env, volumes, scheduling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phlo_dagster import constants as c
+from phlo_operator.model import ResourceRequirements
+from phlo_operator.render.workflow import (
+    CHECKSUM_ANNOTATION,
+    DAGSTER_HOME,
+    DBT_TARGET_PATH,
+    WORKSPACE_DIR,
+    Workflow,
+)
+
+RUN_AS_USER = 1000
+
+
+def pod_security_context(uid: int = RUN_AS_USER) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def resources(res: ResourceRequirements | None) -> dict[str, Any]:
+    if res is None:
+        return {}
+    out: dict[str, Any] = {}
+    if res.limits:
+        out["limits"] = {k: str(v) for k, v in res.limits.items()}
+    if res.requests:
+        out["requests"] = {k: str(v) for k, v in res.requests.items()}
+    return out
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def postgres_env(wf: Workflow) -> list[dict[str, Any]]:
+    """DAGSTER_PG_* from the Secret's keys host, port, user, password, database (never literal values)."""
+    secret = wf.postgres_secret
+    return [
+        _secret_env(c.ENV_PG_HOST, secret, "host"),
+        _secret_env(c.ENV_PG_PORT, secret, "port"),
+        _secret_env(c.ENV_PG_USER, secret, "user"),
+        _secret_env(c.ENV_PG_PASSWORD, secret, "password"),
+        _secret_env(c.ENV_PG_DB, secret, "database"),
+    ]
+
+
+def runtime_env(wf: Workflow) -> list[dict[str, Any]]:
+    """Env the runtime reads (constants shared with phlo_dagster), before the user's env."""
+    spec = wf.spec
+    env = [
+        {"name": c.ENV_DAGSTER_HOME, "value": DAGSTER_HOME},
+        {"name": c.ENV_WORKFLOWS_PATH, "value": spec.workflows.path},
+        {"name": c.ENV_CODE_LOCATION_NAME, "value": c.DEFAULT_CODE_LOCATION_NAME},
+        {"name": c.ENV_DBT_ENABLED, "value": "true" if spec.dbt.enabled else "false"},
+    ]
+    if spec.dbt.enabled:
+        env.append({"name": c.ENV_DBT_PROJECT_DIR, "value": spec.dbt.project_dir})
+        env.append({"name": c.ENV_DBT_PROFILES_DIR, "value": spec.dbt.profiles_dir or spec.dbt.project_dir})
+        if spec.dbt.target:
+            env.append({"name": c.ENV_DBT_TARGET, "value": spec.dbt.target})
+        env.append({"name": c.ENV_DBT_TARGET_PATH, "value": DBT_TARGET_PATH})
+    return env
+
+
+def user_env(wf: Workflow) -> list[dict[str, Any]]:
+    return [v.model_dump(by_alias=True, exclude_none=True) for v in wf.spec.env]
+
+
+def user_env_from(wf: Workflow) -> list[dict[str, Any]]:
+    return [v.model_dump(by_alias=True, exclude_none=True) for v in wf.spec.env_from]
+
+
+def dagster_env(wf: Workflow) -> list[dict[str, Any]]:
+    return [*runtime_env(wf), *postgres_env(wf), *user_env(wf)]
+
+
+def base_volumes() -> list[dict[str, Any]]:
+    return [{"name": "tmp", "emptyDir": {}}, {"name": "dagster-home", "emptyDir": {}}]
+
+
+def instance_volume(wf: Workflow) -> dict[str, Any]:
+    return {"name": "instance", "configMap": {"name": wf.instance_configmap}}
+
+
+def workspace_volume(wf: Workflow) -> dict[str, Any]:
+    return {"name": "workspace", "configMap": {"name": wf.workspace_configmap}}
+
+
+def base_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "dagster-home", "mountPath": DAGSTER_HOME},
+        {
+            "name": "instance",
+            "mountPath": f"{DAGSTER_HOME}/dagster.yaml",
+            "subPath": "dagster.yaml",
+            "readOnly": True,
+        },
+    ]
+
+
+def workspace_mount() -> dict[str, Any]:
+    return {"name": "workspace", "mountPath": WORKSPACE_DIR, "readOnly": True}
+
+
+def dbt_target_volume() -> dict[str, Any]:
+    return {"name": "dbt-target", "emptyDir": {}}
+
+
+def dbt_target_mount() -> dict[str, Any]:
+    return {"name": "dbt-target", "mountPath": DBT_TARGET_PATH}
+
+
+def container(wf: Workflow, name: str, command: list[str], **extra: Any) -> dict[str, Any]:
+    """A Dagster container with the common image, env, envFrom and security settings."""
+    body: dict[str, Any] = {
+        "name": name,
+        "image": wf.spec.image,
+        "imagePullPolicy": wf.spec.image_pull_policy,
+        "command": command,
+        "env": dagster_env(wf),
+        "securityContext": container_security_context(),
+    }
+    if wf.spec.env_from:
+        body["envFrom"] = user_env_from(wf)
+    body.update({k: v for k, v in extra.items() if v not in (None, {}, [])})
+    return body
+
+
+def pod_spec(
+    wf: Workflow, containers: list[dict[str, Any]], volumes: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """Pod spec with scheduling constraints, the service account and the hardened pod security context."""
+    spec: dict[str, Any] = {
+        "serviceAccountName": wf.service_account,
+        "automountServiceAccountToken": extra.pop("automount", False),
+        "securityContext": pod_security_context(),
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if wf.spec.node_selector:
+        spec["nodeSelector"] = dict(wf.spec.node_selector)
+    if wf.spec.tolerations:
+        spec["tolerations"] = [dict(t) for t in wf.spec.tolerations]
+    if wf.spec.affinity:
+        spec["affinity"] = dict(wf.spec.affinity)
+    spec.update(extra)
+    return spec
+
+
+def template_metadata(
+    wf: Workflow, component: str, annotations: dict[str, str], checksum: str
+) -> dict[str, Any]:
+    return {
+        "labels": wf.labels(component),
+        "annotations": {**annotations, CHECKSUM_ANNOTATION: checksum},
+    }

@@ -1,0 +1,59 @@
+"""PodDisruptionBudgets for replicated components and the NetworkPolicy guarding the code server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phlo_dagster import constants as c
+from phlo_operator.render.components import CODE_SERVER, DAEMON, WEBSERVER
+from phlo_operator.render.workflow import Workflow
+
+
+def pod_disruption_budgets(wf: Workflow) -> list[dict[str, Any]]:
+    """Only where replicas > 1: a PDB on a single pod would block node drains forever."""
+    out = []
+    for component, replicas in (
+        (WEBSERVER, wf.spec.webserver.replicas),
+        (CODE_SERVER, wf.spec.code_server.replicas),
+    ):
+        if replicas > 1 and not wf.spec.suspend:
+            out.append(
+                {
+                    "apiVersion": "policy/v1",
+                    "kind": "PodDisruptionBudget",
+                    "metadata": wf.metadata(component, component),
+                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": wf.selector(component)}},
+                }
+            )
+    return out
+
+
+def code_server_network_policy(wf: Workflow) -> dict[str, Any]:
+    """Only the webserver, the daemon and run pods of this workflow reach the code server's gRPC port."""
+    instance = wf.labels(CODE_SERVER)[c.LABEL_INSTANCE]
+    peer: dict[str, Any] = {
+        "podSelector": {
+            "matchLabels": {c.LABEL_INSTANCE: instance, c.LABEL_NAME: c.APP_NAME},
+            "matchExpressions": [
+                {"key": c.LABEL_COMPONENT, "operator": "In", "values": [WEBSERVER, DAEMON, "run"]}
+            ],
+        }
+    }
+    peers = [peer]
+    if wf.run_namespace != wf.namespace:
+        peers.append(
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": wf.run_namespace}},
+                "podSelector": {"matchLabels": {c.LABEL_INSTANCE: instance, c.LABEL_COMPONENT: "run"}},
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": wf.metadata(CODE_SERVER, CODE_SERVER),
+        "spec": {
+            "podSelector": {"matchLabels": wf.selector(CODE_SERVER)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": wf.spec.code_server.port}]}],
+        },
+    }

@@ -1,0 +1,124 @@
+"""Managed PostgreSQL: StatefulSet with a PVC template, a headless Service and a generated Secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phlo_operator.render import pods
+from phlo_operator.render.workflow import Workflow
+
+COMPONENT = "postgres"
+PORT = 5432
+USER = "dagster"
+DATABASE = "dagster"
+# The official alpine image's postgres user.
+POSTGRES_UID = 70
+
+
+def secret(wf: Workflow, password: str) -> dict[str, Any]:
+    """Created once and never overwritten. Owned by the CR only with deletionPolicy Delete."""
+    delete = wf.spec.storage.postgres.deletion_policy == "Delete"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": wf.metadata(COMPONENT, COMPONENT, owned=delete),
+        "type": "Opaque",
+        "stringData": {
+            "host": f"{wf.postgres_service}.{wf.namespace}.svc",
+            "port": str(PORT),
+            "user": USER,
+            "password": password,
+            "database": DATABASE,
+        },
+    }
+
+
+def service(wf: Workflow) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": wf.metadata(COMPONENT, COMPONENT),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": wf.selector(COMPONENT),
+            "ports": [{"name": "postgres", "port": PORT, "targetPort": "postgres", "protocol": "TCP"}],
+        },
+    }
+
+
+def statefulset(wf: Workflow) -> dict[str, Any]:
+    """PVC kept or deleted with the StatefulSet per deletionPolicy (persistentVolumeClaimRetentionPolicy)."""
+    pg = wf.spec.storage.postgres
+    secret_name = wf.postgres_secret
+
+    def from_secret(env: str, key: str) -> dict[str, Any]:
+        return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+
+    container: dict[str, Any] = {
+        "name": "postgres",
+        "image": pg.image,
+        "imagePullPolicy": wf.spec.image_pull_policy,
+        "env": [
+            from_secret("POSTGRES_USER", "user"),
+            from_secret("POSTGRES_PASSWORD", "password"),
+            from_secret("POSTGRES_DB", "database"),
+            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+        ],
+        "ports": [{"name": "postgres", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "exec": {
+                "command": ["sh", "-c", 'pg_isready -U "$POSTGRES_USER" -d "$POSTGRES_DB" -h 127.0.0.1']
+            },
+            "periodSeconds": 10,
+        },
+        "securityContext": pods.container_security_context(),
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    res = pods.resources(pg.resources)
+    if res:
+        container["resources"] = res
+    pvc_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": pg.storage_size}},
+    }
+    if pg.storage_class_name:
+        pvc_spec["storageClassName"] = pg.storage_class_name
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": pods.pod_security_context(POSTGRES_UID),
+        "containers": [container],
+        "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+    }
+    if wf.spec.node_selector:
+        pod["nodeSelector"] = dict(wf.spec.node_selector)
+    if wf.spec.tolerations:
+        pod["tolerations"] = [dict(t) for t in wf.spec.tolerations]
+    if wf.spec.affinity:
+        pod["affinity"] = dict(wf.spec.affinity)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": wf.metadata(COMPONENT, COMPONENT),
+        "spec": {
+            "replicas": 1,
+            "serviceName": wf.postgres_service,
+            "selector": {"matchLabels": wf.selector(COMPONENT)},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": pg.deletion_policy,
+                "whenScaled": "Retain",
+            },
+            "template": {"metadata": {"labels": wf.labels(COMPONENT)}, "spec": pod},
+            "volumeClaimTemplates": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "data", "labels": wf.labels(COMPONENT)},
+                    "spec": pvc_spec,
+                }
+            ],
+        },
+    }

@@ -1,0 +1,74 @@
+"""Typed shape of PhloWorkflow.status; documents it in the CRD (kubectl explain)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+CONDITION_TYPES = (
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "WebserverReady",
+    "DaemonReady",
+    "CodeServerReady",
+    "DbtCompiled",
+    "StorageReady",
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(_Model):
+    """A metav1.Condition."""
+
+    type: str = Field(description="Condition type, e.g. Ready, Degraded, CodeServerReady.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this was computed for."
+    )
+
+
+class DbtStatus(_Model):
+    """Outcome of the dbt-compile Job."""
+
+    spec_hash: str | None = Field(
+        default=None, description="Hash of the inputs of the last successful compile."
+    )
+    last_success_time: str | None = Field(
+        default=None, description="Completion time of that compile (RFC 3339)."
+    )
+    job_name: str | None = Field(default=None, description="The dbt-compile Job for the current inputs.")
+
+
+class CodeServerStatus(_Model):
+    """Code-server rollout bookkeeping."""
+
+    template_hash: str | None = Field(
+        default=None, description="Hash of the code-server pod template rolled out."
+    )
+    reloaded_hash: str | None = Field(
+        default=None,
+        description="Template hash for which the webserver was asked to reload the code location.",
+    )
+
+
+class PhloWorkflowStatus(_Model):
+    """Observed state, computed from the children."""
+
+    observed_generation: int | None = Field(default=None, description="Last metadata.generation reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded and one per component.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    webserver_url: str | None = Field(default=None, description="In-cluster URL of the Dagster webserver.")
+    dbt: DbtStatus | None = Field(default=None, description="dbt compile outcome.")
+    code_server: CodeServerStatus | None = Field(default=None, description="Code-server rollout bookkeeping.")
