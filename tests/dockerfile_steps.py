@@ -1,0 +1,152 @@
+"""Reads a Dockerfile and replays its COPY and `pip install` steps outside Docker (no engine here)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import venv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Build-context paths .dockerignore keeps out of the image (mirrored when copying).
+IGNORED = shutil.ignore_patterns(
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "target",
+    "dbt_packages",
+    "logs",
+    "*.duckdb",
+)
+# Commands a RUN step may hold besides `pip install`: users and directories, which a venv does not need.
+SKIPPABLE = {"useradd", "groupadd", "mkdir", "chown", "chmod", "rm"}
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    instructions: list[Instruction] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [i.args for i in self.instructions if i.keyword == keyword]
+
+    def last(self, keyword: str) -> str:
+        found = self.all(keyword)
+        assert found, f"{self.path} has no {keyword}"
+        return found[-1]
+
+    def build_args(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for arg in self.all("ARG"):
+            name, _, default = arg.partition("=")
+            out[name.strip()] = default.strip()
+        return out
+
+
+def parse(path: Path) -> Dockerfile:
+    """Instructions with continuation lines joined and comments dropped."""
+    logical: list[str] = []
+    current = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    result = Dockerfile(path)
+    for line in logical:
+        keyword, _, args = line.partition(" ")
+        result.instructions.append(Instruction(keyword.upper(), " ".join(args.split())))
+    return result
+
+
+def _substitute(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
+def pip_steps(dockerfile: Dockerfile) -> list[list[str]]:
+    """The `pip install ...` commands of every RUN, as argument lists (after `pip`)."""
+    steps: list[list[str]] = []
+    for run in dockerfile.all("RUN"):
+        for command in run.split("&&"):
+            words = shlex.split(command)
+            if words[:2] == ["pip", "install"]:
+                steps.append(words[1:])
+            else:
+                assert words[0] in SKIPPABLE, f"{dockerfile.path}: RUN step {command!r} cannot be replayed"
+    return steps
+
+
+def cache_key(dockerfile: Dockerfile) -> str:
+    """Changes when anything deciding the installed dependencies changes (not the project's own code)."""
+    digest = hashlib.sha256(dockerfile.path.read_bytes())
+    for name in ("pyproject.toml", "operator/requirements.txt", "examples/quickstart/plugin/pyproject.toml"):
+        digest.update((REPO / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Path:
+    """Copies the build context as the Dockerfile does, runs its pip steps in a venv; returns the venv.
+
+    The venv is cached by `cache_key` (dependency changes make a new one); the pip steps run every time, so
+    the project itself is always reinstalled from the current sources. `--no-cache-dir` is dropped to reuse
+    the host's pip cache.
+    """
+    args = dockerfile.build_args()
+    env_dir = (
+        cache_dir / f"{dockerfile.path.parent.name or 'root'}-{dockerfile.path.name}-{cache_key(dockerfile)}"
+    )
+    root = cache_dir / f"rootfs-{env_dir.name}"
+    shutil.rmtree(root, ignore_errors=True)
+    if not (env_dir / "bin" / "python").exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    workdir = root
+    with log.open("a") as out:
+        for instruction in dockerfile.instructions:
+            if instruction.keyword == "WORKDIR":
+                workdir = root / instruction.args.lstrip("/")
+                workdir.mkdir(parents=True, exist_ok=True)
+            elif instruction.keyword == "COPY":
+                *sources, dest = _substitute(instruction.args, args).split()
+                assert not any(s.startswith("--") for s in sources), "COPY flags are not replayed"
+                target = (root / dest.lstrip("/")) if dest.startswith("/") else workdir / dest
+                for source in sources:
+                    src = REPO / source
+                    if src.is_dir():
+                        shutil.copytree(src, target, ignore=IGNORED, dirs_exist_ok=True)
+                    elif dest.endswith("/"):
+                        target.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(src, target / src.name)
+                    else:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(src, target)
+            elif instruction.keyword == "RUN":
+                for step in pip_steps(Dockerfile(dockerfile.path, [instruction])):
+                    command = [str(env_dir / "bin" / "python"), "-m", "pip", *step]
+                    command = [word for word in command if word != "--no-cache-dir"]
+                    out.write(f"$ (cd {workdir}) {shlex.join(command)}\n")
+                    out.flush()
+                    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+                    env.pop("VIRTUAL_ENV", None)
+                    subprocess.run(
+                        command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, check=True, env=env
+                    )
+    return env_dir

@@ -1,0 +1,77 @@
+"""The images' Dockerfiles: non-root, the right entry points, and an operator image without Dagster."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+
+import pytest
+
+from tests.dockerfile_steps import REPO, parse, pip_steps
+
+pytestmark = pytest.mark.unit
+
+OPERATOR = REPO / "operator" / "Dockerfile"
+RUNTIME = REPO / "Dockerfile"
+
+
+def _requirement_names(lines: list[str]) -> dict[str, str]:
+    """name -> full requirement, names normalised as pip does."""
+    out = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]
+            out[re.sub(r"[-_.]+", "-", name).lower()] = line.replace(" ", "")
+    return out
+
+
+@pytest.mark.parametrize("path", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
+def test_image_runs_as_numeric_non_root_user(path):
+    user = parse(path).last("USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, (
+        f"{path}: USER {user!r} must be a numeric non-root uid (runAsNonRoot)"
+    )
+    assert int(uid) == 10001, "the chart's podSecurityContext runs as 10001"
+
+
+def test_operator_image_installs_the_distribution_without_dependencies():
+    steps = pip_steps(parse(OPERATOR))
+    project = [s for s in steps if "." in s]
+    assert project and "--no-deps" in project[0], f"phlo-dagster must be installed with --no-deps: {steps}"
+    assert any("-r" in s and "operator/requirements.txt" in s for s in steps)
+
+
+def test_operator_requirements_equal_the_operator_extra():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extra = _requirement_names(pyproject["project"]["optional-dependencies"]["operator"])
+    required = _requirement_names((REPO / "operator" / "requirements.txt").read_text().splitlines())
+    assert required == extra
+    assert not any(name.startswith(("dagster", "dbt")) for name in required)
+
+
+def test_operator_entrypoint_is_the_console_script():
+    assert json.loads(parse(OPERATOR).last("ENTRYPOINT")) == ["phlo-dagster-operator"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["phlo-dagster-operator"] == "phlo_operator.main:main"
+
+
+def test_runtime_image_installs_the_dbt_extra_and_bakes_workflows():
+    dockerfile = parse(RUNTIME)
+    steps = pip_steps(dockerfile)
+    assert any(".[dbt]" in s for s in steps), steps
+    copies = dockerfile.all("COPY")
+    assert any(c.endswith(" /app/workflows/") for c in copies), copies
+    assert any(c.endswith(" /app/dbt/") for c in copies), copies
+    env = " ".join(dockerfile.all("ENV"))
+    assert "WORKFLOWS_PATH=/app/workflows" in env
+    assert json.loads(dockerfile.last("CMD"))[:3] == ["dagster", "api", "grpc"]
+
+
+def test_build_args_point_at_existing_directories():
+    for name, default in parse(RUNTIME).build_args().items():
+        assert (REPO / default).is_dir(), (
+            f"ARG {name} default {default!r} is not a directory of the repository"
+        )
