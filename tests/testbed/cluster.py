@@ -272,6 +272,15 @@ def _component_argv(name: str, bin_dir: Path, d: Path, pki: Pki, ports: dict[str
             "--v=1",
         ]
     kubeconfig = d / f"{name}.kubeconfig"
+    if name == "kwok":
+        return [
+            b,
+            f"--kubeconfig={kubeconfig}",
+            f"--config={STAGES}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+            "--v=INFO",
+        ]
     common = [
         b,
         f"--kubeconfig={kubeconfig}",
@@ -296,15 +305,6 @@ def _component_argv(name: str, bin_dir: Path, d: Path, pki: Pki, ports: dict[str
         ]
     if name == "kube-scheduler":
         return common
-    if name == "kwok":
-        return [
-            b,
-            f"--kubeconfig={kubeconfig}",
-            f"--config={STAGES}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-            "--v=INFO",
-        ]
     raise ValueError(f"unknown component {name!r}")
 
 

@@ -93,15 +93,17 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 def alive(process: Process) -> bool:
     """True while the PID runs the executable we started (guards against PID reuse)."""
     child = _children.get(process.pid)
-    if child is not None and child.poll() is not None:
-        return False
+    if child is not None:  # started by this interpreter: the handle knows for sure
+        return child.poll() is None
     try:
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
         stat = Path(f"/proc/{process.pid}/stat").read_text()
     except OSError:
         return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
         return False
+    if not cmdline:  # mid-exec the kernel reports an empty command line
+        return True
     argv0 = cmdline.split(b"\0", 1)[0].decode(errors="replace")
     return os.path.basename(argv0) == process.executable or process.executable.encode() in cmdline
 
