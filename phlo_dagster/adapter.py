@@ -184,7 +184,9 @@ def _asset_compute(
     return compute
 
 
-def _check_compute(spec: AssetCheckSpec, key: dg.AssetKey) -> Callable[..., Iterator[Any]]:
+def _check_compute(
+    spec: AssetCheckSpec, key: dg.AssetKey, resource_names: tuple[str, ...]
+) -> Callable[..., Iterator[Any]]:
     """The op body of a function check: call it, accept a CheckResult or a bool."""
     fn = spec.fn
     assert fn is not None
@@ -193,7 +195,7 @@ def _check_compute(spec: AssetCheckSpec, key: dg.AssetKey) -> Callable[..., Iter
     default_severity = spec.severity
 
     def compute(context, inputs):  # type: ignore[no-untyped-def]
-        result = fn(_context(spec_key, context, ()))
+        result = fn(_context(spec_key, context, resource_names))
         if isinstance(result, dg.AssetCheckResult):
             yield result
             return
@@ -336,7 +338,11 @@ class DagsterAdapter:
             self._add_asset(out, spec, key, declarative.get(spec.key, ()))
 
         for cspec in function_checks:
-            out.asset_checks.append(self._check_definition(cspec))
+            # Check specs name no resources: a check sees the resources of the asset it checks.
+            target = by_key.get(cspec.asset_key)
+            out.asset_checks.append(
+                self._check_definition(cspec, target.resources if target else frozenset())
+            )
 
         log.debug(
             "translated %d assets, %d checks in %.3fs",
@@ -463,7 +469,9 @@ class DagsterAdapter:
             return
         out.schedules.append(_partitioned_schedule(f"{ident}_schedule", run.cron, job, partitions_def, tz))
 
-    def _check_definition(self, spec: AssetCheckSpec) -> dg.AssetChecksDefinition:
+    def _check_definition(
+        self, spec: AssetCheckSpec, resource_names: frozenset[str]
+    ) -> dg.AssetChecksDefinition:
         key = asset_key(spec.asset_key)
         check = dg.AssetCheckSpec(
             name=spec.name,
@@ -473,12 +481,13 @@ class DagsterAdapter:
             metadata=_check_metadata(spec),
         )
         op = dg.OpDefinition(
-            compute_fn=_check_compute(spec, key),
+            compute_fn=_check_compute(spec, key, tuple(sorted(resource_names))),
             name=f"{key.to_python_identifier()}_{spec.name}",
             ins={"asset": dg.In(dagster_type=dg.Nothing)},
             outs={"result": dg.Out(dagster_type=None)},
             description=spec.description,
             tags=dict(spec.tags) if spec.tags else None,
+            required_resource_keys=set(resource_names),
         )
         return AssetChecksDefinition.create(
             keys_by_input_name={"asset": key},

@@ -382,12 +382,15 @@ def source_of(spec: Any, default: str = "") -> str:
 
 
 def register_asset(spec: AssetSpec, *, source: str | None = None) -> AssetSpec:
-    """Register an asset spec; a second spec with the same key raises DuplicateSpecError naming both."""
+    """Register an asset spec; the same key from another place raises DuplicateSpecError naming both.
+
+    Registering again from the same source (a module imported twice) replaces the earlier spec.
+    """
     if not isinstance(spec, AssetSpec):
         raise SpecError(f"register_asset expects an AssetSpec, got {type(spec).__name__}")
     where = source or _caller()
     with _STORE.lock:
-        if spec.key in _STORE.assets:
+        if spec.key in _STORE.assets and _STORE.assets[spec.key][1] != where:
             _, first = _STORE.assets[spec.key]
             raise DuplicateSpecError(f"asset key {spec.key!r} is defined twice: in {first} and in {where}")
         _STORE.assets[spec.key] = (spec, where)
@@ -402,7 +405,7 @@ def register_check(spec: AssetCheckSpec, *, source: str | None = None) -> AssetC
     where = source or _caller()
     key = (spec.asset_key, spec.name)
     with _STORE.lock:
-        if key in _STORE.checks:
+        if key in _STORE.checks and _STORE.checks[key][1] != where:
             _, first = _STORE.checks[key]
             raise DuplicateSpecError(
                 f"check {spec.name!r} on {spec.asset_key!r} is defined twice: in {first} and in {where}"
@@ -418,7 +421,7 @@ def register_resource(spec: ResourceSpec, *, source: str | None = None) -> Resou
         raise SpecError(f"register_resource expects a ResourceSpec, got {type(spec).__name__}")
     where = source or _caller()
     with _STORE.lock:
-        if spec.name in _STORE.resources:
+        if spec.name in _STORE.resources and _STORE.resources[spec.name][1] != where:
             _, first = _STORE.resources[spec.name]
             raise DuplicateSpecError(f"resource {spec.name!r} is defined twice: in {first} and in {where}")
         _STORE.resources[spec.name] = (spec, where)

@@ -1,0 +1,28 @@
+"""The warehouse resource: a DuckDB file under PHLO_DATA_DIR, shared with the dbt project's profile."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from phlo_dagster.capabilities import ResourceSpec, register_resource
+
+# dbt runs in its own directory, so the profile needs an absolute path: pin it for every process.
+DATA_DIR = Path(os.environ.setdefault("PHLO_DATA_DIR", str(Path(".phlo/data").resolve())))
+
+
+class DuckDBWarehouse:
+    """Opens short-lived connections, so dbt can use the same file between runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def connect(self) -> Any:
+        import duckdb
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(str(self.path))
+
+
+register_resource(ResourceSpec(name="warehouse", resource=DuckDBWarehouse(DATA_DIR / "quickstart.duckdb")))
