@@ -1,0 +1,479 @@
+"""The `phlo` command: local development, materialization, services, plugins, dbt and the webserver.
+
+Every failure ends as one line on stderr and a non-zero exit code (see `main`); commands print through
+`phlo_dagster.console` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from phlo_dagster.console import CliError, fail, out, progress
+from phlo_dagster.constants import (
+    DEFAULT_WEBSERVER_PORT,
+    DEFAULT_WORKFLOWS_PATH,
+    ENV_DAGSTER_HOME,
+    ENV_DAGSTER_PORT,
+    ENV_WORKFLOWS_PATH,
+    METRICS_PATH,
+)
+from phlo_dagster.services import (
+    DAEMON_SERVICE,
+    WEBSERVER_SERVICE,
+    DagsterDaemonServicePlugin,
+    DagsterServicePlugin,
+    LocalServices,
+    PhloHome,
+    ServiceDefinition,
+    http_ok,
+    last_line_of,
+    render_command,
+    spawn,
+    terminate_group,
+    write_services_config,
+)
+
+PLUGIN_GROUP_PREFIX = "phlo.plugins."
+DEV_START_TIMEOUT_S = 180.0
+
+
+def default_port() -> int:
+    raw = os.environ.get(ENV_DAGSTER_PORT, str(DEFAULT_WEBSERVER_PORT))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise CliError(f"{ENV_DAGSTER_PORT}={raw!r}: not a port number") from None
+    if not 0 < port < 65536:
+        raise CliError(f"{ENV_DAGSTER_PORT}={raw!r}: not a port number (1-65535)")
+    return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
+
+
+@click.group(name="phlo", context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Run Phlo workflows on Dagster."""
+
+
+# --- phlo dev ---
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops `phlo dev` the same clean way Ctrl-C does."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
+    project = Path.cwd()
+    port = port if port is not None else default_port()
+    env = dict(os.environ)
+    if workflows_path is not None:
+        if not workflows_path.is_dir():
+            raise CliError(f"--workflows-path {workflows_path}: no such directory")
+        env[ENV_WORKFLOWS_PATH] = str(workflows_path)
+    env.setdefault(ENV_WORKFLOWS_PATH, DEFAULT_WORKFLOWS_PATH)
+    if port_in_use(host, port):
+        raise CliError(f"--port {port}: {host}:{port} is already in use")
+    home = PhloHome(project)
+    home.ensure_instance()
+    env.update(home.env())
+    services = [DagsterServicePlugin().definition(port), DagsterDaemonServicePlugin().definition()]
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    with sigterm_as_interrupt():
+        try:
+            for definition in services:
+                argv = render_command(
+                    definition.command, host=host, ports=definition.ports, workspace=home.workspace_yaml
+                )
+                progress(f"starting {definition.name}")
+                procs[definition.name] = spawn(argv, cwd=project, env={**env, **definition.env})
+            wait_for_server(url, procs)
+            out(f"Dagster UI: {url}  (GraphQL {url}/graphql, metrics {url}{METRICS_PATH})")
+            out(f"instance: {home.root} (SQLite); press Ctrl-C to stop")
+            dev_post_start(home, services[0], env)
+            while True:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        raise CliError(f"{name} exited with code {proc.returncode}; see its output above")
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            progress("stopping")
+        finally:
+            for proc in procs.values():
+                terminate_group(proc.pid)
+                proc.wait()
+
+
+def wait_for_server(url: str, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + DEV_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise CliError(
+                    f"{name} exited during start with code {proc.returncode}; see its output above"
+                )
+        if http_ok(f"{url}/server_info"):
+            return
+        time.sleep(0.5)
+    raise CliError(f"webserver not answering at {url} after {DEV_START_TIMEOUT_S:.0f}s")
+
+
+def dev_post_start(home: PhloHome, webserver: ServiceDefinition, env: dict[str, str]) -> None:
+    """Run the webserver's post-start hooks; in dev a failing hook warns instead of stopping the server."""
+    runner = LocalServices(home, definitions=[webserver], extra_env=env)
+    for hook in webserver.post_start:
+        try:
+            runner.run_hook(webserver, hook)
+        except CliError as exc:
+            progress(f"warning: {exc}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface the webserver binds.")
+@click.option(
+    "--port", type=int, default=None, help=f"Webserver port [default: ${ENV_DAGSTER_PORT} or 3000]."
+)
+@click.option(
+    "--workflows-path", type=click.Path(path_type=Path), default=None, help="Directory of workflows."
+)
+def dev(host: str, port: int | None, workflows_path: Path | None) -> None:
+    """Webserver (with /metrics) and daemon on embedded SQLite under .phlo/, until Ctrl-C."""
+    run_dev(host, port, workflows_path)
+
+
+# --- phlo materialize ---
+
+
+def parse_asset_key(text: str) -> Any:
+    """'raw/orders' or 'raw.orders' -> AssetKey(['raw', 'orders'])."""
+    from dagster import AssetKey
+
+    parts = [p for p in (text.split("/") if "/" in text else text.split(".")) if p]
+    if not parts:
+        raise CliError(f"asset {text!r}: empty asset key")
+    return AssetKey(parts)
+
+
+def local_instance() -> Any:
+    """The instance in $DAGSTER_HOME, else the project's .phlo/ (created on first use)."""
+    from dagster import DagsterInstance
+
+    if os.environ.get(ENV_DAGSTER_HOME):
+        return DagsterInstance.get()
+    home = PhloHome(Path.cwd())
+    home.ensure_instance()
+    return DagsterInstance.from_config(str(home.root))
+
+
+def load_definitions() -> Any:
+    """The code location's Definitions (importing the module builds them once)."""
+    import phlo_dagster.definitions as definitions_module
+
+    return definitions_module.defs
+
+
+def materialize_assets(assets: Sequence[str], select: str | None, partition: str | None) -> None:
+    from dagster import AssetSelection
+
+    if not assets and not select:
+        raise CliError("give at least one ASSET (e.g. raw/orders) or --select EXPR")
+    defs = load_definitions()
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    known = graph.materializable_asset_keys
+    keys = set()
+    for text in assets:
+        key = parse_asset_key(text)
+        if key not in known:
+            sample = ", ".join(sorted(k.to_user_string() for k in known)[:8]) or "none"
+            raise CliError(f"asset {text!r}: not defined (defined: {sample})")
+        keys.add(key)
+    if select:
+        try:
+            chosen = AssetSelection.from_string(select).resolve(graph)
+        except Exception as exc:
+            raise CliError(f"--select {select!r}: {last_line_of(str(exc)) or type(exc).__name__}") from None
+        if not chosen:
+            raise CliError(f"--select {select!r}: matches no assets")
+        keys |= {k for k in chosen if k in known}
+    job = repo.get_implicit_job_def_for_assets(keys)
+    if job is None:
+        raise CliError(
+            "the selected assets have different partitions definitions; materialize them separately"
+        )
+    partitioned = sorted(k.to_user_string() for k in keys if graph.get(k).partitions_def is not None)
+    if partition is None and partitioned:
+        raise CliError(f"--partition: required, {partitioned[0]} is partitioned")
+    if partition is not None and not partitioned:
+        raise CliError(f"--partition {partition}: none of the selected assets is partitioned")
+    names = ", ".join(sorted(k.to_user_string() for k in keys))
+    progress(f"materializing {names}" + (f" (partition {partition})" if partition else ""))
+    with local_instance() as instance:
+        if partition is not None:
+            for key in keys:
+                pdef = graph.get(key).partitions_def
+                if pdef is not None and not pdef.has_partition_key(
+                    partition, dynamic_partitions_store=instance
+                ):
+                    raise CliError(f"--partition {partition}: not a partition of {key.to_user_string()}")
+        started = time.monotonic()
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=sorted(keys),
+            partition_key=partition,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
+    elapsed = time.monotonic() - started
+    if not result.success:
+        raise CliError(f"run {result.run_id} failed: {failure_cause(result)}")
+    for event in result.get_asset_materialization_events():
+        out(f"materialized {event.asset_key.to_user_string()}" + (f" [{partition}]" if partition else ""))
+    out(f"run {result.run_id} succeeded in {elapsed:.1f}s")
+
+
+def failure_cause(result: Any) -> str:
+    """The innermost error of the first failed step: the user's exception, not Dagster's wrapper."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            error: Any = getattr(event.event_specific_data, "error", None)
+            while error is not None and error.cause is not None:
+                error = error.cause
+            message = last_line_of(str(error.message)) if error is not None else ""
+            return f"step {event.step_key}: {message or 'failed'}"
+    return "see the run's logs"
+
+
+@cli.command()
+@click.argument("assets", nargs=-1)
+@click.option(
+    "--select", default=None, help="Dagster asset selection, e.g. 'key:raw/orders+' or 'group:ingestion'."
+)
+@click.option("--partition", default=None, help="Partition key to materialize.")
+def materialize(assets: tuple[str, ...], select: str | None, partition: str | None) -> None:
+    """Materialize assets in this process against the .phlo/ instance (or $DAGSTER_HOME)."""
+    materialize_assets(assets, select, partition)
+
+
+# --- phlo services ---
+
+
+@cli.group()
+def services() -> None:
+    """Run the Dagster services as local background processes (state under .phlo/)."""
+
+
+SERVICE_CHOICE = click.Choice([WEBSERVER_SERVICE, DAEMON_SERVICE])
+
+
+@services.command("init")
+@click.option("--dev", "dev_mode", is_flag=True, help="Run services from a phlo-dagster source checkout.")
+@click.option(
+    "--phlo-source", type=click.Path(path_type=Path), default=None, help="The checkout (with --dev)."
+)
+@click.option("--port", type=int, default=None, help="Webserver port [default: $DAGSTER_PORT or 3000].")
+def services_init(dev_mode: bool, phlo_source: Path | None, port: int | None) -> None:
+    """Write .phlo/ (dagster.yaml, workspace.yaml, services.yaml)."""
+    path = write_services_config(
+        PhloHome(Path.cwd()),
+        port=port if port is not None else default_port(),
+        dev=dev_mode,
+        phlo_source=phlo_source,
+    )
+    out(f"wrote {path}")
+
+
+@services.command("start")
+@click.option("--service", type=SERVICE_CHOICE, default=None, help="Only this service.")
+@click.option("--port", type=int, default=None, help="Override the webserver port.")
+def services_start(service: str | None, port: int | None) -> None:
+    """Start the services in the background, wait until healthy, run post-start hooks."""
+    runner = LocalServices(PhloHome(Path.cwd()), port)
+    for definition in runner.select(service):
+        pid = runner.start(definition)
+        url = runner.health_url(definition)
+        out(f"{definition.name}: running (pid {pid})" + (f" at {url.rsplit('/', 1)[0]}" if url else ""))
+
+
+@services.command("stop")
+@click.option("--service", type=SERVICE_CHOICE, default=None, help="Only this service.")
+def services_stop(service: str | None) -> None:
+    """Stop the services started by `phlo services start`."""
+    runner = LocalServices(PhloHome(Path.cwd()))
+    for definition in reversed(runner.select(service)):
+        stopped = runner.stop(definition.name)
+        out(f"{definition.name}: {'stopped' if stopped else 'not running'}")
+
+
+@services.command("status")
+@click.option("--service", type=SERVICE_CHOICE, default=None, help="Only this service.")
+def services_status(service: str | None) -> None:
+    """Show each service's state, pid and health."""
+    runner = LocalServices(PhloHome(Path.cwd()))
+    for definition in runner.select(service):
+        st = runner.status(definition)
+        health = "" if st.healthy is None else (" healthy" if st.healthy else " unhealthy")
+        pid = f" pid {st.pid}" if st.pid else ""
+        detail = f" {st.detail}" if st.detail else ""
+        out(f"{st.name}: {st.state}{pid}{health}{detail}")
+
+
+# --- phlo plugin ---
+
+
+@cli.group()
+def plugin() -> None:
+    """List or install Phlo plugins (entry points in the phlo.plugins.* groups)."""
+
+
+def plugin_entries() -> list[tuple[str, str, str, str, str]]:
+    """(group, name, object, distribution, version) for every phlo.plugins.* entry point installed."""
+    from importlib.metadata import distributions
+
+    rows = set()
+    for dist in distributions():
+        for ep in dist.entry_points:
+            if ep.group.startswith(PLUGIN_GROUP_PREFIX):
+                group = ep.group.removeprefix(PLUGIN_GROUP_PREFIX)
+                rows.add((group, ep.name, ep.value, str(dist.metadata["Name"]), str(dist.version)))
+    return sorted(rows)
+
+
+@plugin.command("list")
+def plugin_list() -> None:
+    """Every entry point in the phlo.plugins.* groups, with its distribution."""
+    rows = plugin_entries()
+    header = ("GROUP", "NAME", "OBJECT", "DISTRIBUTION", "VERSION")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@plugin.command("install")
+@click.argument("packages", nargs=-1, required=True)
+def plugin_install(packages: tuple[str, ...]) -> None:
+    """pip install PACKAGES into this environment (requirement specifiers or local paths)."""
+    argv = [sys.executable, "-m", "pip", "install", *packages]
+    progress(" ".join(argv[2:]))
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        cause = next(
+            (ln.strip() for ln in result.stderr.splitlines() if ln.strip().startswith("ERROR")),
+            last_line_of(result.stderr) or f"exit code {result.returncode}",
+        )
+        raise CliError(f"pip install {' '.join(packages)} failed: {cause}")
+    out(last_line_of(result.stdout) or "installed")
+
+
+# --- phlo dbt ---
+
+
+@cli.group()
+def dbt() -> None:
+    """dbt project tasks (PHLO_DBT_* settings)."""
+
+
+@dbt.command("compile")
+@click.option("--force", is_flag=True, help="Compile even when the project is unchanged.")
+def dbt_compile(force: bool) -> None:
+    """Compile the dbt project; skipped when its content hash matches the last successful compile."""
+    from phlo_dagster.dbt import DbtCompileError, compile_from_env
+
+    try:
+        result = compile_from_env(force=force)
+    except DbtCompileError as exc:
+        raise CliError(str(exc)) from None
+    verb = "skipped (unchanged)" if result.skipped else "compiled"
+    out(f"dbt {verb}: {result.manifest_path} (hash {result.spec_hash[:12]})")
+
+
+# --- phlo webserver ---
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help=f"[default: ${ENV_DAGSTER_PORT} or 3000]")
+@click.option("--workspace", type=click.Path(path_type=Path), default=None, help="workspace.yaml to load.")
+@click.option("--path-prefix", default="", help="Serve under this path, e.g. /dagster.")
+def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: str) -> None:
+    """Dagster's webserver (UI, /graphql) plus Prometheus /metrics on the same port."""
+    from phlo_dagster.webserver import serve
+
+    if workspace is None:
+        workspace = PhloHome(Path.cwd()).workspace_yaml
+    serve(host, port if port is not None else default_port(), workspace, path_prefix)
+
+
+# --- entry point ---
+
+
+def add_plugin_commands(group: click.Group) -> None:
+    """Commands from other distributions' `phlo.plugins.cli` entry points (ours are built in)."""
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="phlo.plugins.cli"), key=lambda e: e.name):
+        if ep.name in group.commands or ep.value.startswith("phlo_dagster."):
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            progress(f"warning: CLI plugin {ep.name} ({ep.value}) failed to load: {exc}")
+            continue
+        commands = obj.get_cli_commands() if hasattr(obj, "get_cli_commands") else [obj]
+        for command in commands:
+            if isinstance(command, click.Command) and command.name not in group.commands:
+                group.add_command(command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run `phlo`; any failure is one line on stderr and a non-zero exit, never a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        add_plugin_commands(cli)
+        cli.main(args=list(argv) if argv is not None else None, prog_name="phlo", standalone_mode=False)
+    except CliError as exc:
+        fail(str(exc), exc.exit_code)
+    except click.exceptions.Abort:
+        fail("interrupted", 130)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except (SystemExit, click.exceptions.Exit):
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("phlo_dagster."):  # our domain errors carry a one-line cause
+            fail(str(exc) or type(exc).__name__)
+        # a bug or an environment problem: still one line, with the type
+        fail(f"{type(exc).__name__}: {last_line_of(str(exc)) or 'unexpected error'}")
+
+
+if __name__ == "__main__":
+    main()

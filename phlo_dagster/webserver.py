@@ -1,0 +1,91 @@
+"""Dagster's own webserver app with a Prometheus /metrics route on the same port, served by uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from dagster._cli.utils import get_possibly_temporary_instance_for_cli
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster_webserver.version import __version__ as webserver_version
+from dagster_webserver.webserver import DagsterWebserver
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from phlo_dagster.console import CliError
+from phlo_dagster.constants import METRICS_PATH
+from phlo_dagster.metrics import DagsterCollector, registry_for, workspace_locations
+
+log = logging.getLogger("phlo.webserver")
+
+# The webserver's own defaults, matching `dagster-webserver`.
+DB_STATEMENT_TIMEOUT_MS = 15000
+DB_POOL_RECYCLE_S = 3600
+DB_POOL_MAX_OVERFLOW = 20
+LIVE_DATA_POLL_RATE_MS = 2000
+
+
+class MetricsWebserver(DagsterWebserver):
+    """DagsterWebserver whose routes gain /metrics ahead of the UI's catch-all route."""
+
+    def __init__(
+        self, process_context: WorkspaceProcessContext, path_prefix: str = "", **kwargs: Any
+    ) -> None:
+        super().__init__(process_context, path_prefix, **kwargs)
+        collector = DagsterCollector(process_context.instance, locations=workspace_locations(process_context))
+        self._metrics_registry = registry_for(collector)
+        self._metrics_prefix = path_prefix
+
+    async def metrics_endpoint(self, _request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, self._metrics_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def build_routes(self) -> list[BaseRoute]:
+        extra: list[BaseRoute] = [Route(METRICS_PATH, self.metrics_endpoint, methods=["GET"])]
+        if self._metrics_prefix:
+            extra.append(Route(self._metrics_prefix + METRICS_PATH, self.metrics_endpoint, methods=["GET"]))
+        return [*extra, *super().build_routes()]
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_app: Starlette) -> AsyncIterator[None]:
+    """Ctrl-C cancels the lifespan task; that is a normal stop, not an error."""
+    with contextlib.suppress(Exception):
+        yield
+
+
+def create_app(process_context: WorkspaceProcessContext, path_prefix: str = "") -> Starlette:
+    """The ASGI app: Dagster's UI and /graphql, plus /metrics (and <prefix>/metrics under a path prefix)."""
+    if path_prefix and (not path_prefix.startswith("/") or path_prefix.endswith("/")):
+        raise CliError(f"--path-prefix {path_prefix!r}: must start with '/' and not end with '/'")
+    server = MetricsWebserver(process_context, path_prefix, live_data_poll_rate=LIVE_DATA_POLL_RATE_MS)
+    return server.create_asgi_app(lifespan=_lifespan)
+
+
+def serve(host: str, port: int, workspace: Path, path_prefix: str = "", log_level: str = "warning") -> None:
+    """Load the workspace against the instance in DAGSTER_HOME and serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    if not workspace.is_file():
+        raise CliError(f"--workspace {workspace}: no such file")
+    with get_possibly_temporary_instance_for_cli("phlo webserver", logger=log) as instance:
+        instance.optimize_for_webserver(DB_STATEMENT_TIMEOUT_MS, DB_POOL_RECYCLE_S, DB_POOL_MAX_OVERFLOW)
+        with WorkspaceProcessContext(
+            instance,
+            version=webserver_version,
+            read_only=False,
+            workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)]),
+        ) as context:
+            app = create_app(context, path_prefix)
+            log.info(
+                "serving Dagster UI, /graphql and %s on http://%s:%s%s", METRICS_PATH, host, port, path_prefix
+            )
+            uvicorn.run(app, host=host, port=port, log_level=log_level)
