@@ -1,0 +1,278 @@
+"""The chart on the test bed's real API server: dry run, install, test, upgrade, uninstall, RBAC bounds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helm_chart import ALL_FEATURES, CHART, RELEASE, template, values_file
+from tests.testbed.cluster import Testbed
+
+pytestmark = pytest.mark.integration
+
+PHLO_CRD = "phloworkflows.phlo.dev"
+FIELD_MANAGER = "phlo-chart-tests"
+
+
+def _monitoring_crd(kind: str, plural: str) -> dict[str, Any]:
+    """A minimal stand-in for a Prometheus Operator CRD: the kind exists, its content is not checked."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _apply(testbed: Testbed, docs: list[dict[str, Any]], *extra: str) -> subprocess.CompletedProcess[str]:
+    return testbed.kubectl(
+        "apply",
+        "--server-side",
+        f"--field-manager={FIELD_MANAGER}",
+        "--force-conflicts",
+        *extra,
+        "-f",
+        "-",
+        input="\n---\n".join(yaml.safe_dump(d) for d in docs),
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def crds(testbed: Testbed) -> None:
+    """Every CRD the chart's objects need, established: monitoring stand-ins, kopf peering, PhloWorkflow."""
+    docs = [
+        _monitoring_crd("ServiceMonitor", "servicemonitors"),
+        _monitoring_crd("PrometheusRule", "prometheusrules"),
+    ]
+    docs += [d for d in yaml.safe_load_all((CHART / "crds" / "kopf.dev_peerings.yaml").read_text()) if d]
+    if testbed.kubectl("get", "crd", PHLO_CRD, check=False).returncode != 0:
+        # the chart's copy, equal to crds/ (a unit test checks)
+        docs.append(yaml.safe_load((CHART / "files" / "crds" / "phlo.dev_phloworkflows.yaml").read_text()))
+    _apply(testbed, docs)
+    names = [d["metadata"]["name"] for d in docs]
+    testbed.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+
+
+@pytest.fixture
+def other_namespace(testbed: Testbed, namespace: str) -> Iterator[str]:
+    name = f"{namespace[:50]}-other"
+    testbed.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        testbed.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+def _adopt_crd(testbed: Testbed, namespace: str) -> None:
+    """Lets this release take over a CRD applied earlier with kubectl (the README's adoption recipe)."""
+    if testbed.kubectl("get", "crd", PHLO_CRD, check=False).returncode != 0:
+        return
+    testbed.kubectl("label", "--overwrite", "crd", PHLO_CRD, "app.kubernetes.io/managed-by=Helm")
+    testbed.kubectl(
+        "annotate",
+        "--overwrite",
+        "crd",
+        PHLO_CRD,
+        f"meta.helm.sh/release-name={RELEASE}",
+        f"meta.helm.sh/release-namespace={namespace}",
+    )
+
+
+def _get(testbed: Testbed, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
+    return result
+
+
+def _condition(obj: dict[str, Any], kind: str) -> str | None:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == kind:
+            return str(cond["status"])
+    return None
+
+
+def _can(testbed: Testbed, kubeconfig: Path, *args: str) -> bool:
+    """`kubectl auth can-i` as the token's own identity (a SelfSubjectAccessReview)."""
+    result = subprocess.run(
+        [str(testbed.bin_dir / "kubectl"), "--kubeconfig", str(kubeconfig), "auth", "can-i", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.stdout.strip() in {"yes", "no"}, result.stderr
+    return result.stdout.strip() == "yes"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [ALL_FEATURES, {**ALL_FEATURES, "watch": {"allNamespaces": True}}],
+    ids=["namespaced", "cluster-wide"],
+)
+def test_every_rendered_object_passes_server_side_dry_run(testbed, namespace, crds, tmp_path, values):
+    objects = template(tmp_path, values, namespace=namespace)
+    assert {"Deployment", "PrometheusRule", "ServiceMonitor", "PhloWorkflow", "CustomResourceDefinition"} <= {
+        o["kind"] for o in objects
+    }
+    result = _apply(testbed, objects, "--dry-run=server")
+    applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
+    assert len(applied) == len(objects), result.stdout + result.stderr
+
+
+def test_install_test_upgrade_uninstall(testbed, namespace, crds, tmp_path):
+    # Pods that break Pod Security "restricted" would never be created here, so Available proves compliance.
+    testbed.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    _adopt_crd(testbed, namespace)
+    testbed.helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "180s", timeout=240)
+    deployment = _get(testbed, "deployment", RELEASE, "-n", namespace)
+    assert _condition(deployment, "Available") == "True"
+    crd = _get(testbed, "crd", PHLO_CRD)
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == namespace
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    peering = _get(testbed, "kopfpeering", "phlo-dagster", "-n", namespace)
+    assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+    tested = testbed.helm("test", RELEASE, "-n", namespace, "--timeout", "120s", timeout=180)
+    assert "Phase:          Succeeded" in tested.stdout, tested.stdout
+
+    upgrade = values_file(tmp_path, {"replicaCount": 2, "logLevel": "debug"})
+    testbed.helm(
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--reuse-values",
+        "-f",
+        str(upgrade),
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+    deployment = _get(testbed, "deployment", RELEASE, "-n", namespace)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["status"].get("readyReplicas") == 2
+    assert "--verbose" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    history = json.loads(testbed.helm("history", RELEASE, "-n", namespace, "-o", "json").stdout)
+    assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
+
+    testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s", timeout=180)
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    kinds = "deployments,replicasets,services,serviceaccounts,roles,rolebindings,configmaps,kopfpeerings,jobs"
+    left = _get(testbed, kinds, "-n", namespace, "-l", selector)["items"]
+    assert left == [], [f"{o['kind']}/{o['metadata']['name']}" for o in left]
+    cluster_left = [
+        o
+        for o in _get(testbed, "clusterroles,clusterrolebindings", "-l", selector)["items"]
+        if o["metadata"]["name"].startswith(namespace)
+    ]
+    assert cluster_left == []
+    # Retained by policy (documented): the CRD, so no PhloWorkflow anywhere disappears with the release.
+    assert _get(testbed, "crd", PHLO_CRD)["metadata"]["name"] == PHLO_CRD
+
+
+def test_namespaced_rbac_is_no_broader_than_documented(testbed, namespace, other_namespace, crds):
+    testbed.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "crd.install=false",
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+    kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
+    ns, other = f"--namespace={namespace}", f"--namespace={other_namespace}"
+    allowed = [
+        ("watch", "phloworkflows.phlo.dev", ns),
+        ("patch", "phloworkflows.phlo.dev", "--subresource=status", ns),
+        ("create", "deployments.apps", ns),
+        ("create", "jobs.batch", ns),
+        ("get", "secrets", ns),
+        ("create", "events", ns),
+        ("patch", "kopfpeerings.kopf.dev", ns),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]
+    denied = [
+        ("get", "secrets", other),
+        ("list", "secrets", "--all-namespaces"),
+        ("create", "deployments.apps", other),
+        ("list", "phloworkflows.phlo.dev", other),
+        ("list", "phloworkflows.phlo.dev", "--all-namespaces"),
+        ("create", "pods", ns),
+        ("create", "pods", "--subresource=exec", ns),
+        ("create", "clusterroles.rbac.authorization.k8s.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("get", "nodes"),
+        ("delete", "namespaces"),
+        ("impersonate", "serviceaccounts", ns),
+        ("update", "persistentvolumeclaims", ns),
+    ]
+    assert [a for a in allowed if not _can(testbed, kubeconfig, *a)] == []
+    assert [d for d in denied if _can(testbed, kubeconfig, *d)] == []
+    testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
+
+
+def test_cluster_wide_rbac_reaches_every_namespace_but_not_the_cluster(
+    testbed, namespace, other_namespace, crds
+):
+    testbed.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "crd.install=false",
+        "--set",
+        "watch.allNamespaces=true",
+        "--set",
+        f"peering.name={namespace}",
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+    try:
+        kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
+        other = f"--namespace={other_namespace}"
+        assert _can(testbed, kubeconfig, "create", "deployments.apps", other)
+        assert _can(testbed, kubeconfig, "list", "phloworkflows.phlo.dev", "--all-namespaces")
+        # documented: the managed PostgreSQL password needs Secrets wherever workflows live
+        assert _can(testbed, kubeconfig, "get", "secrets", other)
+        for denied in [
+            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("get", "nodes"),
+            ("create", "pods", other),
+            ("create", "pods", "--subresource=exec", other),
+            ("delete", "namespaces"),
+        ]:
+            assert not _can(testbed, kubeconfig, *denied), denied
+    finally:
+        testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
