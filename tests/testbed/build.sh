@@ -22,6 +22,11 @@ log() { printf '[testbed-build %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 command -v go >/dev/null || { log "error: 'go' is not on PATH (Go >= 1.26 is needed to build the test bed)"; exit 1; }
 go_version="$(go env GOVERSION)"
+go_minor="$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$go_version")"
+if [[ ! "$go_minor" =~ ^[0-9]+$ ]] || ((go_minor < 26)); then
+	log "error: $go_version is too old: Kubernetes ${K8S_VERSION} and kwok ${KWOK_VERSION} need Go >= 1.26"
+	exit 1
+fi
 
 hash_of() { cat "$@" | sha256sum | cut -c1-12; }
 
@@ -32,7 +37,7 @@ k8s_key="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-${go_version}-$(
 kwok_key="kwok-${KWOK_VERSION}-${go_version}"
 helm_key="helm-${HELM_VERSION}-${go_version}"
 
-# build_component KEY NAME... -- runs the function build_<group> into a temporary dir, then moves it into
+# ensure KEY FUNCTION: unless the cache has KEY, runs FUNCTION into a temporary dir, then moves it into
 # place atomically so an interrupted build never leaves a half-filled cache entry.
 ensure() {
 	local key="$1" fn="$2"
@@ -78,15 +83,13 @@ build_k8s() {
 			k8s.io/kubernetes/cmd/kube-scheduler \
 			k8s.io/kubernetes/cmd/kubectl
 		log "go build etcd ($ETCD_VERSION)"
-		go build -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" \
-			-o "$bin/etcd" go.etcd.io/etcd/server/v3
+		go build -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
 	)
 }
 
 build_kwok() {
 	local bin="$1"
-	GOBIN="$bin" go install -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
-		"sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+	GOBIN="$bin" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 }
 
 build_helm() {
