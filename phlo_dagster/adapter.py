@@ -121,9 +121,10 @@ def _context(spec_key: str, context: Any, resource_names: Iterable[str]) -> Runt
 
 
 def _as_iterable(result: Any) -> Iterable[Any]:
+    """A run fn may return one result, a list of them, or yield them (pydantic models are iterable: not those)."""
     if result is None:
         return ()
-    if isinstance(result, Iterable) and not isinstance(result, str | bytes | Mapping):
+    if isinstance(result, list | tuple | Iterator):
         return result
     return (result,)
 
@@ -403,10 +404,12 @@ class DagsterAdapter:
             if run.max_retries
             else None
         )
+        # Each dep is a Nothing input of the op, so a run orders (and blocking checks gate) upstream first.
+        keys_by_input = {d.to_python_identifier(): d for d in (dep.asset_key for dep in dspec.deps)}
         op = dg.OpDefinition(
             compute_fn=_asset_compute(spec, key, [c.name for c in declared]),
             name=ident,
-            ins={},
+            ins={name: dg.In(dagster_type=dg.Nothing) for name in keys_by_input},
             outs=outs,
             description=spec.description,
             required_resource_keys=set(spec.resources),
@@ -414,7 +417,7 @@ class DagsterAdapter:
             retry_policy=retry,
         )
         assets_def = dg.AssetsDefinition.dagster_internal_init(
-            keys_by_input_name={},
+            keys_by_input_name=keys_by_input,
             keys_by_output_name={"result": key},
             node_def=op,
             can_subset=False,
@@ -448,7 +451,6 @@ class DagsterAdapter:
             name=f"{ident}_job",
             selection=dg.AssetSelection.assets(key),
             tags=run_tags,
-            partitions_def=partitions_def,
             description=f"Materializes {spec.key} (from its RunSpec)",
         )
         out.jobs.append(job)

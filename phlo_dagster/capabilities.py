@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
@@ -70,7 +70,7 @@ def _as_frozenset(value: Any) -> Any:
         return frozenset()
     if isinstance(value, str):
         return frozenset([value])
-    return frozenset(value)
+    return frozenset(value) if isinstance(value, Iterable) else value
 
 
 def _as_tuple(value: Any) -> Any:
@@ -78,7 +78,7 @@ def _as_tuple(value: Any) -> Any:
         return ()
     if isinstance(value, str):
         return (value,)
-    return tuple(value)
+    return tuple(value) if isinstance(value, Iterable) else value
 
 
 def _check_key(value: str) -> str:
