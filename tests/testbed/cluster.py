@@ -21,8 +21,9 @@ from tests.testbed.pki import Pki, create_pki
 from tests.testbed.processes import LOOPBACK, Process, TestbedError, alive, free_ports, spawn, stop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT = REPO / ".testbed"
-BIN_DIR = ROOT / "bin"
+# The long-lived bed of `make testbed-up` lives here (PHLO_TESTBED_DIR moves it, e.g. to run a second one).
+ROOT = Path(os.environ.get("PHLO_TESTBED_DIR") or REPO / ".testbed").resolve()
+BIN_DIR = REPO / ".testbed" / "bin"
 STAGES = Path(__file__).with_name("kwok-stages.yaml")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
