@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from phlo_operator import controller
 
 from tests.helm_chart import ALL_FEATURES, CHART, RELEASE, template, values_file
 from tests.testbed.cluster import Testbed
@@ -148,7 +149,7 @@ def test_install_test_upgrade_uninstall(testbed, namespace, crds, tmp_path):
     crd = _get(testbed, "crd", PHLO_CRD)
     assert crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == namespace
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    peering = _get(testbed, "kopfpeering", "phlo-dagster", "-n", namespace)
+    peering = _get(testbed, "kopfpeering", controller.PEERING_NAME, "-n", namespace)
     assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
     tested = testbed.helm("test", RELEASE, "-n", namespace, "--timeout", "120s", timeout=180)
@@ -172,7 +173,7 @@ def test_install_test_upgrade_uninstall(testbed, namespace, crds, tmp_path):
     deployment = _get(testbed, "deployment", RELEASE, "-n", namespace)
     assert deployment["spec"]["replicas"] == 2
     assert deployment["status"].get("readyReplicas") == 2
-    assert "--verbose" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--log-level=DEBUG" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     history = json.loads(testbed.helm("history", RELEASE, "-n", namespace, "-o", "json").stdout)
     assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
 
@@ -252,7 +253,7 @@ def test_cluster_wide_rbac_reaches_every_namespace_but_not_the_cluster(
         "--set",
         "watch.allNamespaces=true",
         "--set",
-        f"peering.name={namespace}",
+        "peering.enabled=false",
         "--wait",
         "--timeout",
         "180s",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from phlo_operator import rbac
+from phlo_operator import controller, rbac
 
 from tests.helm_chart import ALL_FEATURES, CHART, REPO, by_kind, helm, is_hook, one, template, values_file
 
@@ -81,7 +81,7 @@ def test_default_render_is_namespaced_and_least_privilege(tmp_path):
     binding = one(objects, "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "phlo-dagster", "namespace": "phlo"}]
     peering = one(objects, "KopfPeering")["metadata"]
-    assert (peering["name"], peering["namespace"]) == ("phlo-dagster", "phlo")
+    assert (peering["name"], peering["namespace"]) == (controller.PEERING_NAME, "phlo")
 
 
 def test_deployment_passes_restricted_pod_security_and_probes_health(tmp_path):
@@ -95,7 +95,12 @@ def test_deployment_passes_restricted_pod_security_and_probes_health(tmp_path):
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["command"] == ["phlo-dagster-operator"]
-    assert container["args"][:3] == ["--namespace=phlo", "--metrics-port=8080", "--health-port=8081"]
+    assert container["args"] == [
+        "--namespace=phlo",
+        "--metrics-port=8080",
+        "--health-port=8081",
+        "--log-level=INFO",
+    ]
     assert container["image"] == "phlo-dagster-operator:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
@@ -122,7 +127,7 @@ def test_cluster_wide_mode_uses_one_cluster_role(tmp_path):
     role = one(objects, "ClusterRole")
     assert _rules(role) == json.loads(json.dumps(rbac.RULES + rbac.CLUSTER_RULES))
     assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == role["metadata"]["name"]
-    assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "phlo-dagster"
+    assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == controller.PEERING_NAME
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and not any(a.startswith("--namespace") for a in args)
 
@@ -179,4 +184,4 @@ def test_hooks_example_workflow_and_helm_test(tmp_path):
 def test_log_level_and_peering_flags(tmp_path):
     objects = template(tmp_path, {"logLevel": "debug", "peering": {"enabled": False}})
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--verbose" in args and "--standalone" in args
+    assert "--log-level=DEBUG" in args and "--standalone" in args

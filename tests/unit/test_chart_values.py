@@ -62,7 +62,7 @@ def test_chart_crd_copy_exists_and_equals_crds_folder():
 
 
 def test_rbac_include_holds_the_operator_rules():
-    text = (REPO / generate.RBAC_TPL).read_text()
+    text = (REPO / generate.OPERATOR_TPL).read_text()
     body = text.split('define "phlo-dagster.rbac.namespacedRules" -}}', 1)[1].split("{{- end }}", 1)[0]
     assert yaml.safe_load(body) == json.loads(json.dumps(rbac.RULES))
 

@@ -90,16 +90,10 @@ class Peering(StrictModel):
     enabled: bool = Field(
         default=True,
         description=(
-            "Create the kopf peering object(s) so that of several operator replicas exactly one acts; "
-            "the others stand by. Their CRDs come from the chart's crds/ folder (skip with --skip-crds "
-            "when another kopf operator installed them)."
+            "Create the kopf peering object(s) (named after the operator's fixed peering name) so that of "
+            "several operator replicas exactly one acts; off passes --standalone. Their CRDs come from the "
+            "chart's crds/ folder (skip with --skip-crds when another kopf operator installed them)."
         ),
-    )
-    name: str = Field(
-        default="phlo-dagster",
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=63,
-        description="Name of the peering object; operators sharing a name form one neighbourhood.",
     )
 
 
@@ -273,7 +267,7 @@ class ChartValues(StrictModel):
     )
     watch: Watch = Field(default_factory=Watch, description="Which namespaces the operator watches.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", description="Operator log level (--verbose for debug, --quiet for warning/error)."
+        default="info", description="Operator log level (--log-level)."
     )
     service_account: ServiceAccount = Field(
         default_factory=ServiceAccount, description="The operator's ServiceAccount."

@@ -1,4 +1,7 @@
-{{- /* GENERATED from phlo_operator.rbac by `make generate`; do not edit. */}}
+{{- /* GENERATED from phlo_operator.rbac and phlo_operator.controller by `make generate`. */}}
+{{- define "phlo-dagster.peeringName" -}}
+phlo-dagster-operator
+{{- end }}
 {{- define "phlo-dagster.rbac.namespacedRules" -}}
 - apiGroups: [phlo.dev]
   resources: [phloworkflows]
