@@ -121,7 +121,7 @@ def _context(spec_key: str, context: Any, resource_names: Iterable[str]) -> Runt
 
 
 def _as_iterable(result: Any) -> Iterable[Any]:
-    """A run fn may return one result, a list of them, or yield them (pydantic models are iterable: not those)."""
+    """One result, a list, or a generator (pydantic models are iterable, so not by Iterable)."""
     if result is None:
         return ()
     if isinstance(result, list | tuple | Iterator):

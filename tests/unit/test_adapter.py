@@ -274,12 +274,12 @@ def test_duplicates_name_both_sources():
 
 def test_unknown_resource_is_refused():
     spec = AssetSpec(key="raw.orders", resources={"warehouse"}, run=RunSpec(fn=_ok))
-    with pytest.raises(SpecError, match="'raw.orders'.*field 'resources'.*warehouse"):
+    with pytest.raises(SpecError, match=r"'raw.orders'.*field 'resources'.*warehouse"):
         _build(spec)
 
 
 def test_declarative_check_without_run_is_refused():
-    with pytest.raises(SpecError, match="field 'fn' is empty"):
+    with pytest.raises(SpecError, match=r"field 'fn' is empty"):
         _build(AssetSpec(key="raw.orders"), checks=[AssetCheckSpec(name="c", asset_key="raw.orders")])
 
 
