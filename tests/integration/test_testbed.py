@@ -331,3 +331,23 @@ def test_postgres_accepts_password_connections(postgres: Postgres) -> None:
     params = {**postgres.params(database), "password": "wrong"}
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(**params, connect_timeout=5)
+
+
+def test_helm_installs_a_chart_gated_on_the_server_version(
+    testbed: Testbed, namespace: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: '>=1.36.0-0 <1.37.0-0'\n"
+    )
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n"
+        "  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n"
+    )
+    assert testbed.helm("version", "--short").stdout.startswith("v3.")
+    testbed.helm("install", "probe", str(chart), "-n", namespace, "--wait", "--timeout=60s")
+    configmap = _get(testbed, "configmap", "probe", "-n", namespace)
+    assert configmap["data"]["kube"].startswith("v1.36.")
+    testbed.helm("uninstall", "probe", "-n", namespace, "--wait")
+    assert testbed.kubectl("get", "configmap", "probe", "-n", namespace, check=False).returncode != 0
