@@ -284,7 +284,9 @@ class Metrics(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "!self.serviceMonitor.enabled || self.enabled",
+                    "rule": "!(has(self.serviceMonitor) && has(self.serviceMonitor.enabled)"
+                    " && self.serviceMonitor.enabled)"
+                    " || !has(self.enabled) || self.enabled",
                     "message": "serviceMonitor.enabled needs metrics.enabled",
                 }
             ]
@@ -333,7 +335,7 @@ class PhloWorkflowSpec(_Model):
     affinity: dict[str, Any] | None = _preserve("Affinity of every pod, as in a Pod spec.")
     service_account_name: str | None = Field(
         default=None,
-        description="Existing ServiceAccount for Dagster pods and runs (the operator binds the run Role to it).",
+        description="Existing ServiceAccount for Dagster pods and runs (the run Role is bound to it).",
         max_length=253,
     )
     metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")

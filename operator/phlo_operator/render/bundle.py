@@ -35,9 +35,10 @@ def ref(obj: dict[str, Any]) -> Ref:
     return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
-def render_all(wf: Workflow, facts: Facts = Facts()) -> Desired:
+def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
     """Pure: the same inputs always give the same manifests."""
     spec = wf.spec
+    facts = facts or Facts()
     objects: list[dict[str, Any]] = [config.instance_configmap(wf), config.workspace_configmap(wf)]
     absent: list[Ref] = []
     if wf.run_namespace != wf.namespace:

@@ -1,0 +1,249 @@
+"""The only module that talks to the API server: reads, server-side apply (one field manager), creates,
+deletes, status patches and Events. Writes are skipped when the live object already matches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from phlo_operator import model as m
+from phlo_operator.names import MANAGER
+
+log = logging.getLogger(__name__)
+
+Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+ErrorHook = Callable[[str, int], None]
+
+# (apiVersion, kind) -> plural; all are namespaced.
+PLURALS: dict[tuple[str, str], str] = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Secret"): "secrets",
+    ("v1", "Service"): "services",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "Event"): "events",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("apps/v1", "Deployment"): "deployments",
+    ("apps/v1", "StatefulSet"): "statefulsets",
+    ("batch/v1", "Job"): "jobs",
+    ("rbac.authorization.k8s.io/v1", "Role"): "roles",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
+    (m.API_VERSION, m.KIND): m.PLURAL,
+}
+_IGNORED_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
+
+
+class ApiError(Exception):
+    """An API call failed in a way a retry may fix; carries the verb and HTTP code for metrics and status."""
+
+    def __init__(self, verb: str, code: int, reason: str) -> None:
+        super().__init__(f"{verb} failed with HTTP {code}: {reason}")
+        self.verb, self.code, self.reason = verb, code, reason
+
+
+def ref_of(obj: dict[str, Any]) -> Ref:
+    meta = obj["metadata"]
+    return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+    plural = PLURALS[(api_version, kind)]
+    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    out = f"{root}/namespaces/{namespace}/{plural}"
+    if name:
+        out += f"/{name}"
+    if sub:
+        out += f"/{sub}"
+    return out
+
+
+def _empty(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_empty(v) for v in value.values())
+    return value is None or value == []
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """True when every value we would send is already live (empty maps/lists count as absent)."""
+    if _empty(desired) and (live is None or _empty(live)):
+        return True
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return False
+        return all(contains(live.get(k), v) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(live, list):
+            return False
+        return len(live) == len(desired) and all(contains(a, b) for a, b in zip(live, desired, strict=True))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return live is desired
+    if isinstance(desired, (int, float)) and isinstance(live, str):
+        return str(desired) == live
+    return bool(live == desired)
+
+
+def _strip(obj: dict[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    meta = {k: v for k, v in out.get("metadata", {}).items() if k not in _IGNORED_META}
+    out["metadata"] = meta
+    out.pop("status", None)
+    return out
+
+
+class Kube:
+    """A thin synchronous REST client over the kubernetes package's ApiClient (auth and TLS stay there)."""
+
+    def __init__(self, api_client: ApiClient, on_error: ErrorHook | None = None) -> None:
+        self.api = api_client
+        self.on_error = on_error or (lambda verb, code: None)
+        self._discovery: dict[str, bool] = {}
+
+    # -- raw requests ---------------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        """One API call; returns the decoded body, None on 404; raises ApiError otherwise."""
+        verb = method.lower()
+        try:
+            resp = self.api.call_api(
+                url,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=30,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            self.on_error(verb, exc.status or 0)
+            raise ApiError(verb, exc.status or 0, _reason(exc)) from None
+        except Exception as exc:  # connection refused, TLS, timeouts
+            self.on_error(verb, 0)
+            raise ApiError(verb, 0, type(exc).__name__) from None
+        raw = resp[0].data if isinstance(resp, tuple) else resp.data
+        return json.loads(raw) if raw else {}
+
+    # -- reads
+    def get(self, ref: Ref) -> dict[str, Any] | None:
+        api_version, kind, namespace, name = ref
+        return self.request("GET", path(api_version, kind, namespace, name))
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        query = [("labelSelector", selector)] if selector else []
+        body = self.request("GET", path(api_version, kind, namespace), query=query)
+        return list((body or {}).get("items", []))
+
+    def has_api(self, group_version: str, plural: str) -> bool:
+        """API discovery (e.g. whether the ServiceMonitor CRD is installed); cached per process."""
+        key = f"{group_version}/{plural}"
+        if key not in self._discovery:
+            body = self.request("GET", f"/apis/{group_version}")
+            self._discovery[key] = any(r.get("name") == plural for r in (body or {}).get("resources", []))
+        return self._discovery[key]
+
+    def forget_discovery(self) -> None:
+        self._discovery.clear()
+
+    # -- writes
+    def apply(self, desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[bool, dict[str, Any]]:
+        """Server-side apply unless nothing would change; returns (written, resulting object)."""
+        if live is not None and contains(live, desired):
+            return False, live
+        api_version, kind, namespace, name = ref_of(desired)
+        url = path(api_version, kind, namespace, name)
+        base = [("fieldManager", MANAGER), ("force", "true")]
+        if live is not None:
+            # The API server normalises some values (quantities): ask it whether a write changes anything.
+            preview = self.request(
+                "PATCH", url, desired, [*base, ("dryRun", "All")], "application/apply-patch+yaml"
+            )
+            if preview is not None and _strip(preview) == _strip(live):
+                return False, live
+        result = self.request("PATCH", url, desired, base, "application/apply-patch+yaml")
+        log.info("applied %s %s/%s", kind, namespace, name)
+        return True, result or {}
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create if absent (409 means it exists); used for objects we must never overwrite."""
+        api_version, kind, namespace, _ = ref_of(obj)
+        try:
+            self.request("POST", path(api_version, kind, namespace), obj, [("fieldManager", MANAGER)])
+        except ApiError as exc:
+            if exc.code == 409:
+                return False
+            raise
+        log.info("created %s %s/%s", kind, namespace, obj["metadata"]["name"])
+        return True
+
+    def delete(self, ref: Ref, propagation: str = "Background") -> bool:
+        api_version, kind, namespace, name = ref
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        done = self.request("DELETE", path(api_version, kind, namespace, name), body) is not None
+        if done:
+            log.info("deleted %s %s/%s", kind, namespace, name)
+        return done
+
+    def patch_status(self, cr: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = cr["metadata"]
+        url = path(m.API_VERSION, m.KIND, meta["namespace"], meta["name"], "status")
+        self.request("PATCH", url, {"status": status}, content_type="application/merge-patch+json")
+
+    def event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the PhloWorkflow; failures are logged, never raised."""
+        meta = cr["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name'][:200]}.{secrets.token_hex(8)}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": m.API_VERSION,
+                "kind": m.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1000],
+            "source": {"component": MANAGER},
+            "reportingComponent": MANAGER,
+            "reportingInstance": MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.request("POST", path("v1", "Event", meta["namespace"]), body)
+        except ApiError as exc:
+            log.warning("could not post event %s: %s", reason, exc)
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)

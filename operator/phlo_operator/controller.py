@@ -1,0 +1,137 @@
+"""Process-wide controller: coalesces triggers per PhloWorkflow, runs reconcile passes, records metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any
+
+import kopf
+
+from phlo_operator import metrics
+from phlo_operator.apply import ApiError, Kube
+from phlo_operator.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 10.0
+PEERING_NAME = "phlo-dagster-operator"
+
+
+@dataclasses.dataclass
+class _KeyState:
+    running: bool = False
+    dirty: bool = False
+    last: float = 0.0
+
+
+@dataclasses.dataclass
+class Options:
+    clusterwide: bool = False
+    priority: int = 0
+    peering: bool = True
+
+
+class Controller:
+    """Triggers from many handlers (CR, children, timer) collapse into one pass at a time per workflow."""
+
+    def __init__(self, reconciler: Reconciler, options: Options) -> None:
+        self.reconciler, self.options = reconciler, options
+        self._lock = threading.Lock()
+        self._state: dict[tuple[str, str], _KeyState] = {}
+
+    def configure_kopf(self, settings: kopf.OperatorSettings) -> None:
+        settings.posting.enabled = False  # Events are posted by phlo_operator.apply, only on transitions
+        settings.persistence.finalizer = "phlo.dev/operator"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="phlo.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="phlo.dev", key="last-handled-configuration"
+        )
+        settings.peering.name = PEERING_NAME
+        settings.peering.clusterwide = self.options.clusterwide
+        settings.peering.priority = self.options.priority
+        settings.peering.standalone = not self.options.peering
+        settings.peering.mandatory = False
+        settings.watching.server_timeout = 270
+        settings.watching.client_timeout = 300
+
+    def trigger(self, namespace: str, name: str, min_age: float = 0.0) -> None:
+        key = (namespace, name)
+        with self._lock:
+            state = self._state.setdefault(key, _KeyState())
+            if min_age and time.monotonic() - state.last < min_age:
+                return
+            if state.running:
+                state.dirty = True
+                return
+            state.running = True
+        try:
+            while True:
+                with self._lock:
+                    state.dirty = False
+                self._run(key)
+                with self._lock:
+                    state.last = time.monotonic()
+                    if not state.dirty:
+                        return
+        finally:
+            with self._lock:
+                state.running = False
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._state.pop((namespace, name), None)
+        metrics.observe_workflow((namespace, name), None)
+
+    def cleanup(self, namespace: str, name: str, uid: str, spec: dict[str, Any]) -> None:
+        try:
+            self.reconciler.cleanup(namespace, name, uid, spec)
+        except ApiError as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_SECONDS) from None
+
+    def _run(self, key: tuple[str, str]) -> None:
+        started = time.monotonic()
+        try:
+            result = self.reconciler.reconcile(*key)
+        except ApiError as exc:
+            metrics.RECONCILES.labels(result="error").inc()
+            log.warning("reconcile %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, exc)
+            threading.Timer(RETRY_SECONDS, self.trigger, args=key).start()
+            return
+        except Exception:  # a bug must not kill the operator; the next trigger retries
+            metrics.RECONCILES.labels(result="error").inc()
+            log.exception("reconcile %s/%s crashed", *key)
+            return
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        metrics.RECONCILES.labels(result=result.outcome).inc()
+        metrics.observe_workflow(key, None if result.outcome == "gone" else result.conditions)
+        if result.writes:
+            log.info("reconciled %s/%s: %s, %d writes", *key, result.outcome, result.writes)
+
+
+_controller: Controller | None = None
+
+
+def install(ctrl: Controller) -> None:
+    global _controller
+    _controller = ctrl
+
+
+def controller() -> Controller:
+    if _controller is None:
+        raise RuntimeError("phlo_operator.controller.install() was not called (use phlo-dagster-operator)")
+    return _controller
+
+
+def build(options: Options) -> Controller:
+    """Load credentials (in-cluster or KUBECONFIG) and wire the client, reconciler and metrics."""
+    import kubernetes
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    kube = Kube(kubernetes.client.ApiClient(), on_error=metrics.api_error)
+    return Controller(Reconciler(kube), options)

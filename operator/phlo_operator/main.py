@@ -1,0 +1,104 @@
+"""`phlo-dagster-operator`: parse flags, start metrics and health endpoints, run kopf."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+
+from phlo_operator import controller as ctl
+from phlo_operator import metrics
+from phlo_operator.apply import ApiError, Kube
+
+log = logging.getLogger("phlo_operator")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="phlo-dagster-operator", description="Reconcile PhloWorkflow resources into Dagster deployments."
+    )
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--namespace", "-n", action="append", metavar="NS", help="watch NS (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--metrics-port", type=int, default=8080, help="Prometheus /metrics port (default 8080)"
+    )
+    parser.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port (default 8081)")
+    parser.add_argument(
+        "--bind-address", default="0.0.0.0", help="address of both endpoints (default 0.0.0.0)"
+    )
+    parser.add_argument(
+        "--priority", type=int, help="kopf peering priority (default: random, so replicas differ)"
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering: act even if other replicas run"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    for port in (args.metrics_port, args.health_port):
+        if not 0 < port < 65536:
+            parser.error(f"port {port} is out of range 1-65535")
+    if args.metrics_port == args.health_port:
+        parser.error("--metrics-port and --health-port must differ")
+    return args
+
+
+def ensure_peering(kube: Kube, namespaces: list[str], clusterwide: bool) -> bool:
+    """Create the kopf peering object(s) when the peering CRDs exist; without them kopf runs standalone."""
+    plural = "clusterkopfpeerings" if clusterwide else "kopfpeerings"
+    if not kube.has_api("kopf.dev/v1", plural):
+        log.warning("kopf.dev peering CRDs not installed: running without peering (do not run 2 replicas)")
+        return False
+    body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": ctl.PEERING_NAME}}
+    urls = (
+        ["/apis/kopf.dev/v1/clusterkopfpeerings"]
+        if clusterwide
+        else [f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings" for ns in namespaces]
+    )
+    for url in urls:
+        kind = "ClusterKopfPeering" if clusterwide else "KopfPeering"
+        try:
+            kube.request("POST", url, {**body, "kind": kind})
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-handler success lines are noise
+    import kopf
+
+    from phlo_operator import handlers  # noqa: F401 - registers the kopf handlers
+
+    namespaces: list[str] = list(args.namespace or [])
+    try:
+        options = ctl.Options(
+            clusterwide=args.all_namespaces, priority=args.priority or random.randint(1, 10**6)
+        )
+        controller = ctl.build(options)
+        if not args.standalone:
+            options.peering = ensure_peering(controller.reconciler.kube, namespaces, args.all_namespaces)
+        else:
+            options.peering = False
+    except Exception as exc:  # no kubeconfig, API server unreachable: a clear one-line error
+        log.error("cannot reach the Kubernetes API: %s", exc)
+        return 2
+    ctl.install(controller)
+    metrics.serve(args.metrics_port, args.bind_address)
+    kopf.run(
+        clusterwide=args.all_namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
+        standalone=not options.peering,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

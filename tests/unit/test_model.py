@@ -1,0 +1,75 @@
+"""PhloWorkflowSpec: defaults and the messages a user sees for bad input."""
+
+from __future__ import annotations
+
+import pytest
+from phlo_operator.model import InvalidSpec, PhloWorkflowSpec, parse_spec
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_follow_the_contract() -> None:
+    spec = parse_spec({"image": "img:1"})
+    assert spec.workflows.path == "/app/workflows"
+    assert spec.webserver.port == 3000 and spec.webserver.replicas == 1
+    assert spec.code_server.port == 4000
+    assert spec.storage.postgres.is_managed and spec.storage.postgres.deletion_policy == "Retain"
+    assert spec.run_launcher.job_ttl_seconds == 3600
+    assert spec.metrics.enabled and not spec.metrics.service_monitor.enabled
+    assert not spec.suspend and not spec.dbt.enabled
+
+
+def test_camel_case_fields_from_the_issue_contract_parse() -> None:
+    spec = parse_spec(
+        {
+            "image": "img:1",
+            "imagePullPolicy": "Always",
+            "dbt": {"enabled": True, "projectDir": "/p", "profilesDir": "/q", "target": "prod"},
+            "webserver": {"serviceType": "NodePort"},
+            "codeServer": {"replicas": 2},
+            "storage": {"postgres": {"secretName": "pg", "deletionPolicy": "Delete"}},
+            "runLauncher": {"namespace": "runs", "jobTTLSeconds": 60},
+            "envFrom": [{"secretRef": {"name": "s"}}],
+            "nodeSelector": {"a": "b"},
+            "serviceAccountName": "sa",
+            "metrics": {"serviceMonitor": {"enabled": True}},
+        }
+    )
+    assert spec.run_launcher.job_ttl_seconds == 60
+    assert not spec.storage.postgres.is_managed
+    assert spec.code_server.replicas == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, "spec.image: Field required"),
+        (
+            {"image": "i", "env": [{"name": "DAGSTER_PG_PASSWORD", "value": "x"}]},
+            "DAGSTER_PG_PASSWORD is set by the operator",
+        ),
+        (
+            {"image": "i", "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+            "A appears twice",
+        ),
+        (
+            {"image": "i", "webserver": {"resources": {"limits": {"cpu": "lots"}}}},
+            "'lots' is not a Kubernetes quantity",
+        ),
+        ({"image": "i", "storage": {"postgres": {"secretName": "s", "managed": True}}}, "not both"),
+        ({"image": "i", "storage": {"postgres": {"managed": False}}}, "managed: false needs secretName"),
+        ({"image": "i", "webserver": {"prot": 1}}, "spec.webserver.prot: Extra inputs are not permitted"),
+        ({"image": "i", "codeServer": {"port": 0}}, "spec.codeServer.port"),
+    ],
+)
+def test_invalid_specs_name_the_field(spec: dict, expected: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        parse_spec(spec)
+    assert expected in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_model_is_immutable() -> None:
+    spec = PhloWorkflowSpec.model_validate({"image": "i"})
+    with pytest.raises(Exception, match="frozen"):
+        spec.image = "other"  # type: ignore[misc]

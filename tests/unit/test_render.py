@@ -1,0 +1,244 @@
+"""Every renderer: hardened pods, names for any CR name, the gates and switches in the spec."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+from phlo_operator.model import parse_spec
+from phlo_operator.render import Facts, Workflow, components, config, dbt, policy, postgres, render_all
+from phlo_operator.render.workflow import CHECKSUM_ANNOTATION
+
+pytestmark = pytest.mark.unit
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def wf(name: str = "demo", **spec: Any) -> Workflow:
+    return Workflow(name=name, namespace="team", uid="uid-1", spec=parse_spec({"image": "img:1", **spec}))
+
+
+def pod_specs(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o["spec"]["template"]["spec"] for o in objs if o["kind"] in ("Deployment", "StatefulSet", "Job")]
+
+
+def everything(w: Workflow, facts: Facts | None = None) -> list[dict[str, Any]]:
+    d = render_all(w, facts)
+    return [*d.objects, d.code_server, *([d.dbt_job] if d.dbt_job else [])]
+
+
+def test_every_pod_is_hardened() -> None:
+    objs = everything(wf(dbt={"enabled": True}))
+    specs = pod_specs(objs)
+    assert len(specs) == 5  # webserver, daemon, postgres, code server, dbt job
+    for spec in specs:
+        sc = spec["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for ctr in spec["containers"] + spec.get("initContainers", []):
+            csc = ctr["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True
+            assert csc["allowPrivilegeEscalation"] is False
+            assert csc["capabilities"] == {"drop": ["ALL"]}
+            assert any(m["mountPath"] == "/tmp" for m in ctr["volumeMounts"]), ctr["name"]
+
+
+def test_no_secret_value_is_rendered_outside_the_generated_secret() -> None:
+    doc = yaml.safe_load(config.instance_configmap(wf())["data"]["dagster.yaml"])
+    assert doc["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    env = components.webserver_deployment(wf())["spec"]["template"]["spec"]["containers"][0]["env"]
+    pg_password = next(e for e in env if e["name"] == "DAGSTER_PG_PASSWORD")
+    assert pg_password["valueFrom"]["secretKeyRef"] == {"name": "demo-postgres", "key": "password"}
+
+
+@pytest.mark.parametrize("name", ["demo", "x" * 253, "1-starts-with-digit", "a.b.c", "a" * 63])
+def test_child_names_are_valid_for_any_cr_name(name: str) -> None:
+    w = wf(name, dbt={"enabled": True}, webserver={"replicas": 2}, codeServer={"replicas": 2})
+    for obj in everything(w):
+        meta = obj["metadata"]
+        assert DNS1035.match(meta["name"]) and len(meta["name"]) <= 47, meta["name"]
+        for value in meta["labels"].values():
+            assert len(value) <= 63
+        assert meta["ownerReferences"][0]["name"] == name or obj["kind"] == "Secret"
+
+
+def test_long_names_stay_unique() -> None:
+    a, b = wf("x" * 100 + "a"), wf("x" * 100 + "b")
+    assert a.child("webserver") != b.child("webserver")
+
+
+def test_dagster_yaml_is_valid_for_dagster_and_has_run_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster._config import process_config
+    from dagster_k8s import K8sRunLauncher
+    from dagster_postgres import DagsterPostgresStorage
+
+    doc = yaml.safe_load(config.instance_configmap(wf())["data"]["dagster.yaml"])
+    launcher = doc["run_launcher"]
+    assert launcher["class"] == "K8sRunLauncher" and doc["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    result = process_config(K8sRunLauncher.config_type(), launcher["config"])
+    assert result.success, result.errors
+    assert launcher["config"]["run_k8s_config"]["job_spec_config"]["ttlSecondsAfterFinished"] == 3600
+    for var, value in (("HOST", "h"), ("PORT", "5432"), ("USER", "u"), ("PASSWORD", "p"), ("DB", "d")):
+        monkeypatch.setenv(f"DAGSTER_PG_{var}", value)
+    storage = process_config(DagsterPostgresStorage.config_type(), doc["storage"]["postgres"])
+    assert storage.success, storage.errors
+
+
+def test_workspace_points_at_the_code_server_service() -> None:
+    w = wf(codeServer={"port": 4100})
+    doc = yaml.safe_load(config.workspace_configmap(w)["data"]["workspace.yaml"])
+    grpc = doc["load_from"][0]["grpc_server"]
+    assert grpc == {"host": "demo-code-server", "port": 4100, "location_name": "phlo"}
+    svc = components.code_server_service(w)
+    assert svc["metadata"]["name"] == "demo-code-server" and svc["spec"]["ports"][0]["port"] == 4100
+
+
+def test_commands_follow_the_runtime_contract() -> None:
+    w = wf()
+    ws = components.webserver_deployment(w)["spec"]["template"]["spec"]["containers"][0]
+    assert ws["command"][:2] == ["phlo", "webserver"] and "3000" in ws["command"]
+    assert ws["readinessProbe"]["httpGet"]["path"] == "/server_info"
+    cs = components.code_server_deployment(w, None)["spec"]["template"]["spec"]["containers"][0]
+    assert cs["command"][:8] == [
+        "dagster",
+        "api",
+        "grpc",
+        "-m",
+        "phlo_dagster.definitions",
+        "-h",
+        "0.0.0.0",
+        "-p",
+    ]
+    assert cs["readinessProbe"]["grpc"] == {"port": 4000, "service": "DagsterApi"}
+    d = components.daemon_deployment(w)
+    assert d["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["dagster-daemon", "run"]
+    assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_dbt_job_and_init_container_share_inputs_and_hash() -> None:
+    w = wf(dbt={"enabled": True, "projectDir": "/app/dbt", "podAnnotations": {"kwok.phlo.dev/fail": "true"}})
+    job = dbt.job(w)
+    assert job is not None
+    h = dbt.spec_hash(w)
+    assert job["metadata"]["name"] == f"demo-dbt-{h}"
+    assert job["spec"]["template"]["metadata"]["annotations"]["kwok.phlo.dev/fail"] == "true"
+    init = components.code_server_deployment(w, h)["spec"]["template"]["spec"]["initContainers"][0]
+    jc = job["spec"]["template"]["spec"]["containers"][0]
+    assert init["command"] == jc["command"] == ["phlo", "dbt", "compile"]
+    assert init["env"] == jc["env"] and init["image"] == jc["image"]
+    assert {"name": "PHLO_DBT_TARGET_PATH", "value": "/opt/phlo/dbt-target"} in init["env"]
+
+
+def test_dbt_hash_tracks_what_affects_the_compile_only() -> None:
+    base = dbt.spec_hash(wf(dbt={"enabled": True}))
+    assert base == dbt.spec_hash(wf(dbt={"enabled": True}, webserver={"replicas": 3}))
+    assert base != dbt.spec_hash(wf(dbt={"enabled": True, "target": "prod"}))
+    assert base != dbt.spec_hash(wf(dbt={"enabled": True}, image="img:2"))
+    assert base != dbt.spec_hash(wf(dbt={"enabled": True}, env=[{"name": "X", "value": "1"}]))
+    assert dbt.spec_hash(wf()) is None and dbt.job(wf()) is None
+
+
+def test_checksum_annotation_rolls_pods_on_config_change() -> None:
+    def checksum(w: Workflow) -> str:
+        return components.webserver_deployment(w)["spec"]["template"]["metadata"]["annotations"][
+            CHECKSUM_ANNOTATION
+        ]
+
+    assert checksum(wf()) == checksum(wf())
+    assert checksum(wf()) != checksum(wf(codeServer={"port": 4001}))
+    assert checksum(wf()) != checksum(wf(runLauncher={"jobTTLSeconds": 5}))
+
+
+def test_suspend_scales_dagster_to_zero_but_keeps_postgres() -> None:
+    d = render_all(wf(suspend=True))
+    deployments = [o for o in d.objects if o["kind"] == "Deployment"] + [d.code_server]
+    assert {o["spec"]["replicas"] for o in deployments} == {0}
+    sts = next(o for o in d.objects if o["kind"] == "StatefulSet")
+    assert sts["spec"]["replicas"] == 1
+
+
+def test_replicas_are_left_to_an_hpa() -> None:
+    w = wf(webserver={"replicas": 3})
+    dep = components.webserver_deployment(w, frozenset({"demo-webserver"}))
+    assert "replicas" not in dep["spec"]
+    assert components.webserver_deployment(w)["spec"]["replicas"] == 3
+
+
+def test_pdbs_only_for_replicated_components() -> None:
+    assert policy.pod_disruption_budgets(wf()) == []
+    pdbs = policy.pod_disruption_budgets(wf(codeServer={"replicas": 2}))
+    assert [p["metadata"]["name"] for p in pdbs] == ["demo-code-server"]
+    assert ("policy/v1", "PodDisruptionBudget", "team", "demo-code-server") in render_all(wf()).absent
+
+
+def test_network_policy_admits_only_webserver_daemon_and_runs() -> None:
+    np = policy.code_server_network_policy(wf())
+    peer = np["spec"]["ingress"][0]["from"][0]["podSelector"]
+    assert peer["matchExpressions"][0]["values"] == ["webserver", "daemon", "run"]
+    assert np["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 4000}]
+    other = policy.code_server_network_policy(wf(runLauncher={"namespace": "runs"}))
+    assert other["spec"]["ingress"][0]["from"][1]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "runs"
+    }
+
+
+def test_service_monitor_only_when_enabled_and_api_exists() -> None:
+    on = wf(metrics={"serviceMonitor": {"enabled": True}})
+    kinds = lambda d: [o["kind"] for o in d.objects]  # noqa: E731
+    assert "ServiceMonitor" not in kinds(render_all(on, Facts(service_monitor_api=False)))
+    assert "ServiceMonitor" in kinds(render_all(on, Facts(service_monitor_api=True)))
+    assert "ServiceMonitor" not in kinds(render_all(wf(), Facts(service_monitor_api=True)))
+
+
+def test_managed_postgres_secret_and_pvc_follow_deletion_policy() -> None:
+    retain, delete = wf(), wf(storage={"postgres": {"deletionPolicy": "Delete"}})
+    assert "ownerReferences" not in postgres.secret(retain, "pw")["metadata"]
+    assert postgres.secret(delete, "pw")["metadata"]["ownerReferences"][0]["kind"] == "PhloWorkflow"
+    assert (
+        postgres.statefulset(retain)["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"]
+        == "Retain"
+    )
+    assert (
+        postgres.statefulset(delete)["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"]
+        == "Delete"
+    )
+    assert set(postgres.secret(retain, "pw")["stringData"]) == {
+        "host",
+        "port",
+        "user",
+        "password",
+        "database",
+    }
+
+
+def test_external_secret_replaces_managed_postgres() -> None:
+    d = render_all(wf(storage={"postgres": {"secretName": "my-pg"}}))
+    assert "StatefulSet" not in [o["kind"] for o in d.objects]
+    assert ("apps/v1", "StatefulSet", "team", "demo-postgres") in d.absent
+    env = d.code_server["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if e["name"].startswith("DAGSTER_PG_")} == {
+        "my-pg"
+    }
+
+
+def test_user_env_scheduling_and_service_account() -> None:
+    w = wf(
+        env=[{"name": "A", "value": "1"}],
+        envFrom=[{"configMapRef": {"name": "cm"}}],
+        nodeSelector={"pool": "data"},
+        tolerations=[{"key": "k", "operator": "Exists"}],
+        serviceAccountName="team-sa",
+    )
+    d = render_all(w)
+    spec = d.code_server["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"pool": "data"} and spec["tolerations"][0]["key"] == "k"
+    assert spec["serviceAccountName"] == "team-sa"
+    ctr = spec["containers"][0]
+    assert {"name": "A", "value": "1"} in ctr["env"] and ctr["envFrom"] == [{"configMapRef": {"name": "cm"}}]
+    assert "ServiceAccount" not in [o["kind"] for o in d.objects]
+    rb = next(o for o in d.objects if o["kind"] == "RoleBinding")
+    assert rb["subjects"][0]["name"] == "team-sa"
+
+
+def test_rendering_is_pure() -> None:
+    assert render_all(wf(dbt={"enabled": True})) == render_all(wf(dbt={"enabled": True}))
