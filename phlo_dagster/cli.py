@@ -42,7 +42,7 @@ from phlo_dagster.services import (
     last_line_of,
     render_command,
     spawn,
-    terminate_group,
+    terminate_groups,
     write_services_config,
 )
 
@@ -102,6 +102,7 @@ def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
         raise CliError(f"--port {port}: {host}:{port} is already in use")
     home = PhloHome(project)
     home.ensure_instance()
+    home.init_storage()
     env.update(home.env())
     services = [DagsterServicePlugin().definition(port), DagsterDaemonServicePlugin().definition()]
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -126,8 +127,8 @@ def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
         except KeyboardInterrupt:
             progress("stopping")
         finally:
+            terminate_groups([proc.pid for proc in procs.values()])
             for proc in procs.values():
-                terminate_group(proc.pid)
                 proc.wait()
 
 
@@ -201,6 +202,7 @@ def load_definitions() -> Any:
 
 def materialize_assets(assets: Sequence[str], select: str | None, partition: str | None) -> None:
     from dagster import AssetSelection
+    from dagster._core.definitions.partitions.context import partition_loading_context
 
     if not assets and not select:
         raise CliError("give at least one ASSET (e.g. raw/orders) or --select EXPR")
@@ -237,12 +239,11 @@ def materialize_assets(assets: Sequence[str], select: str | None, partition: str
     progress(f"materializing {names}" + (f" (partition {partition})" if partition else ""))
     with local_instance() as instance:
         if partition is not None:
-            for key in keys:
-                pdef = graph.get(key).partitions_def
-                if pdef is not None and not pdef.has_partition_key(
-                    partition, dynamic_partitions_store=instance
-                ):
-                    raise CliError(f"--partition {partition}: not a partition of {key.to_user_string()}")
+            with partition_loading_context(dynamic_partitions_store=instance):
+                for key in keys:
+                    pdef = graph.get(key).partitions_def
+                    if pdef is not None and not pdef.has_partition_key(partition):
+                        raise CliError(f"--partition {partition}: not a partition of {key.to_user_string()}")
         started = time.monotonic()
         result = job.execute_in_process(
             instance=instance,
@@ -316,7 +317,9 @@ def services_init(dev_mode: bool, phlo_source: Path | None, port: int | None) ->
 def services_start(service: str | None, port: int | None) -> None:
     """Start the services in the background, wait until healthy, run post-start hooks."""
     runner = LocalServices(PhloHome(Path.cwd()), port)
-    for definition in runner.select(service):
+    chosen = runner.select(service)
+    runner.home.init_storage()
+    for definition in chosen:
         pid = runner.start(definition)
         url = runner.health_url(definition)
         out(f"{definition.name}: running (pid {pid})" + (f" at {url.rsplit('/', 1)[0]}" if url else ""))
@@ -452,9 +455,14 @@ def add_plugin_commands(group: click.Group) -> None:
                 group.add_command(command)
 
 
+def first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run `phlo`; any failure is one line on stderr and a non-zero exit, never a traceback."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("phlo").setLevel(logging.INFO)
     try:
         add_plugin_commands(cli)
         cli.main(args=list(argv) if argv is not None else None, prog_name="phlo", standalone_mode=False)
@@ -472,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if type(exc).__module__.startswith("phlo_dagster."):  # our domain errors carry a one-line cause
             fail(str(exc) or type(exc).__name__)
         # a bug or an environment problem: still one line, with the type
-        fail(f"{type(exc).__name__}: {last_line_of(str(exc)) or 'unexpected error'}")
+        fail(f"{type(exc).__name__}: {first_line(str(exc)) or 'unexpected error'}")
 
 
 if __name__ == "__main__":

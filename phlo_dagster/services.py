@@ -220,6 +220,13 @@ class PhloHome:
     def env(self) -> dict[str, str]:
         return {ENV_DAGSTER_HOME: str(self.root)}
 
+    def init_storage(self) -> None:
+        """Create or migrate the storage once, before several processes open it at the same time."""
+        from dagster import DagsterInstance
+
+        with DagsterInstance.from_config(str(self.root)):
+            pass
+
 
 def sqlite_instance_config(root: Path) -> dict[str, Any]:
     return {
@@ -366,21 +373,25 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def terminate_group(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process group we started (service and code servers), then SIGKILL after a timeout."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def terminate_groups(pids: Sequence[int], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM each service (it stops its own code servers), wait, then SIGKILL what is left of each group."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            break
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
         time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # leftovers of the group (e.g. a code server) go too
-    except ProcessLookupError:
-        pass
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)  # leftovers of the group we started (e.g. a stuck code server)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def terminate_group(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    terminate_groups([pid], timeout)
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""`make demo`: `phlo dev` on examples/quickstart plus one ingestion run for the UI, served until Ctrl-C.
+
+PHLO_DEMO_EXIT=1 stops after the first successful run (used by the tests); DAGSTER_PORT picks the port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from phlo_dagster.console import CliError, fail, out, progress
+from phlo_dagster.constants import (
+    ENV_DBT_ENABLED,
+    ENV_DBT_PROJECT_DIR,
+    ENV_WORKFLOWS_PATH,
+)
+from phlo_dagster.services import http_ok, last_line_of
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
+INGESTION_ASSET = "raw/orders"
+START_TIMEOUT_S = 240.0
+
+
+def demo_env(port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV_WORKFLOWS_PATH] = "workflows"
+    env.setdefault(ENV_DBT_ENABLED, "true")
+    env.setdefault(ENV_DBT_PROJECT_DIR, "dbt")
+    env["DAGSTER_PORT"] = str(port)
+    return env
+
+
+def run_demo(project: Path = QUICKSTART) -> None:
+    if not (project / "workflows").is_dir():
+        raise CliError(f"{project}: no workflows/ directory (is this a phlo-dagster checkout?)")
+    port = int(os.environ.get("DAGSTER_PORT", "3000"))
+    env = demo_env(port)
+    url = f"http://127.0.0.1:{port}"
+    progress(f"starting `phlo dev` in {project}")
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "phlo_dagster.cli", "dev", "--port", str(port)], cwd=project, env=env
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not http_ok(f"{url}/server_info"):
+            if dev.poll() is not None:
+                raise CliError(
+                    f"`phlo dev` exited with code {dev.returncode} before serving (see output above)"
+                )
+            if time.monotonic() > deadline:
+                raise CliError(f"`phlo dev` not answering at {url} after {START_TIMEOUT_S:.0f}s")
+            time.sleep(1)
+        out(f"Phlo quickstart on Dagster: {url}")
+        partition = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+        progress(f"materializing {INGESTION_ASSET} for {partition}")
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "phlo_dagster.cli",
+                "materialize",
+                INGESTION_ASSET,
+                "--partition",
+                partition,
+            ],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0:
+            raise CliError(last_line_of(run.stderr).removeprefix("phlo: error: ") or "materialization failed")
+        out(last_line_of(run.stdout))
+        out(f"open {url} (runs, assets, checks); metrics at {url}/metrics")
+        if os.environ.get("PHLO_DEMO_EXIT") == "1":
+            return
+        out("press Ctrl-C to stop")
+        while dev.poll() is None:
+            time.sleep(1)
+        raise CliError(f"`phlo dev` exited with code {dev.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if dev.poll() is None:
+            dev.send_signal(signal.SIGTERM)
+            try:
+                dev.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                dev.kill()
+                dev.wait()
+
+
+def main() -> None:
+    try:
+        run_demo()
+    except CliError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
