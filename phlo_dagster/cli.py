@@ -245,12 +245,12 @@ def materialize_assets(assets: Sequence[str], select: str | None, partition: str
                     if pdef is not None and not pdef.has_partition_key(partition):
                         raise CliError(f"--partition {partition}: not a partition of {key.to_user_string()}")
         started = time.monotonic()
-        result = job.execute_in_process(
+        result = job.with_logger_defs({"phlo_progress": progress_logger()}).execute_in_process(
             instance=instance,
             asset_selection=sorted(keys),
             partition_key=partition,
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            run_config={"loggers": {"phlo_progress": {}}},
         )
     elapsed = time.monotonic() - started
     if not result.success:
@@ -258,6 +258,46 @@ def materialize_assets(assets: Sequence[str], select: str | None, partition: str
     for event in result.get_asset_materialization_events():
         out(f"materialized {event.asset_key.to_user_string()}" + (f" [{partition}]" if partition else ""))
     out(f"run {result.run_id} succeeded in {elapsed:.1f}s")
+
+
+PROGRESS_EVENTS = {
+    "STEP_START",
+    "STEP_SUCCESS",
+    "STEP_FAILURE",
+    "STEP_UP_FOR_RETRY",
+    "ASSET_MATERIALIZATION",
+    "ASSET_CHECK_EVALUATION",
+    "PIPELINE_START",
+    "PIPELINE_SUCCESS",
+    "PIPELINE_FAILURE",
+}
+
+
+class ProgressHandler(logging.Handler):
+    """One short line per run event on stderr: errors keep their message, never their stack trace."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None)
+        if not meta:
+            return
+        event = meta.get("dagster_event")
+        if event is None and record.levelno < logging.INFO:
+            return
+        if event is not None and event.event_type_value not in PROGRESS_EVENTS:
+            return
+        progress(f"{meta.get('step_key') or 'run'}: {first_line(str(meta.get('orig_message', '')))}")
+
+
+def progress_logger() -> Any:
+    """A Dagster logger definition that reports through ProgressHandler."""
+    from dagster import LoggerDefinition
+
+    def phlo_progress(_init_context: Any) -> logging.Logger:
+        log = logging.Logger("phlo.progress", level=logging.DEBUG)
+        log.addHandler(ProgressHandler())
+        return log
+
+    return LoggerDefinition(phlo_progress, description="phlo CLI progress lines")
 
 
 def failure_cause(result: Any) -> str:
