@@ -86,8 +86,27 @@ def _recorded_hash(target_path: Path) -> str | None:
 
 
 def _one_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " | ".join(lines)[:500] if lines else "unknown error"
+    """A traceback's last line, or the first lines of a dbt error ('Compilation Error in model x' + why)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not set(ln.strip()) <= set("^~ ")]
+    if not lines:
+        return "unknown error"
+    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
+        return lines[-1][:500]
+    return " | ".join(lines[:3])[:500]
+
+
+def _release_adapters() -> None:
+    """Close what dbt keeps open in this process (dbt-duckdb holds the database file's lock otherwise)."""
+    import gc
+
+    from dbt.adapters.factory import FACTORY, reset_adapters
+
+    for adapter in list(FACTORY.adapters.values()):
+        close_all = getattr(getattr(adapter, "connections", None), "close_all_connections", None)
+        if callable(close_all):
+            close_all()
+    reset_adapters()
+    gc.collect()
 
 
 def compile_project(
@@ -151,6 +170,7 @@ def compile_project(
         result = dbtRunner(callbacks=[collect]).invoke(args)
     finally:
         os.chdir(cwd)  # dbt may change directory while parsing
+        _release_adapters()
     if not result.success:
         cause = errors[-1] if errors else str(result.exception or "dbt compile failed")
         raise DbtCompileError(f"dbt compile of {project} failed: {_one_line(cause)}")

@@ -10,6 +10,7 @@ from phlo_dagster.capabilities import ResourceSpec, register_resource
 
 # dbt runs in its own directory, so the profile needs an absolute path: pin it for every process.
 DATA_DIR = Path(os.environ.setdefault("PHLO_DATA_DIR", str(Path(".phlo/data").resolve())))
+DATA_DIR.mkdir(parents=True, exist_ok=True)  # dbt-duckdb opens the file at compile time
 
 
 class DuckDBWarehouse:
