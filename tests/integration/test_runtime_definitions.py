@@ -127,7 +127,7 @@ def test_dbt_lineage_and_schedule_in_defs(tmp_path):
         "from phlo_dagster.definitions import defs\n"
         "g = defs.resolve_asset_graph()\n"
         "print(sorted(k.to_user_string() for k in g.get(dg.AssetKey(['stg_orders'])).parent_keys))\n"
-        "print(sorted(s.name for s in defs.resolve_all_job_defs() if False) or defs.get_schedule_def('raw__orders_schedule').cron_schedule)\n"
+        "print(defs.get_schedule_def('raw__orders_schedule').cron_schedule)\n"
         "print(defs.metadata['phlo/definitions_build_seconds'].value > 0)\n"
     )
     done = subprocess.run(
@@ -200,11 +200,12 @@ def test_grpc_code_server_serves_the_location(tmp_path):
         assert healthy, (
             proc.stderr.read() if proc.poll() is not None and proc.stderr else "not healthy in time"
         )
+        import dagster as dg
         from dagster._grpc.client import DagsterGrpcClient
 
         client = DagsterGrpcClient(port=port, host="127.0.0.1")
-        names = client.list_repositories()
-        assert names.repository_symbols, "code server lists no repository"
+        listing = dg.deserialize_value(client.list_repositories())
+        assert listing.repository_symbols, f"code server lists no repository: {listing}"
     finally:
         proc.terminate()
         try:
@@ -213,10 +214,12 @@ def test_grpc_code_server_serves_the_location(tmp_path):
             proc.kill()
 
 
+# SQLAlchemy 2.1 defaults postgresql:// to psycopg 3; dagster-postgres installs psycopg2, so name the driver.
 DAGSTER_YAML_PG = """
 storage:
   postgres:
     postgres_db:
+      scheme: postgresql+psycopg2
       hostname: {env: DAGSTER_PG_HOST}
       port: {env: DAGSTER_PG_PORT}
       username: {env: DAGSTER_PG_USER}
