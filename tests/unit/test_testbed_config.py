@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -142,8 +143,6 @@ def test_fake_nodes_are_managed_by_kwok_and_untainted() -> None:
 
 @pytest.mark.parametrize("test_name", ["test_x[param-1]", "A" * 200, "___", "test_ünïcode"])
 def test_namespace_names_are_dns_labels(test_name: str) -> None:
-    import re
-
     name = _namespace_name(test_name)
     assert len(name) <= 63
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
@@ -181,3 +180,26 @@ def test_free_ports_are_distinct() -> None:
     ports = free_ports(8)
     assert len(set(ports)) == 8
     assert all(1024 < p < 65536 for p in ports)
+
+
+def _build_version(name: str) -> str:
+    text = (cluster.REPO / "tests/testbed/build.sh").read_text()
+    match = re.search(rf"^{name}=(v[0-9.]+)", text, re.MULTILINE)
+    assert match, name
+    return match.group(1)
+
+
+def test_wrapper_module_matches_the_versions_the_build_stamps() -> None:
+    gomod = (cluster.REPO / "tests/testbed/gomod/go.mod").read_text()
+    k8s = _build_version("K8S_VERSION")
+    assert re.search(rf"^\s*k8s\.io/kubernetes {re.escape(k8s)}\b", gomod, re.MULTILINE)
+    etcd = _build_version("ETCD_VERSION")
+    assert re.search(rf"^\s*(require )?go\.etcd\.io/etcd/server/v3 {re.escape(etcd)}\b", gomod, re.MULTILINE)
+    staging = "v0." + k8s.removeprefix("v1.")
+    replaces = re.findall(r"^\s*(k8s\.io/[\w-]+) => (k8s\.io/[\w-]+) (v\S+)$", gomod, re.MULTILINE)
+    assert len(replaces) >= 30
+    for source, target, version in replaces:
+        assert source == target
+        assert version == staging, f"{source} replaced with {version}, expected {staging}"
+    for tool in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
+        assert f"k8s.io/kubernetes/cmd/{tool}\n" in gomod
