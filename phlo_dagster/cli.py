@@ -495,6 +495,12 @@ def add_plugin_commands(group: click.Group) -> None:
                 group.add_command(command)
 
 
+def one_line(text: str, limit: int = 400) -> str:
+    """A multi-line message folded into one line, cut at limit characters."""
+    folded = " ".join(text.split())
+    return folded if len(folded) <= limit else folded[: limit - 3] + "..."
+
+
 def first_line(text: str) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
 
@@ -520,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if type(exc).__module__.startswith("phlo_dagster."):  # our domain errors carry a one-line cause
             fail(str(exc) or type(exc).__name__)
         # a bug or an environment problem: still one line, with the type
-        fail(f"{type(exc).__name__}: {first_line(str(exc)) or 'unexpected error'}")
+        fail(f"{type(exc).__name__}: {one_line(str(exc)) or 'unexpected error'}")
 
 
 if __name__ == "__main__":

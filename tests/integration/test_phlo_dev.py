@@ -1,0 +1,222 @@
+"""`phlo dev` as real processes: a GraphQL-launched run moves /metrics, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.integration
+
+WORKFLOW = """
+from phlo_dagster.capabilities import (
+    AssetCheckSpec, AssetSpec, CheckResult, MaterializeResult, RunSpec, register_asset,
+)
+
+
+def load(context):
+    context.logger.info("loading 3 events")
+    yield MaterializeResult(metadata={"rows": 3})
+    yield CheckResult(check_name="has_rows", passed=True, severity="WARN")
+
+
+register_asset(
+    AssetSpec(
+        key="raw.events",
+        group="ingestion",
+        run=RunSpec(fn=load),
+        checks=[AssetCheckSpec(name="has_rows", asset_key="raw.events", severity="WARN")],
+    )
+)
+"""
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+RUN_STATUS = """
+query Status($runId: ID!) {
+  runOrError(runId: $runId) { __typename ... on Run { status } }
+}
+"""
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str, timeout: float = 10) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return str(resp.read().decode())
+
+
+def graphql(base: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    req = urllib.request.Request(f"{base}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+    assert "errors" not in data, data
+    return data["data"]
+
+
+def scrape(base: str) -> Samples:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(get(f"{base}/metrics"))
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def project_dir(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / "workflows").mkdir(parents=True)
+    (project / "workflows" / "events.py").write_text(WORKFLOW)
+    return project
+
+
+def dev_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "PHLO_"))}
+    env["PHLO_PLUGINS_ENABLED"] = "false"  # only this test's workflow, not the installed example plugin
+    return env
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    """`phlo dev` on a free port in a temp project; storage from the test's parameter (sqlite | postgres)."""
+    project = project_dir(tmp_path)
+    if request.param == "postgres":
+        pg = request.getfixturevalue("postgres")
+        database = f"phlo_dev_{uuid.uuid4().hex[:10]}"
+        pg.create_database(database)
+        (project / ".phlo").mkdir()
+        db = {
+            "hostname": pg.host,
+            "port": pg.port,
+            "username": pg.user,
+            "password": pg.password,
+            "db_name": database,
+            # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
+            "scheme": "postgresql+psycopg2",
+        }
+        config = {"storage": {"postgres": {"postgres_db": db}}, "telemetry": {"enabled": False}}
+        (project / ".phlo" / "dagster.yaml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (tmp_path / "dev.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "phlo_dagster.cli",
+            "dev",
+            "--port",
+            str(port),
+            "--workflows-path",
+            "workflows",
+        ],
+        cwd=project,
+        env=dev_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            try:
+                get(f"{base}/server_info", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "phlo dev did not serve within 180 s"
+                time.sleep(1)
+        yield base, tmp_path / "dev.log"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "dev.log").read_text()[-3000:]
+
+
+def launch_and_wait(base: str) -> str:
+    params = {
+        "selector": {
+            "repositoryLocationName": "phlo",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["raw", "events"]}],
+        },
+        "mode": "default",
+    }
+    launched = graphql(base, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = str(launched["run"]["runId"])
+    deadline = time.monotonic() + 240
+    status = ""
+    while time.monotonic() < deadline:
+        status = graphql(base, RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    assert status == "SUCCESS", f"run {run_id} ended {status or 'not at all'}"
+    return run_id
+
+
+@pytest.mark.parametrize("dev_server", ["sqlite", "postgres"], indirect=True)
+def test_graphql_run_moves_metrics(dev_server: tuple[str, Path]) -> None:
+    base, _log = dev_server
+    before = scrape(base)
+    assert value(before, "dagster_code_location_load_errors", location="phlo") == 0
+    assert ("phlo_definitions_build_seconds", (("location", "phlo"),)) in before
+    assert value(before, "dagster_asset_materializations_total", asset_key="raw/events") == 0
+
+    launch_and_wait(base)
+    after = scrape(base)
+
+    assert value(after, "dagster_asset_materializations_total", asset_key="raw/events") == 1
+    assert value(after, "dagster_runs", status="SUCCESS", job="__ASSET_JOB") == 1
+    assert value(after, "dagster_runs_finished_total", status="SUCCESS", job="__ASSET_JOB") == 1
+    assert value(after, "dagster_run_duration_seconds_count", job="__ASSET_JOB", status="SUCCESS") == 1
+    labels = {"asset_key": "raw/events", "check_name": "has_rows", "outcome": "passed", "severity": "warn"}
+    assert value(after, "dagster_asset_check_evaluations_total", **labels) == 1
+    assert value(after, "dagster_runs_queued") == 0
+    # the daemon dequeued the run, so its heartbeat is fresh
+    age = value(after, "dagster_daemon_heartbeat_age_seconds", daemon_type="QUEUED_RUN_COORDINATOR")
+    assert 0 < age < 120, age
+
+    launch_and_wait(base)
+    again = scrape(base)
+    assert value(again, "dagster_asset_materializations_total", asset_key="raw/events") == 2
+    assert value(again, "dagster_runs_finished_total", status="SUCCESS", job="__ASSET_JOB") == 2
