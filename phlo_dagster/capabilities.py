@@ -97,6 +97,23 @@ def _check_tags(value: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(value))
 
 
+_TAG_PART = r"[A-Za-z0-9_.\-]{1,63}"
+_TAG_KEY_RE = re.compile(rf"^({_TAG_PART}/)?{_TAG_PART}$")
+_TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{0,63}$")
+
+
+def _check_asset_tags(value: Mapping[str, str]) -> Mapping[str, str]:
+    """Asset tags are indexed by the orchestrator, so keys and values follow Dagster's strict tag rule."""
+    for k, v in value.items():
+        if not _TAG_KEY_RE.match(k):
+            raise ValueError(
+                f"tag key {k!r}: use up to 63 of A-Z a-z 0-9 _ . - with at most one '/' namespace prefix"
+            )
+        if not _TAG_VALUE_RE.match(v):
+            raise ValueError(f"tag {k!r} value {v!r}: use up to 63 of A-Z a-z 0-9 _ . -")
+    return value
+
+
 AssetKeyStr = Annotated[str, AfterValidator(_check_key)]
 FrozenMap = Annotated[Mapping[str, Any], AfterValidator(_freeze_mapping)]
 Tags = Annotated[Mapping[str, str], AfterValidator(_check_tags)]
@@ -252,7 +269,9 @@ class AssetSpec(_Spec):
     group: Annotated[str, Field(pattern=_NAME_RE.pattern)] | None = None
     description: str | None = None
     kinds: StrSet = frozenset()
-    tags: Tags = Field(default_factory=lambda: MappingProxyType({}))
+    tags: Annotated[Tags, AfterValidator(_check_asset_tags)] = Field(
+        default_factory=lambda: MappingProxyType({})
+    )
     metadata: FrozenMap = Field(default_factory=lambda: MappingProxyType({}))
     partitions: PartitionSpec | None = None
     deps: Annotated[tuple[AssetKeyStr, ...], BeforeValidator(_as_tuple)] = ()

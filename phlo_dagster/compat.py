@@ -21,6 +21,7 @@ from phlo_dagster.capabilities import (
 )
 
 __all__ = [
+    "CAPABILITY_OVERRIDES_METADATA",
     "PHLO_DEFAULT_START_DATE",
     "to_asset_spec",
     "to_check_result",
@@ -34,6 +35,8 @@ __all__ = [
 PHLO_DEFAULT_START_DATE = date(2025, 1, 1)
 
 _MISSING = object()
+# Phlo's per-asset capability_overrides (e.g. {"table_store": "iceberg"}) are kept as asset metadata.
+CAPABILITY_OVERRIDES_METADATA = "phlo/capability_overrides"
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -104,20 +107,21 @@ def to_check_spec(obj: Any) -> AssetCheckSpec:
 
 
 def to_asset_spec(obj: Any) -> AssetSpec:
-    """Our AssetSpec from ours or an object with Phlo's asset attributes (capability_overrides -> tags)."""
+    """Our AssetSpec from ours or an object with Phlo's asset attributes (capability_overrides -> metadata)."""
     if isinstance(obj, AssetSpec):
         return obj
     _need(obj, "key")
-    tags = dict(_get(obj, "tags") or {})
-    for capability, provider in (_get(obj, "capability_overrides") or {}).items():
-        tags.setdefault(f"phlo/capability/{capability}", str(provider))
+    metadata = dict(_get(obj, "metadata") or {})
+    overrides = dict(_get(obj, "capability_overrides") or {})
+    if overrides:
+        metadata.setdefault(CAPABILITY_OVERRIDES_METADATA, overrides)
     return AssetSpec(
         key=obj.key,
         group=_get(obj, "group"),
         description=_get(obj, "description"),
         kinds=frozenset(_get(obj, "kinds") or ()),
-        tags=tags,
-        metadata=dict(_get(obj, "metadata") or {}),
+        tags=dict(_get(obj, "tags") or {}),
+        metadata=metadata,
         partitions=_partition(_get(obj, "partitions")),
         deps=tuple(_get(obj, "deps") or ()),
         resources=frozenset(_get(obj, "resources") or ()),

@@ -75,6 +75,8 @@ def _noop(context: RuntimeContext) -> None:
             ["AssetSpec 'a'", "targets 'b'"],
         ),
         (lambda: AssetSpec(key="a", deps=["a"]), ["lists the asset itself"]),
+        (lambda: AssetSpec(key="a", tags={"a/b/c": "v"}), ["AssetSpec 'a'", "field 'tags'", "'a/b/c'"]),
+        (lambda: AssetSpec(key="a", tags={"team": "has space"}), ["field 'tags'", "'has space'"]),
     ],
 )
 def test_bad_spec_names_spec_and_field(build, expected):
