@@ -107,7 +107,7 @@ def to_check_spec(obj: Any) -> AssetCheckSpec:
 
 
 def to_asset_spec(obj: Any) -> AssetSpec:
-    """Our AssetSpec from ours or an object with Phlo's asset attributes (capability_overrides -> metadata)."""
+    """Our AssetSpec from ours or a Phlo-like object (its capability_overrides go to metadata)."""
     if isinstance(obj, AssetSpec):
         return obj
     _need(obj, "key")
