@@ -1,0 +1,182 @@
+"""The `phlo` console script as a subprocess: materialize, services, plugin, dbt compile, and its failures."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+
+pytestmark = pytest.mark.integration
+
+WORKFLOW = """
+from phlo_dagster.capabilities import AssetSpec, MaterializeResult, PartitionSpec, RunSpec, register_asset
+from datetime import date
+
+
+def load(context):
+    context.logger.info("loading events")
+    return MaterializeResult(metadata={"rows": 3, "partition": context.partition_key or ""})
+
+
+def broken(context):
+    raise RuntimeError("source unavailable")
+
+
+register_asset(AssetSpec(key="raw.events", group="ingestion", run=RunSpec(fn=load)))
+register_asset(AssetSpec(key="raw.broken", group="ingestion", run=RunSpec(fn=broken)))
+register_asset(
+    AssetSpec(
+        key="raw.daily",
+        group="ingestion",
+        partitions=PartitionSpec(kind="daily", start_date=date(2024, 1, 1), timezone="UTC"),
+        run=RunSpec(fn=load),
+    )
+)
+"""
+
+
+def phlo(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "phlo_dagster.cli", *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "PHLO_", "WORKFLOWS_"))}
+    env["PHLO_PLUGINS_ENABLED"] = "false"
+    return env
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Non-zero exit, no traceback, and exactly one `phlo: error:` line that names the problem."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("phlo: error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "events.py").write_text(WORKFLOW)
+    return tmp_path
+
+
+def runs_in(project: Path) -> list[tuple[str, DagsterRunStatus]]:
+    with DagsterInstance.from_config(str(project / ".phlo")) as instance:
+        return [(r.job_name, r.status) for r in instance.get_runs()]
+
+
+def test_materialize_records_a_run_in_the_local_instance(project: Path) -> None:
+    result = phlo("materialize", "raw.events", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "materialized raw/events" in result.stdout
+    assert "phlo: materializing raw/events" in result.stderr  # progress
+    assert "loading events" in result.stderr
+    assert runs_in(project) == [("__ASSET_JOB", DagsterRunStatus.SUCCESS)]
+
+    partitioned = phlo("materialize", "--select", "key:raw/daily", "--partition", "2024-01-03", cwd=project)
+    assert partitioned.returncode == 0, partitioned.stderr
+    assert "materialized raw/daily [2024-01-03]" in partitioned.stdout
+    assert len(runs_in(project)) == 2
+
+
+def test_materialize_failures_are_one_line(project: Path) -> None:
+    failed = phlo("materialize", "raw/broken", cwd=project)
+    assert_one_line_failure(failed, "failed", "raw__broken", "RuntimeError: source unavailable")
+    assert runs_in(project) == [("__ASSET_JOB", DagsterRunStatus.FAILURE)]
+
+    assert_one_line_failure(phlo("materialize", "raw.nope", cwd=project), "'raw.nope'", "not defined")
+    assert_one_line_failure(phlo("materialize", "raw.daily", cwd=project), "--partition", "required")
+    assert_one_line_failure(
+        phlo("materialize", "raw.daily", "--partition", "1999-01-01", cwd=project), "1999-01-01", "raw/daily"
+    )
+    assert_one_line_failure(phlo("materialize", "--select", "key:(", cwd=project), "--select")
+    usage = phlo("materialize", "--bogus", cwd=project)
+    assert usage.returncode == 2
+    assert_one_line_failure(usage, "--bogus")
+
+
+def test_broken_workflow_module_fails_with_one_line(project: Path) -> None:
+    (project / "workflows" / "bad.py").write_text("import nonexistent_module_xyz\n")
+    result = phlo("materialize", "raw.events", cwd=project)
+    assert_one_line_failure(result, "bad.py")
+
+
+def test_dbt_compile_failure_names_the_setting(project: Path) -> None:
+    env = {**clean_env(), "PHLO_DBT_PROJECT_DIR": str(project / "no-such-dbt")}
+    assert_one_line_failure(phlo("dbt", "compile", cwd=project, env=env), "PHLO_DBT_PROJECT_DIR")
+
+
+def test_plugin_list_shows_our_entry_points() -> None:
+    result = phlo("plugin", "list", cwd=Path.cwd())
+    assert result.returncode == 0, result.stderr
+    rows = [ln.split() for ln in result.stdout.splitlines()[1:]]
+    assert ["services", "dagster", "phlo_dagster.services:DagsterServicePlugin", "phlo-dagster"] in [
+        r[:4] for r in rows
+    ]
+    assert ["services", "dagster-daemon"] in [r[:2] for r in rows]
+    assert ["orchestrators", "dagster"] in [r[:2] for r in rows]
+
+
+def test_plugin_install_failure_is_one_line(tmp_path: Path) -> None:
+    result = phlo("plugin", "install", str(tmp_path / "missing-plugin"), cwd=tmp_path)
+    assert_one_line_failure(result, "pip install", "missing-plugin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_services_start_status_stop(project: Path) -> None:
+    port = free_port()
+    init = phlo("services", "init", "--port", str(port), cwd=project)
+    assert init.returncode == 0, init.stderr
+    assert (project / ".phlo" / "services.yaml").is_file()
+
+    start = phlo("services", "start", cwd=project, timeout=400)
+    try:
+        assert start.returncode == 0, start.stderr
+        assert "post-start hook dbt-compile skipped" in start.stderr  # the hook ran (dbt disabled here)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            assert b"dagster_runs_queued" in resp.read()
+        status = phlo("services", "status", cwd=project)
+        assert status.returncode == 0
+        assert "dagster: running pid" in status.stdout and " healthy" in status.stdout
+        assert "dagster-daemon: running pid" in status.stdout
+        pids = [
+            int((project / ".phlo" / "run" / f"{s}.pid").read_text()) for s in ("dagster", "dagster-daemon")
+        ]
+        again = phlo("services", "start", "--service", "dagster", cwd=project)
+        assert "already running" in again.stderr
+    finally:
+        stop = phlo("services", "stop", cwd=project)
+    assert stop.returncode == 0, stop.stderr
+    assert "dagster: stopped" in stop.stdout and "dagster-daemon: stopped" in stop.stdout
+    for pid in pids:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    after = phlo("services", "status", cwd=project)
+    assert "dagster: stopped" in after.stdout
+    assert_one_line_failure(phlo("services", "start", "--service", "nope", cwd=project), "nope")
