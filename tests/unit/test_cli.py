@@ -1,0 +1,72 @@
+"""`phlo` argument handling and failure formatting, in process (no servers started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey
+
+from phlo_dagster.cli import main, one_line, parse_asset_key
+
+pytestmark = pytest.mark.unit
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def test_asset_keys_accept_slash_and_dot_forms() -> None:
+    assert parse_asset_key("raw/orders") == AssetKey(["raw", "orders"])
+    assert parse_asset_key("raw.orders") == AssetKey(["raw", "orders"])
+    assert parse_asset_key("orders") == AssetKey(["orders"])
+
+
+def test_one_line_folds_and_truncates() -> None:
+    assert one_line("a\n  b\n\nc") == "a b c"
+    assert len(one_line("x" * 1000, limit=50)) == 50
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _err = run(capsys, "--help")
+    assert code == 0
+    for command in ("dev", "materialize", "services", "plugin", "dbt", "webserver"):
+        assert command in out
+
+
+def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "services", "start", "--service", "postgres")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("phlo: error:") and "postgres" in err
+
+
+def test_materialize_without_assets_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "materialize")
+    assert code == 1
+    assert err == "phlo: error: give at least one ASSET (e.g. raw/orders) or --select EXPR\n"
+
+
+def test_bad_port_setting_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_PORT", "http")
+    code, _out, err = run(capsys, "services", "init")
+    assert code == 1
+    assert err == "phlo: error: DAGSTER_PORT='http': not a port number\n"
+
+
+def test_webserver_missing_workspace_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _out, err = run(capsys, "webserver", "--port", "1", "--workspace", str(tmp_path / "nope.yaml"))
+    assert code == 1
+    assert err == f"phlo: error: --workspace {tmp_path / 'nope.yaml'}: no such file\n"
+
+
+def test_dev_rejects_missing_workflows_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _out, err = run(capsys, "dev", "--workflows-path", str(tmp_path / "missing"))
+    assert code == 1
+    assert "--workflows-path" in err and "no such directory" in err
