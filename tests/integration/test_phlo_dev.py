@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,11 +84,22 @@ def graphql(base: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
 
 
 def scrape(base: str) -> Samples:
+    text = get(f"{base}/metrics")
+    lint(text)
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(get(f"{base}/metrics"))
+        for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def lint(text: str) -> None:
+    """promtool's exposition lint (Debian package prometheus) when installed; the parser checks anyway."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
