@@ -1,4 +1,4 @@
-"""Definitions build benchmark: our adapter vs Phlo's phlo-dagster 0.16.2 adapter vs native Dagster, in one run.
+"""Definitions build benchmark: our adapter vs Phlo's phlo-dagster 0.16.2 vs native Dagster, in one run.
 
     .venv/bin/python bench/run.py [--sizes 100,1000,10000] [--repeats 5] [--json out.json]
 
@@ -109,7 +109,8 @@ def main() -> None:
                 result = measure(pythons[impl], impl, n)
                 samples.setdefault((impl, n), []).append(result)
                 _say(
-                    f"bench: run {repeat + 1}/{args.repeats} {impl:>6} n={n:>6} build {result['build_s']:.3f}s"
+                    f"bench: run {repeat + 1}/{args.repeats} {impl:>6} n={n:>6} "
+                    f"build {result['build_s']:.3f}s"
                 )
 
     rows = []
@@ -140,7 +141,8 @@ def main() -> None:
         f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, Dagster {info['dagster']}\n"
     )
     out.write(
-        f"medians of {args.repeats} runs, each in a fresh interpreter; build = specs -> resolved repository\n\n"
+        f"medians of {args.repeats} runs, each in a fresh interpreter; "
+        "build = specs -> resolved repository\n\n"
     )
     out.write(
         "| specs (+1 check each) | native | ours | Phlo 0.16.2 | ours / native | Phlo / native | ours / Phlo "

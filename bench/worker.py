@@ -49,6 +49,7 @@ def _ours(n: int) -> tuple[float, float, int]:
 
 def _phlo(n: int) -> tuple[float, float, int]:
     from phlo.capabilities.specs import AssetCheckSpec, AssetSpec, MaterializeResult, RunSpec
+
     from phlo_dagster.adapter import DagsterOrchestratorAdapter  # Phlo's package in the .bench venv
 
     def run(context):
