@@ -13,11 +13,21 @@ from typing import Any
 import dagster as dg
 
 from phlo_dagster.adapter import DagsterAdapter
-from phlo_dagster.capabilities import DuplicateSpecError
-from phlo_dagster.discovery import DagsterObjects, discover
-from phlo_dagster.settings import Settings, load_settings
+from phlo_dagster.capabilities import DuplicateSpecError, SpecError
+from phlo_dagster.dbt import DbtCompileError
+from phlo_dagster.discovery import DagsterObjects, DiscoveryError, discover
+from phlo_dagster.settings import Settings, SettingsError, load_settings
 
-__all__ = ["BUILD_SECONDS_METADATA", "build_definitions", "defs"]
+__all__ = ["BUILD_SECONDS_METADATA", "LOAD_ERRORS", "build_definitions", "defs"]
+
+# What build_definitions raises for bad user input; each message is one line naming the input (for the CLI).
+LOAD_ERRORS: tuple[type[Exception], ...] = (
+    DiscoveryError,
+    SpecError,
+    DuplicateSpecError,
+    DbtCompileError,
+    SettingsError,
+)
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from phlo_dagster import compat
 from phlo_dagster.capabilities import (
     AssetCheckSpec,
     AssetSpec,
+    DuplicateSpecError,
     ResourceSpec,
     clear_capabilities,
     register_asset,
@@ -230,8 +231,8 @@ def import_workflows(root: Path) -> list[ModuleType]:
                 continue
             current = path
             modules.append(importlib.import_module(_module_name(root, path)))
-    except DiscoveryError:
-        _forget_workflow_modules()
+    except (DiscoveryError, DuplicateSpecError):
+        _forget_workflow_modules()  # a duplicate's message already names both places
         raise
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
