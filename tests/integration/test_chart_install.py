@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 import yaml
 from phlo_operator import controller
 
-from tests.helm_chart import ALL_FEATURES, CHART, RELEASE, template, values_file
+from tests.helm_chart import ALL_FEATURES, CHART, RELEASE, REPO, template, values_file
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
@@ -277,3 +280,100 @@ def test_cluster_wide_rbac_reaches_every_namespace_but_not_the_cluster(
             assert not _can(testbed, kubeconfig, *denied), denied
     finally:
         testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_operator_with_the_chart_service_account_reconciles_quickstart(testbed, namespace, crds, tmp_path):
+    """Proof the chart's RBAC suffices: the real operator, with only the chart's token, reaches Ready."""
+    testbed.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "crd.install=false",
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+    # The bed has no volume provisioner: a PersistentVolume pre-bound to the managed PostgreSQL claim.
+    volume = f"pv-{namespace}"
+    _apply(
+        testbed,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "hostPath": {"path": f"/tmp/{volume}"},
+                    "claimRef": {"namespace": namespace, "name": "data-quickstart-postgres-0"},
+                },
+            }
+        ],
+    )
+    kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
+    metrics_port, health_port = _free_port(), _free_port()
+    log = tmp_path / "operator.log"
+    env = {k: v for k, v in testbed.env().items() if k != "KUBECONFIG"} | {"KUBECONFIG": str(kubeconfig)}
+    with log.open("w") as out:
+        operator = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "phlo-dagster-operator"),
+                f"--namespace={namespace}",
+                f"--metrics-port={metrics_port}",
+                f"--health-port={health_port}",
+                "--bind-address=127.0.0.1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        testbed.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples/quickstart/workflow.yaml"))
+        waited = testbed.kubectl(
+            "wait",
+            "-n",
+            namespace,
+            "--for=condition=Ready",
+            "pwf/quickstart",
+            "--timeout=180s",
+            check=False,
+            timeout=210,
+        )
+        status = testbed.kubectl(
+            "get", "pwf/quickstart", "-n", namespace, "-o", "jsonpath={.status}", check=False
+        )
+        assert waited.returncode == 0, f"{waited.stderr}\nstatus: {status.stdout}\n{log.read_text()[-3000:]}"
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        )
+        forbidden = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("phlo_operator_api_errors_total")
+            and 'code="403"' in line
+            and not line.rstrip().endswith(" 0.0")
+        ]
+        assert forbidden == [], forbidden
+        assert "Forbidden" not in log.read_text()
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait(timeout=10)
+        testbed.kubectl("delete", "pwf", "--all", "-n", namespace, "--wait=false", check=False)
+        testbed.helm("uninstall", RELEASE, "-n", namespace, check=False, timeout=180)
+        testbed.kubectl("delete", "pv", volume, "--wait=false", "--ignore-not-found", check=False)
