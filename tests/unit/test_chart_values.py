@@ -57,8 +57,13 @@ def test_generated_file_is_current(path):
     assert actual == expected, f"{path} is stale: run `make generate`"
 
 
-def test_chart_crd_copy_exists_and_equals_crds_folder():
-    assert (REPO / generate.CRD_COPY).read_bytes() == (REPO / generate.CRD_SOURCE).read_bytes()
+@pytest.mark.parametrize(
+    ("source", "copy"),
+    [(generate.CRD_SOURCE, generate.CRD_COPY), (generate.PEERING_SOURCE, generate.PEERING_COPY)],
+    ids=["phloworkflows", "kopf-peerings"],
+)
+def test_chart_crd_copies_equal_the_crds_folder(source, copy):
+    assert (REPO / copy).read_bytes() == (REPO / source).read_bytes()
 
 
 def test_rbac_include_holds_the_operator_rules():

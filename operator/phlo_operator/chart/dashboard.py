@@ -112,12 +112,13 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             ),
             Panel(
                 "Run duration p95",
-                "95th percentile run duration by job.",
+                # Prometheus renames Dagster's `job` label to `exported_job` unless the scrape honours labels.
+                "95th percentile run duration by Dagster job.",
                 (
                     (
-                        "histogram_quantile(0.95, sum by (le, job) "
+                        "histogram_quantile(0.95, sum by (le, namespace, job, exported_job) "
                         f"(rate(dagster_run_duration_seconds_bucket{{{NS}}}[30m])))",
-                        "{{job}}",
+                        "{{namespace}} {{exported_job}} {{job}}",
                     ),
                 ),
                 unit="s",
