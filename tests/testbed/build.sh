@@ -50,7 +50,7 @@ ensure() {
 	local tmp
 	tmp="$(mktemp -d "$cache_root/.build-$key.XXXXXX")"
 	mkdir -p "$tmp/bin"
-	log "building $key (cold builds take 10-25 minutes on 2 cores)"
+	log "building $key (from scratch: about 6-12 minutes on 2 cores)"
 	local start=$SECONDS
 	if ! "$fn" "$tmp/bin"; then
 		rm -rf "$tmp"
