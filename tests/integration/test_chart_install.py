@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -146,7 +147,10 @@ def test_install_test_upgrade_uninstall(testbed, namespace, crds, tmp_path):
     # Pods that break Pod Security "restricted" would never be created here, so Available proves compliance.
     testbed.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     _adopt_crd(testbed, namespace)
-    testbed.helm("install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "180s", timeout=240)
+    installed = testbed.helm(
+        "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "180s", timeout=240
+    )
+    assert f"kubectl -n {namespace} rollout status deployment/{RELEASE}" in installed.stdout  # NOTES.txt
     deployment = _get(testbed, "deployment", RELEASE, "-n", namespace)
     assert _condition(deployment, "Available") == "True"
     crd = _get(testbed, "crd", PHLO_CRD)
@@ -179,6 +183,18 @@ def test_install_test_upgrade_uninstall(testbed, namespace, crds, tmp_path):
     assert "--log-level=DEBUG" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     history = json.loads(testbed.helm("history", RELEASE, "-n", namespace, "-o", "json").stdout)
     assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
+
+    # A new chart version with a changed CRD: `helm upgrade` alone brings the cluster's CRD up to date.
+    newer = tmp_path / "chart"
+    shutil.copytree(CHART, newer)
+    crd_copy = newer / "files" / "crds" / "phlo.dev_phloworkflows.yaml"
+    changed = yaml.safe_load(crd_copy.read_text())
+    changed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = f"upgraded {namespace}"
+    crd_copy.write_text(yaml.safe_dump(changed, sort_keys=False))
+    testbed.helm("upgrade", RELEASE, str(newer), "-n", namespace, "--reuse-values", "--wait", timeout=240)
+    live = _get(testbed, "crd", PHLO_CRD)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert live["description"] == f"upgraded {namespace}"
+    testbed.helm("upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values", "--wait", timeout=240)
 
     testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s", timeout=180)
     selector = f"app.kubernetes.io/instance={RELEASE}"
