@@ -78,6 +78,36 @@ def parse(path: Path) -> Dockerfile:
     return result
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """A Dockerfile replayed: its venv, the directory standing in for the image's /, and its ENV there."""
+
+    venv: Path
+    root: Path
+    env: dict[str, str]
+
+    def python(self, code: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": f"{self.venv / 'bin'}:/usr/bin:/bin", "HOME": str(self.root), **self.env}
+        return subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            env={**env, **(extra_env or {})},
+            timeout=600,
+        )
+
+
+def image_env(dockerfile: Dockerfile, root: Path) -> dict[str, str]:
+    """The Dockerfile's ENV, absolute paths moved under `root`."""
+    out: dict[str, str] = {}
+    for line in dockerfile.all("ENV"):
+        for pair in shlex.split(line):
+            name, _, value = pair.partition("=")
+            out[name] = str(root / value.lstrip("/")) if value.startswith("/") else value
+    return out
+
+
 def _substitute(text: str, args: dict[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
 
@@ -103,7 +133,7 @@ def cache_key(dockerfile: Dockerfile) -> str:
     return digest.hexdigest()[:16]
 
 
-def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Path:
+def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Replayed:
     """Copies the build context as the Dockerfile does, runs its pip steps in a venv; returns the venv.
 
     The venv is cached by `cache_key` (dependency changes make a new one); the pip steps run every time, so
@@ -149,4 +179,4 @@ def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Path:
                     subprocess.run(
                         command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, check=True, env=env
                     )
-    return env_dir
+    return Replayed(env_dir, root, image_env(dockerfile, root))
