@@ -1,0 +1,153 @@
+"""/metrics scrape time with many runs in storage, over HTTP against a real `phlo webserver`.
+
+    .venv/bin/python bench/bench_metrics.py [--runs 10000] [--materializations 10000] [--scrapes 25]
+
+Fills a fresh SQLite instance (under .bench/metrics/) through the instance APIs: runs across 20 jobs in
+every finished status (one in ten with start/end times, so the duration histogram has data) and asset
+materializations across 100 assets. Then starts `phlo webserver` on it and times GET /metrics: the first
+scrape (reads everything once), steady-state scrapes (median and p95 of --scrapes), and scrapes each after 20
+new runs and materializations (the incremental path, median of 5). Target: steady-state median under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from dagster import (
+    AssetMaterialization,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+)
+
+from phlo_dagster.metrics import DEFAULT_LOOKBACK
+from phlo_dagster.services import PhloHome
+
+ROOT = Path(__file__).resolve().parents[1]
+# tmpfs makes filling fast (SQLite fsyncs every commit); scrapes read from the page cache either way.
+WORK = Path("/dev/shm/phlo-bench-metrics") if Path("/dev/shm").is_dir() else ROOT / ".bench" / "metrics"
+STATUSES = [DagsterRunStatus.SUCCESS] * 16 + [DagsterRunStatus.FAILURE] * 3 + [DagsterRunStatus.CANCELED]
+
+
+def fill(instance: DagsterInstance, runs: int, materializations: int, offset: int = 0) -> None:
+    storage = instance.run_storage
+    start = datetime.now(UTC) - timedelta(hours=1)
+    for i in range(offset, offset + runs):
+        run_id = str(uuid.uuid4())
+        status = STATUSES[i % len(STATUSES)]
+        job = f"job_{i % 20}"
+        if i % 10:
+            instance.add_run(DagsterRun(job_name=job, run_id=run_id, status=status))
+            continue
+        instance.add_run(DagsterRun(job_name=job, run_id=run_id, status=DagsterRunStatus.NOT_STARTED))
+        began = start + timedelta(seconds=i % 600)
+        end_type = (
+            DagsterEventType.RUN_SUCCESS
+            if status == DagsterRunStatus.SUCCESS
+            else DagsterEventType.RUN_FAILURE
+        )
+        storage.handle_run_event(run_id, DagsterEvent(DagsterEventType.RUN_START.value, job), began)
+        storage.handle_run_event(
+            run_id, DagsterEvent(end_type.value, job), began + timedelta(seconds=5 + i % 300)
+        )
+    for i in range(offset, offset + materializations):
+        instance.report_runless_asset_event(AssetMaterialization(asset_key=["bench", f"asset_{i % 100}"]))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def timed_get(url: str) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=120) as resp:
+        body = resp.read()
+    return (time.perf_counter() - started) * 1000, body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--materializations", type=int, default=10_000)
+    parser.add_argument("--scrapes", type=int, default=25)
+    args = parser.parse_args()
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    home = PhloHome(WORK)
+    home.ensure_instance()
+    (home.root / "empty-workspace.yaml").write_text("load_from: []\n")
+    with DagsterInstance.from_config(str(home.root)) as instance:
+        began = time.perf_counter()
+        fill(instance, args.runs, args.materializations)
+        took = time.perf_counter() - began
+        print(f"filled {args.runs} runs, {args.materializations} materializations in {took:.0f}s")
+
+    port = free_port()
+    env = {**os.environ, **home.env()}
+    log = (WORK / "webserver.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "phlo_dagster.cli", "webserver", "--port", str(port),
+         "--workspace", str(home.root / "empty-workspace.yaml")],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit(f"webserver did not start; see {WORK / 'webserver.log'}") from None
+                time.sleep(0.5)
+        first_ms, body = timed_get(url)
+        assert b'dagster_runs_finished_total{job="job_0",status="SUCCESS"}' in body
+        time.sleep(DEFAULT_LOOKBACK.total_seconds() + 1)  # steady state: nothing inside the re-read lookback
+        timed_get(url)
+        steady = [timed_get(url)[0] for _ in range(args.scrapes)]
+        incremental = []
+        with DagsterInstance.from_config(str(home.root)) as instance:
+            for round_ in range(5):
+                fill(instance, 20, 20, offset=args.runs + 20 * round_)
+                incremental.append(timed_get(url)[0])
+        incremental_ms = statistics.median(incremental)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+    median = statistics.median(steady)
+    p95 = statistics.quantiles(steady, n=20)[-1] if len(steady) >= 2 else steady[0]
+    print(
+        "| runs in storage | materializations | first scrape | steady median | steady p95 | after +20 runs (median of 5) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {args.runs:,} | {args.materializations:,} | {first_ms:.0f} ms | {median:.1f} ms | {p95:.1f} ms "
+        f"| {incremental_ms:.1f} ms |"
+    )
+    verdict = "met" if median < 100 else "MISSED"
+    print(f"target < 100 ms median: {verdict} ({len(steady)} scrapes, {len(body)} bytes)")
+
+
+if __name__ == "__main__":
+    main()
