@@ -137,9 +137,7 @@ def main() -> None:
 
     median = statistics.median(steady)
     p95 = statistics.quantiles(steady, n=20)[-1] if len(steady) >= 2 else steady[0]
-    print(
-        "| runs in storage | materializations | first scrape | steady median | steady p95 | after +20 runs (median of 5) |"
-    )
+    print("| runs | materializations | first scrape | steady median | steady p95 | +20 runs, median of 5 |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(
         f"| {args.runs:,} | {args.materializations:,} | {first_ms:.0f} ms | {median:.1f} ms | {p95:.1f} ms "
