@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.testbed.processes import LOOPBACK, Process, TestbedError, alive, free
 
 SUPERUSER = "phlo"
 OS_USER = "postgres"  # PostgreSQL refuses to run as root; as root we drop to this account.
+_TEMP_PREFIX = "phlo-testbed-pg-"
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -54,6 +56,7 @@ class Postgres:
     password: str
     directory: Path
     process: Process
+    data_dir: Path
 
     def params(self, database: str) -> dict[str, Any]:
         """Keyword arguments for psycopg2.connect / Dagster's postgres_db config."""
@@ -105,7 +108,9 @@ class Postgres:
         """Fast shutdown (SIGINT: disconnect clients, no waiting for them), then drop the data."""
         stop(self.process, grace=20, first_signal=signal.SIGINT)
         if remove_data:
-            shutil.rmtree(self.directory / "data", ignore_errors=True)
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            if self.data_dir.parent.name.startswith(_TEMP_PREFIX):
+                shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +120,7 @@ class Postgres:
             "password": self.password,
             "directory": str(self.directory),
             "process": self.process.to_json(),
+            "data_dir": str(self.data_dir),
         }
 
     @classmethod
@@ -126,6 +132,7 @@ class Postgres:
             password=data["password"],
             directory=Path(data["directory"]),
             process=Process.from_json(data["process"]),
+            data_dir=Path(data.get("data_dir") or Path(data["directory"]) / "data"),
         )
 
 
@@ -142,6 +149,21 @@ def _as_postgres_user() -> list[str]:
     return ["setpriv", f"--reuid={OS_USER}", f"--regid={OS_USER}", "--init-groups", "--"]
 
 
+def _traversable_by_postgres(path: Path) -> bool:
+    """Whether the postgres OS user can reach path (not when the checkout is under /root, mode 700)."""
+    if os.geteuid() != 0:
+        return True
+    entry = pwd.getpwnam(OS_USER)
+    for ancestor in [path, *path.parents]:
+        info = ancestor.stat()
+        if info.st_uid == entry.pw_uid:
+            continue
+        if info.st_mode & 0o001 or (info.st_gid == entry.pw_gid and info.st_mode & 0o010):
+            continue
+        return False
+    return True
+
+
 def _chown_tree(path: Path) -> None:
     if os.geteuid() != 0:
         return
@@ -156,15 +178,20 @@ def start(directory: Path, state_dir: Path) -> Postgres:
     """initdb a fresh cluster in directory/data and start it on a free 127.0.0.1 port (password auth)."""
     bin_dir = find_bin_dir()
     prefix = _as_postgres_user()
+    directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
     shutil.rmtree(data, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
+    if not _traversable_by_postgres(directory):
+        # The server's own files must be reachable by its OS user: fall back to a private dir under /tmp.
+        data = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX)) / "data"
+        _chown_tree(data.parent)
     data.mkdir(mode=0o700)
     password = secrets.token_hex(16)
-    pwfile = directory / "pwfile"
+    pwfile = data.parent / "pwfile"
     pwfile.write_text(password + "\n")
     pwfile.chmod(0o600)
-    _chown_tree(directory)
+    for owned in {directory, data.parent}:
+        _chown_tree(owned)
     log = directory / "postgres.log"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     initdb = subprocess.run(
@@ -182,7 +209,7 @@ def start(directory: Path, state_dir: Path) -> Postgres:
         capture_output=True,
         text=True,
         env=env,
-        cwd=directory,
+        cwd=data.parent,
         check=False,
     )
     pwfile.unlink(missing_ok=True)
@@ -214,8 +241,8 @@ def start(directory: Path, state_dir: Path) -> Postgres:
             "-c",
             "logging_collector=off",
         ]
-        process = spawn("postgres", argv, log, env=env, cwd=directory, executable="postgres")
-        server = Postgres(LOOPBACK, port, SUPERUSER, password, directory, process)
+        process = spawn("postgres", argv, log, env=env, cwd=data.parent, executable="postgres")
+        server = Postgres(LOOPBACK, port, SUPERUSER, password, directory, process, data)
         try:
             wait_for("PostgreSQL to accept connections", server.accepts_connections, 60, [process])
         except TestbedError as error:

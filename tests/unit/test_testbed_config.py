@@ -151,7 +151,13 @@ def test_namespace_names_are_dns_labels(test_name: str) -> None:
 
 def _server() -> Postgres:
     return Postgres(
-        "127.0.0.1", 5432, "phlo", "p@ss/word", Path("/x"), Process("postgres", 1, "postgres", Path("/l"))
+        "127.0.0.1",
+        5432,
+        "phlo",
+        "p@ss/word",
+        Path("/x"),
+        Process("postgres", 1, "postgres", Path("/l")),
+        Path("/x/data"),
     )
 
 
