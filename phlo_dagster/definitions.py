@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from phlo_dagster.adapter import DagsterAdapter
+from phlo_dagster.adapter import DagsterAdapter, gc_paused
 from phlo_dagster.capabilities import DuplicateSpecError, SpecError
 from phlo_dagster.dbt import DbtCompileError
 from phlo_dagster.discovery import DagsterObjects, DiscoveryError, discover
@@ -53,7 +53,14 @@ def _refuse_duplicates(owned: dict[dg.AssetKey, str], objs: list[Any], source: A
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
-    """Discover and translate everything into one Definitions (build time in its metadata)."""
+    """Discover and translate everything into one resolved Definitions (build time in its metadata)."""
+    with gc_paused():
+        defs = _build(settings)
+        defs.get_repository_def()  # resolved now: cached by Dagster, and errors surface at load
+    return defs
+
+
+def _build(settings: Settings | None) -> dg.Definitions:
     started = time.perf_counter()
     settings = settings or load_settings()
     found = discover(settings)
