@@ -1,7 +1,8 @@
 """Materialize one asset through a Dagster webserver's GraphQL API and wait for the run (kind e2e; stdlib).
 
 Usage: python3 tests/kind/materialize.py http://127.0.0.1:13000 [asset/key/path]
-Without an asset key it picks the first materializable asset with no upstream dependencies.
+Without an asset key it picks the first materializable asset with no upstream dependencies (unpartitioned
+first); a partitioned asset is materialized for its last partition key.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ query {
       nodes {
         name
         location { name }
-        assetNodes { assetKey { path } isMaterializable dependencyKeys { path } }
+        assetNodes {
+          assetKey { path } isMaterializable isPartitioned partitionKeys dependencyKeys { path }
+        }
       }
     }
     ... on PythonError { message }
@@ -86,21 +89,23 @@ def main(argv: list[str]) -> int:
     repos = graphql(base, REPOSITORIES)["repositoriesOrError"]
     if repos["__typename"] != "RepositoryConnection":
         fail(f"cannot list repositories: {repos}")
-    choice = None
-    for repo in repos["nodes"]:
-        for node in repo["assetNodes"]:
-            key = node["assetKey"]["path"]
-            if (wanted and key == wanted) or (
-                not wanted and node["isMaterializable"] and not node["dependencyKeys"]
-            ):
-                choice = (repo["location"]["name"], repo["name"], key)
-                break
-        if choice:
-            break
-    if choice is None:
+    candidates = [
+        (node["isPartitioned"], repo["location"]["name"], repo["name"], node)
+        for repo in repos["nodes"]
+        for node in repo["assetNodes"]
+        if (wanted and node["assetKey"]["path"] == wanted)
+        or (not wanted and node["isMaterializable"] and not node["dependencyKeys"])
+    ]
+    if not candidates:
         fail(f"no asset {'/'.join(wanted) if wanted else 'without dependencies'} in {base}")
-    location, repository, key = choice
-    print(f"materializing {'/'.join(key)} from {location}/{repository}", flush=True)
+    _, location, repository, node = sorted(candidates, key=lambda c: c[0])[0]
+    key = node["assetKey"]["path"]
+    tags = []
+    if node["isPartitioned"]:
+        if not node["partitionKeys"]:
+            fail(f"{'/'.join(key)} is partitioned but has no partition keys")
+        tags = [{"key": "dagster/partition", "value": node["partitionKeys"][-1]}]
+    print(f"materializing {'/'.join(key)} {tags} from {location}/{repository}", flush=True)
     params = {
         "selector": {
             "repositoryLocationName": location,
@@ -109,6 +114,7 @@ def main(argv: list[str]) -> int:
             "assetSelection": [{"path": key}],
         },
         "runConfigData": {},
+        "executionMetadata": {"tags": tags},
     }
     launched = graphql(base, LAUNCH, {"params": params})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":

@@ -1,0 +1,59 @@
+"""The kind e2e's last step (tests/kind/materialize.py) against a real Dagster webserver: `phlo dev`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "examples" / "quickstart"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.timeout(600)
+def test_materialize_script_runs_an_asset_through_graphql(tmp_path):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "WORKFLOWS_PATH": str(QUICKSTART / "workflows"),
+        "PHLO_DATA_DIR": str(tmp_path / "data"),
+    }
+    log = tmp_path / "phlo-dev.log"
+    with log.open("w") as out:
+        dev = subprocess.Popen(
+            [str(Path(sys.executable).parent / "phlo"), "dev", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        result = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "kind" / "materialize.py"), f"http://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-3000:]
+        assert "materialized " in result.stdout
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait(timeout=10)
