@@ -351,3 +351,20 @@ def test_helm_installs_a_chart_gated_on_the_server_version(
     assert configmap["data"]["kube"].startswith("v1.36.")
     testbed.helm("uninstall", "probe", "-n", namespace, "--wait")
     assert testbed.kubectl("get", "configmap", "probe", "-n", namespace, check=False).returncode != 0
+
+
+def test_garbage_collector_removes_dependents_of_a_deleted_owner(testbed: Testbed, namespace: str) -> None:
+    _apply(testbed, namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})
+    uid = _get(testbed, "configmap", "owner", "-n", namespace)["metadata"]["uid"]
+    owner_ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
+    dependent = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "dependent", "ownerReferences": [owner_ref]},
+    }
+    _apply(testbed, namespace, dependent)
+    testbed.kubectl("delete", "configmap", "owner", "-n", namespace)
+    deadline = time.monotonic() + 60
+    while testbed.kubectl("get", "configmap", "dependent", "-n", namespace, check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the garbage collector never removed the dependent"
+        time.sleep(0.5)

@@ -209,3 +209,22 @@ def test_wrapper_module_matches_the_versions_the_build_stamps() -> None:
         assert version == staging, f"{source} replaced with {version}, expected {staging}"
     for tool in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
         assert f"k8s.io/kubernetes/cmd/{tool}\n" in gomod
+
+
+def test_a_recorded_bed_whose_processes_are_gone_is_not_reused(tmp_path: Path) -> None:
+    bed = cluster.Testbed(
+        directory=tmp_path,
+        bin_dir=tmp_path / "bin",
+        server="https://127.0.0.1:1",
+        kubeconfig=tmp_path / "kubeconfig",
+        ca_file=tmp_path / "ca.crt",
+        client_cert=tmp_path / "admin.crt",
+        client_key=tmp_path / "admin.key",
+        ports={"kube-apiserver": 1},
+        # PID 1 runs, but it is not our etcd: the PID-reuse guard must notice.
+        processes=[Process("etcd", 1, "etcd-not-running-here", tmp_path / "etcd.log")],
+    )
+    state.update(tmp_path, "cluster", bed.to_json())
+    assert cluster.Testbed.from_json(state.read(tmp_path)["cluster"]) == bed
+    assert cluster.attach(tmp_path) is None
+    assert cluster.attach(tmp_path / "nothing-recorded") is None
