@@ -50,7 +50,9 @@ def _ours(n: int) -> tuple[float, float, int]:
 def _phlo(n: int) -> tuple[float, float, int]:
     from phlo.capabilities.specs import AssetCheckSpec, AssetSpec, MaterializeResult, RunSpec
 
-    from phlo_dagster.adapter import DagsterOrchestratorAdapter  # Phlo's package in the .bench venv
+    from phlo_dagster.adapter import (  # type: ignore[attr-defined]  # Phlo's package, in the .bench venv
+        DagsterOrchestratorAdapter,
+    )
 
     def run(context):
         return [MaterializeResult()]

@@ -11,7 +11,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -383,8 +383,9 @@ class DagsterAdapter:
     def _dagster_spec(self, spec: AssetSpec, key: dg.AssetKey) -> dg.AssetSpec:
         run = spec.run
         freshness = None
-        if run is not None and run.freshness_hours is not None:
-            warn, fail = run.freshness_hours
+        window = run.freshness_window if run is not None else None
+        if window is not None:
+            warn, fail = window
             freshness = dg.FreshnessPolicy.time_window(
                 fail_window=timedelta(hours=fail),
                 warn_window=timedelta(hours=warn) if warn is not None else None,
@@ -498,9 +499,7 @@ class DagsterAdapter:
             return
         out.schedules.append(_partitioned_schedule(f"{ident}_schedule", run.cron, job, partitions_def, tz))
 
-    def _check_definition(
-        self, spec: AssetCheckSpec, resource_names: frozenset[str]
-    ) -> dg.AssetChecksDefinition:
+    def _check_definition(self, spec: AssetCheckSpec, resource_names: Set[str]) -> dg.AssetChecksDefinition:
         key = asset_key(spec.asset_key)
         check = dg.AssetCheckSpec(
             name=spec.name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
@@ -117,7 +117,8 @@ def _check_asset_tags(value: Mapping[str, str]) -> Mapping[str, str]:
 AssetKeyStr = Annotated[str, AfterValidator(_check_key)]
 FrozenMap = Annotated[Mapping[str, Any], AfterValidator(_freeze_mapping)]
 Tags = Annotated[Mapping[str, str], AfterValidator(_check_tags)]
-StrSet = Annotated[frozenset[str], BeforeValidator(_as_frozenset)]
+# Inputs may be any set/sequence (so callers type-check with plain sets and lists); stored frozen.
+StrSet = Annotated[Set[str], BeforeValidator(_as_frozenset), AfterValidator(frozenset)]
 
 
 def _spec_label(model: type[BaseModel], data: Any) -> str:
@@ -155,7 +156,7 @@ class PartitionSpec(_Spec):
     start_date: date | None = None
     end_date: date | None = None
     timezone: str | None = None
-    values: Annotated[tuple[str, ...], BeforeValidator(_as_tuple)] = ()
+    values: Annotated[Sequence[str], BeforeValidator(_as_tuple), AfterValidator(tuple)] = ()
 
     @field_validator("timezone")
     @classmethod
@@ -220,17 +221,26 @@ class RunSpec(_Spec):
     max_retries: Annotated[int, Field(ge=0)] | None = None
     retry_delay_seconds: Annotated[float, Field(ge=0)] | None = None
     cron: Annotated[str | None, AfterValidator(_check_cron)] = None
-    freshness_hours: Annotated[tuple[float | None, float] | None, BeforeValidator(_freshness)] = None
+    freshness_hours: Annotated[float | tuple[float | None, float] | None, BeforeValidator(_freshness)] = None
 
     @field_validator("freshness_hours")
     @classmethod
-    def _positive_window(cls, value: tuple[float | None, float] | None) -> tuple[float | None, float] | None:
+    def _positive_window(
+        cls, value: float | tuple[float | None, float] | None
+    ) -> tuple[float | None, float] | None:
         if value is None:
             return None
+        assert isinstance(value, tuple)  # normalized by _freshness
         warn, fail = value
         if fail <= 0 or (warn is not None and not 0 < warn <= fail):
             raise ValueError("hours must be > 0, and the warn window no longer than the fail window")
         return value
+
+    @property
+    def freshness_window(self) -> tuple[float | None, float] | None:
+        """(warn_hours or None, fail_hours), or None without a freshness requirement."""
+        value = self.freshness_hours
+        return value if isinstance(value, tuple) else None
 
 
 def _check_severity(value: Any) -> str:
@@ -274,10 +284,10 @@ class AssetSpec(_Spec):
     )
     metadata: FrozenMap = Field(default_factory=lambda: MappingProxyType({}))
     partitions: PartitionSpec | None = None
-    deps: Annotated[tuple[AssetKeyStr, ...], BeforeValidator(_as_tuple)] = ()
+    deps: Annotated[Sequence[AssetKeyStr], BeforeValidator(_as_tuple), AfterValidator(tuple)] = ()
     resources: StrSet = frozenset()
     run: RunSpec | None = None
-    checks: Annotated[tuple[AssetCheckSpec, ...], BeforeValidator(_as_tuple)] = ()
+    checks: Annotated[Sequence[AssetCheckSpec], BeforeValidator(_as_tuple), AfterValidator(tuple)] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> AssetSpec:
