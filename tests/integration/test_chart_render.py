@@ -44,6 +44,7 @@ def test_helm_lint_strict(tmp_path, values):
         ({"metrics": {"serviceMonitor": {"enable": True}}}, "enable"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"replicaCount": "two"}, "replicaCount"),
+        ({"watch": {"namespaces": ["Team_A"]}}, "Team_A"),
     ],
 )
 def test_unknown_or_invalid_values_fail_with_the_key_named(tmp_path, values, named):
@@ -52,6 +53,17 @@ def test_unknown_or_invalid_values_fail_with_the_key_named(tmp_path, values, nam
     assert "values don't meet the specifications of the schema" in result.stderr
     assert named in result.stderr
     assert "goroutine" not in result.stderr
+
+
+def test_existing_service_account_needs_a_name(tmp_path):
+    values = values_file(tmp_path, {"serviceAccount": {"create": False}})
+    result = helm("template", "x", str(CHART), "-f", str(values), check=False)
+    assert result.returncode != 0
+    assert "serviceAccount.name is required when serviceAccount.create is false" in result.stderr
+    named = template(tmp_path, {"serviceAccount": {"create": False, "name": "ops-sa"}})
+    assert by_kind(named, "ServiceAccount") == []
+    assert one(named, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
+    assert one(named, "RoleBinding")["subjects"][0]["name"] == "ops-sa"
 
 
 def test_default_render_is_namespaced_and_least_privilege(tmp_path):

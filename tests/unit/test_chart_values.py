@@ -122,6 +122,7 @@ def test_values_yaml_covers_every_schema_property():
         ({"image": {"pullPolicy": "Sometimes"}}, "Sometimes"),
         ({"metrics": {"port": 80}}, "80"),
         ({"replicaCount": -1}, "-1"),
+        ({"watch": {"namespaces": ["Not_A_Namespace"]}}, "Not_A_Namespace"),
     ],
 )
 def test_bad_values_are_rejected_by_model_and_schema(override, message):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 # Ports of the operator process; the Deployment passes them as --metrics-port / --health-port.
 DEFAULT_METRICS_PORT = 8080
 DEFAULT_HEALTH_PORT = 8081
+
+# A Kubernetes namespace name (RFC 1123 label).
+NamespaceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
 
 
 class StrictModel(BaseModel):
@@ -49,11 +52,11 @@ class Watch(StrictModel):
             "ClusterRole. Off by default: the operator then gets a Role only in the watched namespaces."
         ),
     )
-    namespaces: list[str] = Field(
+    namespaces: list[NamespaceName] = Field(
         default_factory=list,
         description=(
             "Namespaces to watch in namespaced mode (one --namespace flag and one Role each); "
-            "empty means the release namespace. The namespaces must exist."
+            "empty means the release namespace. The namespaces must exist. Ignored with allNamespaces."
         ),
     )
 
