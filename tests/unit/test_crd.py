@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_committed_crd_is_not_stale() -> None:
     committed = (ROOT / crdgen.CRD_PATH).read_text()
     assert committed == crdgen.render_yaml(), "crds/ is stale: run `make generate`"
+    peering = (ROOT / crdgen.PEERING_PATH).read_text()
+    assert peering == crdgen.render_peering_yaml(), "crds/ is stale: run `make generate`"
 
 
 def _walk(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,566 @@
+"""The operator on the real test bed, started as a user starts it: `phlo-dagster-operator --namespace NS`."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.testbed.cluster import Testbed
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / "examples/quickstart/workflow.yaml"
+NAME = "quickstart"
+OPERATOR_BIN = Path(sys.executable).parent / "phlo-dagster-operator"
+WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
+OUR_RESOURCES = {
+    "configmaps",
+    "secrets",
+    "services",
+    "serviceaccounts",
+    "deployments",
+    "statefulsets",
+    "jobs",
+    "roles",
+    "rolebindings",
+    "networkpolicies",
+    "poddisruptionbudgets",
+    "phloworkflows",
+    "persistentvolumeclaims",
+}
+
+
+# -- helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 90, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class Kubectl:
+    def __init__(self, bed: Testbed, namespace: str) -> None:
+        self.bed, self.ns = bed, namespace
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.bed.kubectl("-n", self.ns, *args, input=input, check=check)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        out = self("get", kind, name, "-o", "json", "--ignore-not-found")
+        return json.loads(out.stdout) if out.stdout.strip() else None
+
+    def items(self, kind: str, selector: str = f"app.kubernetes.io/instance={NAME}") -> list[dict[str, Any]]:
+        return list(
+            json.loads(self("get", kind, "-l", selector, "-o", "json", "--show-managed-fields").stdout)[
+                "items"
+            ]
+        )
+
+    def must(self, kind: str, name: str) -> dict[str, Any]:
+        obj = self.get(kind, name)
+        assert obj is not None, f"{kind}/{name} not found in {self.ns}"
+        return obj
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        cr = self.get("pwf", NAME) or {}
+        return next((c for c in cr.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+    def wait_condition(self, type_: str, status: str = "True", timeout: int = 120) -> None:
+        self("wait", f"--for=condition={type_}={status}", f"pwf/{NAME}", f"--timeout={timeout}s")
+
+    def events(self) -> list[dict[str, Any]]:
+        out = self("get", "events", "--field-selector", "involvedObject.kind=PhloWorkflow", "-o", "json")
+        return list(json.loads(out.stdout)["items"])
+
+    def patch(self, body: dict[str, Any]) -> None:
+        self("patch", "pwf", NAME, "--type=merge", "-p", json.dumps(body))
+
+
+class ReloadRecorder:
+    """Stands in for the webserver's /graphql (the test bed's pods are fake); records reload mutations."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                recorder.calls.append({"path": self.path, **body})
+                data = {
+                    "data": {
+                        "reloadRepositoryLocation": {"__typename": "WorkspaceLocationEntry", "name": "phlo"}
+                    }
+                }
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class Operator:
+    """The console script as a subprocess with the bed's KUBECONFIG."""
+
+    def __init__(
+        self, bed: Testbed, namespaces: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.bed, self.namespaces, self.log_path = bed, namespaces, log
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.env = {**bed.env(), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        argv = [str(OPERATOR_BIN)]
+        for ns in self.namespaces:
+            argv += ["--namespace", ns]
+        argv += ["--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)]
+        argv += ["--bind-address", "127.0.0.1"]
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for("operator health endpoint", self.healthy, timeout=60)
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, f"operator exited:\n{self.tail()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def write_counts(bed: Testbed) -> dict[str, float]:
+    """Write requests of the kinds the operator sends, per verb and resource, from the API server's /metrics.
+
+    The counter has no namespace or user label and the bed may be shared, so only the verb/resource pairs this
+    operator uses are counted (server-side APPLY of children, create-once POSTs, deletes, CR/status PATCH).
+    """
+    counts: dict[str, float] = {}
+    for line in bed.apiserver_metrics().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        resource, verb, sub = (
+            labels.get("resource", ""),
+            labels.get("verb", ""),
+            labels.get("subresource", ""),
+        )
+        if verb not in WRITE_VERBS or labels.get("dry_run") or resource not in OUR_RESOURCES:
+            continue
+        ours = (
+            verb == "APPLY"
+            or (verb == "POST" and resource in ("secrets", "jobs"))
+            or (verb == "DELETE" and labels.get("scope") == "resource")
+            or (verb == "PATCH" and resource == "phloworkflows")
+        )
+        if not ours or (sub and not (resource == "phloworkflows" and sub == "status")):
+            continue
+        key = f"{verb} {resource}/{sub}"
+        counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def template_hash_annotation(dep: dict[str, Any] | None) -> str:
+    assert dep is not None
+    return str(dep["spec"]["template"]["metadata"]["annotations"].get("phlo.dev/dbt-spec-hash"))
+
+
+# -- fixtures
+@pytest.fixture(scope="session")
+def crds(testbed: Testbed) -> None:
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    testbed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
+
+
+@pytest.fixture
+def kc(testbed: Testbed, namespace: str, crds: None) -> Kubectl:
+    return Kubectl(testbed, namespace)
+
+
+@pytest.fixture
+def volume(testbed: Testbed, namespace: str) -> Iterator[str]:
+    """A PersistentVolume pre-bound to the managed PostgreSQL claim (the bed has no provisioner)."""
+    name = f"pv-{namespace}"
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": f"/tmp/{name}"},
+            "claimRef": {"namespace": namespace, "name": f"data-{NAME}-postgres-0"},
+        },
+    }
+    testbed.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    yield name
+    testbed.kubectl("delete", "pv", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def reload_recorder() -> Iterator[ReloadRecorder]:
+    recorder = ReloadRecorder()
+    yield recorder
+    recorder.close()
+
+
+@pytest.fixture
+def operator(
+    testbed: Testbed, namespace: str, crds: None, tmp_path: Path, reload_recorder: ReloadRecorder
+) -> Iterator[Operator]:
+    op = Operator(
+        testbed, [namespace], tmp_path / "operator.log", {"PHLO_OPERATOR_WEBSERVER_URL": reload_recorder.url}
+    )
+    op.start()
+    yield op
+    op.stop()
+    sys.stderr.write(f"--- operator log tail ---\n{op.tail()}\n")
+
+
+def apply_quickstart(kc: Kubectl, **overrides: Any) -> dict[str, Any]:
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    for key, value in overrides.items():
+        doc["spec"][key] = value
+    kc("apply", "-f", "-", input=json.dumps(doc))
+    return doc
+
+
+@pytest.fixture
+def ready(kc: Kubectl, operator: Operator, volume: str) -> Kubectl:
+    apply_quickstart(kc)
+    kc.wait_condition("Ready", timeout=120)
+    return kc
+
+
+# -- tests
+def test_quickstart_reaches_ready_with_every_child(ready: Kubectl, operator: Operator) -> None:
+    kc = ready
+    cr = kc.get("pwf", NAME)
+    assert cr is not None
+    status = cr["status"]
+    assert status["observedGeneration"] == cr["metadata"]["generation"]
+    assert status["webserverUrl"] == f"http://{NAME}-webserver.{kc.ns}.svc:3000"
+    assert status["dbt"]["specHash"] and status["dbt"]["lastSuccessTime"]
+    types = {c["type"]: c for c in status["conditions"]}
+    for t in ("Ready", "WebserverReady", "DaemonReady", "CodeServerReady", "DbtCompiled", "StorageReady"):
+        assert types[t]["status"] == "True", types[t]
+        assert set(types[t]) >= {
+            "type",
+            "status",
+            "reason",
+            "message",
+            "lastTransitionTime",
+            "observedGeneration",
+        }
+    assert types["Degraded"]["status"] == "False"
+
+    deployments = {d["metadata"]["name"]: d for d in kc.items("deployments")}
+    assert set(deployments) == {f"{NAME}-webserver", f"{NAME}-daemon", f"{NAME}-code-server"}
+    daemon = deployments[f"{NAME}-daemon"]
+    assert daemon["spec"]["replicas"] == 1 and daemon["spec"]["strategy"]["type"] == "Recreate"
+    for obj in [
+        *deployments.values(),
+        *kc.items("configmaps"),
+        *kc.items("services"),
+        *kc.items("statefulsets"),
+    ]:
+        owner = obj["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["controller"]) == ("PhloWorkflow", NAME, True)
+        managers = {m["manager"] for m in obj["metadata"]["managedFields"]}
+        assert "phlo-dagster-operator" in managers
+    assert kc.items("networkpolicies") and kc.items("roles") and kc.items("rolebindings")
+    assert kc.get("secret", f"{NAME}-postgres") is not None
+
+    table = kc("get", "pwf", NAME).stdout
+    assert re.search(rf"{NAME}\s+True\s+Available\s+\d+", table), table
+    reasons = {e["reason"] for e in kc.events()}
+    assert {"DbtCompileStarted", "DbtCompiled", "Ready"} <= reasons, reasons
+    assert operator.metric("phlo_operator_reconciles_total", result="ok") >= 1
+    assert operator.metric("phlo_operator_workflows", condition="Ready", status="True") == 1
+    assert "phlo_operator_reconcile_duration_seconds_bucket" in operator.metrics()
+
+
+def test_unchanged_workflow_costs_zero_writes(ready: Kubectl, operator: Operator, testbed: Testbed) -> None:
+    kc = ready
+    time.sleep(3)  # let the last status updates settle
+    versions = {
+        o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in kc.items("all,cm,secret,netpol")
+    }
+    attempts = []
+    for _ in range(5):  # the bed may be shared: retry a window another session's writes fell into
+        before = write_counts(testbed)
+        operator.stop()  # a restart lists every PhloWorkflow again: one full reconcile of an unchanged CR
+        operator.start()
+        wait_for(
+            "a reconcile pass", lambda: operator.metric("phlo_operator_reconciles_total", result="ok") >= 1
+        )
+        time.sleep(2)
+        writes = delta(before, write_counts(testbed))
+        attempts.append(writes)
+        if not writes:
+            break
+    assert not attempts[-1], f"writes to an unchanged workflow: {attempts}"
+    after = {
+        o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in kc.items("all,cm,secret,netpol")
+    }
+    assert after == versions
+    # The same measurement sees a real change: it can fail.
+    before = write_counts(testbed)
+    kc.patch({"spec": {"daemon": {"podAnnotations": {"team": "data"}}}})
+    wait_for(
+        "a counted write", lambda: delta(before, write_counts(testbed)).get("APPLY deployments/", 0) >= 1
+    )
+
+
+def test_update_rolls_out_after_a_new_compile_and_reloads(
+    ready: Kubectl, operator: Operator, reload_recorder: ReloadRecorder
+) -> None:
+    kc = ready
+    old_hash = kc.must("pwf", NAME)["status"]["dbt"]["specHash"]
+    old_job = f"{NAME}-dbt-{old_hash}"
+    kc.patch({"spec": {"env": [{"name": "PHLO_LOG_LEVEL", "value": "DEBUG"}], "webserver": {"replicas": 2}}})
+    new_hash = wait_for(
+        "a new dbt hash in status",
+        lambda: (
+            (kc.must("pwf", NAME).get("status", {}).get("dbt", {}).get("specHash") or old_hash) != old_hash
+            and kc.must("pwf", NAME)["status"]["dbt"]["specHash"]
+        ),
+    )
+    wait_for(
+        "code server on the new hash",
+        lambda: template_hash_annotation(kc.get("deploy", f"{NAME}-code-server")) == new_hash,
+    )
+    wait_for(
+        "Ready after the rollout",
+        lambda: (
+            kc.condition("Ready").get("status") == "True"
+            and kc.condition("Ready").get("observedGeneration")
+            == kc.must("pwf", NAME)["metadata"]["generation"]
+        ),
+    )
+    wait_for("old dbt Job deleted", lambda: kc.get("job", old_job) is None)
+    web = kc.get("deploy", f"{NAME}-webserver")
+    assert web is not None and web["spec"]["replicas"] == 2
+    env = web["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "PHLO_LOG_LEVEL", "value": "DEBUG"} in env
+    assert kc.get("pdb", f"{NAME}-webserver") is not None
+    wait_for("reload mutation", lambda: reload_recorder.calls)
+    call = reload_recorder.calls[-1]
+    assert call["path"] == "/graphql" and "reloadRepositoryLocation" in call["query"]
+    assert call["variables"] == {"name": "phlo"}
+    wait_for("reload event", lambda: "CodeLocationReloaded" in {e["reason"] for e in kc.events()})
+    kc.patch({"spec": {"webserver": {"replicas": 1}}})
+    wait_for("PDB removed at 1 replica", lambda: kc.get("pdb", f"{NAME}-webserver") is None)
+
+
+def test_failed_compile_degrades_and_keeps_the_previous_code_server(
+    ready: Kubectl, operator: Operator
+) -> None:
+    kc = ready
+    before = kc.get("deploy", f"{NAME}-code-server")
+    old_hash = template_hash_annotation(before)
+    kc.patch({"spec": {"dbt": {"target": "broken", "podAnnotations": {"kwok.phlo.dev/fail": "true"}}}})
+    kc.wait_condition("Degraded", "True", timeout=120)
+    degraded = kc.condition("Degraded")
+    assert degraded["reason"] == "DbtCompileFailed", degraded
+    assert "failed" in degraded["message"]
+    assert kc.condition("DbtCompiled")["status"] == "False"
+    after = kc.get("deploy", f"{NAME}-code-server")
+    assert template_hash_annotation(after) == old_hash
+    assert after is not None and before is not None
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert kc.condition("CodeServerReady")["status"] == "True"  # the previous code server keeps serving
+    warnings = [e for e in kc.events() if e["type"] == "Warning" and e["reason"] == "DbtCompileFailed"]
+    assert warnings, kc.events()
+    # Fixing the spec recovers.
+    kc.patch({"spec": {"dbt": {"target": None, "podAnnotations": None}}})
+    kc.wait_condition("Degraded", "False", timeout=120)
+    kc.wait_condition("Ready", timeout=120)
+
+
+def test_drift_is_repaired(ready: Kubectl, operator: Operator) -> None:
+    kc = ready
+    kc("delete", "deploy", f"{NAME}-webserver", "--wait=false")
+    wait_for(
+        "webserver recreated",
+        lambda: (
+            (kc.get("deploy", f"{NAME}-webserver") or {}).get("metadata", {}).get("deletionTimestamp") is None
+            and kc.get("deploy", f"{NAME}-webserver")
+        ),
+    )
+    kc("scale", "deploy", f"{NAME}-daemon", "--replicas=3")
+    wait_for(
+        "daemon back to one replica", lambda: kc.must("deploy", f"{NAME}-daemon")["spec"]["replicas"] == 1
+    )
+    kc(
+        "patch",
+        "cm",
+        f"{NAME}-workspace",
+        "--type=merge",
+        "-p",
+        '{"data": {"workspace.yaml": "load_from: []"}}',
+    )
+    kc("delete", "svc", f"{NAME}-code-server", "--wait=false")
+    # ConfigMaps/Services raise no watched event: the periodic resync (or any child event) repairs them.
+    kc("scale", "deploy", f"{NAME}-code-server", "--replicas=2")
+    wait_for(
+        "workspace restored",
+        lambda: "grpc_server" in kc.must("cm", f"{NAME}-workspace")["data"]["workspace.yaml"],
+    )
+    wait_for("code-server Service recreated", lambda: kc.get("svc", f"{NAME}-code-server"))
+    kc.wait_condition("Ready", timeout=120)
+
+
+def test_suspend_scales_to_zero_and_keeps_data(ready: Kubectl, operator: Operator) -> None:
+    kc = ready
+    kc.patch({"spec": {"suspend": True}})
+    wait_for("Ready=False Suspended", lambda: kc.condition("Ready").get("reason") == "Suspended")
+    for component in ("webserver", "daemon", "code-server"):
+        assert kc.must("deploy", f"{NAME}-{component}")["spec"]["replicas"] == 0
+    assert kc.must("sts", f"{NAME}-postgres")["spec"]["replicas"] == 1
+    assert kc.get("pvc", f"data-{NAME}-postgres-0") is not None
+    kc.patch({"spec": {"suspend": False}})
+    kc.wait_condition("Ready", timeout=120)
+
+
+def test_delete_removes_children_but_keeps_the_database_volume(ready: Kubectl, operator: Operator) -> None:
+    kc = ready
+    kc("delete", "pwf", NAME, "--timeout=60s")
+    wait_for(
+        "children garbage-collected",
+        lambda: not kc.items("deployments,statefulsets,services,configmaps,jobs"),
+        timeout=120,
+    )
+    assert kc.get("pvc", f"data-{NAME}-postgres-0") is not None
+    assert kc.get("secret", f"{NAME}-postgres") is not None  # the retained data's password
+
+
+def test_delete_policy_removes_the_volume(kc: Kubectl, operator: Operator, volume: str) -> None:
+    apply_quickstart(kc, storage={"postgres": {"managed": True, "deletionPolicy": "Delete"}})
+    kc.wait_condition("Ready", timeout=120)
+    kc("delete", "pwf", NAME, "--timeout=60s")
+    wait_for("PVC deleted", lambda: kc.get("pvc", f"data-{NAME}-postgres-0") is None, timeout=120)
+    wait_for("Secret deleted", lambda: kc.get("secret", f"{NAME}-postgres") is None, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"storage": {"postgres": {"secretName": "pg", "managed": True}}}, "not both"),
+        ({"storage": {"postgres": {"managed": False}}}, "managed: false needs secretName"),
+        ({"webserver": {"port": 70000}}, "spec.webserver.port"),
+        ({"webserver": {"serviceType": "Bogus"}}, "spec.webserver.serviceType"),
+        (
+            {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
+            "serviceMonitor.enabled needs",
+        ),
+    ],
+)
+def test_api_server_rejects_invalid_specs(kc: Kubectl, spec: dict[str, Any], message: str) -> None:
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    doc["spec"].update(spec)
+    out = kc("apply", "-f", "-", input=json.dumps(doc), check=False)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
+
+
+def test_operator_judged_invalid_spec_touches_nothing(kc: Kubectl, operator: Operator) -> None:
+    apply_quickstart(kc, env=[{"name": "DAGSTER_PG_PASSWORD", "value": "nope"}])
+    kc.wait_condition("Degraded", "True", timeout=60)
+    degraded = kc.condition("Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "DAGSTER_PG_PASSWORD is set by the operator" in degraded["message"]
+    assert kc.condition("Ready")["reason"] == "InvalidSpec"
+    assert kc.items("deployments,configmaps,services,statefulsets,jobs,secrets") == []
+    assert any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in kc.events())
+    assert operator.metric("phlo_operator_reconciles_total", result="invalid") >= 1
+    assert operator.proc is not None and operator.proc.poll() is None  # no crash loop
+    # Fixing the spec brings it up.
+    kc.patch({"spec": {"env": [{"name": "OK", "value": "1"}]}})
+    kc.wait_condition("Degraded", "False", timeout=60)
+
+
+def test_missing_external_secret_is_reported(kc: Kubectl, operator: Operator) -> None:
+    apply_quickstart(kc, storage={"postgres": {"secretName": "team-pg"}})
+    wait_for("storage problem", lambda: kc.condition("Degraded").get("reason") == "StorageSecretInvalid")
+    assert "team-pg" in kc.condition("Degraded")["message"]
+    kc(
+        "create",
+        "secret",
+        "generic",
+        "team-pg",
+        "--from-literal=host=h",
+        "--from-literal=port=5432",
+        "--from-literal=user=u",
+        "--from-literal=password=p",
+        "--from-literal=database=d",
+    )
+    kc.wait_condition("Ready", timeout=120)  # the resync or a child event notices the Secret
+    assert kc.get("sts", f"{NAME}-postgres") is None
