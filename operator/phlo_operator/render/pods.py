@@ -14,7 +14,7 @@ from phlo_operator.render.workflow import (
     Workflow,
 )
 
-RUN_AS_USER = 1000
+RUN_AS_USER = 10001  # the phlo user of the project image (Dockerfile)
 
 
 def pod_security_context(uid: int = RUN_AS_USER) -> dict[str, Any]:
