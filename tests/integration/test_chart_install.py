@@ -393,3 +393,32 @@ def test_operator_with_the_chart_service_account_reconciles_quickstart(testbed, 
         testbed.kubectl("delete", "pwf", "--all", "-n", namespace, "--wait=false", check=False)
         testbed.helm("uninstall", RELEASE, "-n", namespace, check=False, timeout=180)
         testbed.kubectl("delete", "pv", volume, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_example_workflow_hook_is_created_and_outlives_uninstall(testbed, namespace, crds):
+    testbed.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "crd.install=false",
+        "--set",
+        "exampleWorkflow.enabled=true",
+        "--set",
+        "exampleWorkflow.name=example",
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+    workflow = _get(testbed, "pwf", "example", "-n", namespace)
+    assert workflow["spec"]["image"] == "phlo-dagster:0.1.0"
+    assert workflow["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    testbed.helm("upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values", "--wait", timeout=240)
+    assert _get(testbed, "pwf", "example", "-n", namespace)["metadata"]["name"] == "example"
+    testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
+    # documented: a hook resource is not part of the release, so it stays until deleted with kubectl
+    assert _get(testbed, "pwf", "example", "-n", namespace)["metadata"]["name"] == "example"
+    testbed.kubectl("delete", "pwf", "example", "-n", namespace)
