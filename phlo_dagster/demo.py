@@ -1,6 +1,7 @@
 """`make demo`: `phlo dev` on examples/quickstart plus one ingestion run for the UI, served until Ctrl-C.
 
-PHLO_DEMO_EXIT=1 stops after the first successful run (used by the tests); DAGSTER_PORT picks the port.
+PHLO_DEMO_EXIT=1 stops after the first successful run (used by the tests); DAGSTER_PORT picks the port;
+PHLO_DEMO_PROJECT runs it on another copy of the quickstart.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def run_demo(project: Path = QUICKSTART) -> None:
 
 def main() -> None:
     try:
-        run_demo()
+        run_demo(Path(os.environ.get("PHLO_DEMO_PROJECT") or QUICKSTART))
     except CliError as exc:
         fail(str(exc), exc.exit_code)
 

@@ -121,8 +121,10 @@ def dev_env() -> dict[str, str]:
 
 @pytest.fixture
 def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
-    """`phlo dev` on a free port in a temp project; storage from the test's parameter (sqlite | postgres)."""
+    """`phlo dev` on a free port in a temp project: sqlite | postgres storage, or broken (a bad workflow)."""
     project = project_dir(tmp_path)
+    if request.param == "broken":
+        (project / "workflows" / "zz_broken.py").write_text("import nonexistent_module_xyz\n")
     if request.param == "postgres":
         pg = request.getfixturevalue("postgres")
         database = f"phlo_dev_{uuid.uuid4().hex[:10]}"
@@ -232,3 +234,39 @@ def test_graphql_run_moves_metrics(dev_server: tuple[str, Path]) -> None:
     again = scrape(base)
     assert value(again, "dagster_asset_materializations_total", asset_key="raw/events") == 2
     assert value(again, "dagster_runs_finished_total", status="SUCCESS", job="__ASSET_JOB") == 2
+
+
+LOCATION_STATUS = """
+{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {
+  __typename ... on PythonError { message causes { message } } } } } } }
+"""
+
+
+@pytest.mark.parametrize("dev_server", ["broken"], indirect=True)
+def test_broken_workflow_shows_as_a_code_location_load_error(dev_server: tuple[str, Path]) -> None:
+    base, _log = dev_server
+    samples = scrape(base)
+    assert value(samples, "dagster_code_location_load_errors", location="phlo") == 1
+    assert ("phlo_definitions_build_seconds", (("location", "phlo"),)) not in samples
+    entry = graphql(base, LOCATION_STATUS, {})["workspaceOrError"]["locationEntries"][0]
+    error = entry["locationOrLoadError"]
+    assert error["__typename"] == "PythonError"
+    chain = error["message"] + " ".join(c["message"] for c in error["causes"])
+    assert "zz_broken.py" in chain, chain
+
+
+def test_demo_serves_and_exits_after_its_first_run(tmp_path: Path) -> None:
+    project = tmp_path / "quickstart"
+    source = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+    ignore = shutil.ignore_patterns(".phlo", "target", "*.egg-info", "__pycache__")
+    shutil.copytree(source, project, ignore=ignore)
+    port = free_port()
+    env = {**dev_env(), "PHLO_DEMO_EXIT": "1", "PHLO_DEMO_PROJECT": str(project), "DAGSTER_PORT": str(port)}
+    env.pop("PHLO_PLUGINS_ENABLED")  # the demo shows the example plugin too
+    demo = [sys.executable, "-m", "phlo_dagster.demo"]
+    result = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"http://127.0.0.1:{port}" in result.stdout
+    assert "succeeded" in result.stdout
+    with socket.socket() as sock:  # the demo stopped `phlo dev`: nothing listens on the port any more
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
