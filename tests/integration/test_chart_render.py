@@ -183,7 +183,7 @@ def test_monitoring_objects(tmp_path):
 def test_hooks_example_workflow_and_helm_test(tmp_path):
     objects = template(tmp_path, ALL_FEATURES, namespace="phlo")
     workflow = one(objects, "PhloWorkflow")
-    assert is_hook(workflow) and "post-install" in workflow["metadata"]["annotations"]["helm.sh/hook"]
+    assert is_hook(workflow) and workflow["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
     assert workflow["spec"]["image"]
     test_job = one(objects, "Job")
     assert test_job["metadata"]["annotations"]["helm.sh/hook"] == "test"

@@ -225,8 +225,9 @@ class ExampleWorkflow(StrictModel):
     enabled: bool = Field(
         default=False,
         description=(
-            "Create an example PhloWorkflow in the release namespace (a post-install/post-upgrade hook, "
-            "because its CRD is part of the same release; `helm uninstall` does not delete it)."
+            "Create an example PhloWorkflow in the release namespace once, at install (a post-install hook, "
+            "because its CRD is part of the same release): upgrades do not change it and `helm uninstall` "
+            "does not delete it."
         ),
     )
     name: str = Field(
