@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import promql_parser
 import pytest
 import yaml
 from phlo_operator import controller, rbac
@@ -169,6 +170,7 @@ def test_monitoring_objects(tmp_path):
     assert set(alerts) == set(CONTRACT_ALERTS)
     for name, needle in CONTRACT_ALERTS.items():
         assert needle in alerts[name]["expr"], name
+        promql_parser.parse(alerts[name]["expr"])  # raises ValueError on a syntax error
         assert alerts[name]["labels"]["severity"] and alerts[name]["annotations"]["summary"]
     assert 'job="phlo-dagster-metrics"' in alerts["PhloOperatorDown"]["expr"]
     assert "> 300" in alerts["DagsterDaemonHeartbeatStale"]["expr"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import promql_parser
 import pytest
 import yaml
 from phlo_operator import rbac
@@ -141,6 +142,13 @@ def test_values_table_lists_every_leaf_with_its_default():
     assert "| `watch.allNamespaces` | boolean | `false` |" in table
     assert "| `metrics.port` | integer | `8080` |" in table
     assert table in (REPO / "README.md").read_text()
+
+
+def test_dashboard_queries_parse_as_promql():
+    for panel in dashboard.dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            # Grafana substitutes $namespace with a regex before Prometheus sees the query
+            promql_parser.parse(target["expr"].replace("$namespace", ".*"))
 
 
 def test_dashboard_queries_use_only_contract_metrics():
