@@ -40,11 +40,11 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def values_schema() -> dict[str, Any]:
-    """The JSON schema Helm validates values against (draft 2020-12 subset, no $refs)."""
+    """The JSON schema Helm validates values against (draft-07, so older Helm 3 releases read it too)."""
     raw = ChartValues.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     schema: dict[str, Any] = _inline_refs(raw, defs)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
 
 
 def render_schema_json() -> str:
