@@ -1,8 +1,9 @@
-"""The kind e2e's last step (tests/kind/materialize.py) against a real Dagster webserver: `phlo dev`."""
+"""The kind e2e scripts without Docker: materialize.py against `phlo dev`; e2e.sh syntax and refusal."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,3 +58,22 @@ def test_materialize_script_runs_an_asset_through_graphql(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(dev.pid, signal.SIGKILL)
             dev.wait(timeout=10)
+
+
+def test_e2e_script_is_valid_bash_and_stops_clearly_without_docker(tmp_path):
+    script = REPO / "tests" / "kind" / "e2e.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    # A PATH with the shell utilities only: no docker, kind, kubectl or helm.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "sed", "head", "date"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    result = subprocess.run(
+        ["/bin/bash", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert "'docker' is not on PATH (this check needs Docker" in result.stderr
