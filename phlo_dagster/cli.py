@@ -89,6 +89,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
     project = Path.cwd()
     port = port if port is not None else default_port()
@@ -127,9 +137,10 @@ def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
         except KeyboardInterrupt:
             progress("stopping")
         finally:
-            terminate_groups([proc.pid for proc in procs.values()])
-            for proc in procs.values():
-                proc.wait()
+            with signals_ignored():  # a second Ctrl-C or SIGTERM must not cut the shutdown short
+                terminate_groups([proc.pid for proc in procs.values()])
+                for proc in procs.values():
+                    proc.wait()
 
 
 def wait_for_server(url: str, procs: dict[str, subprocess.Popen[bytes]]) -> None:

@@ -6,6 +6,7 @@ PHLO_DEMO_PROJECT runs it on another copy of the quickstart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,7 +86,10 @@ def run_demo(project: Path = QUICKSTART) -> None:
             time.sleep(1)
         raise CliError(f"`phlo dev` exited with code {dev.returncode}")
     except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            dev.wait(
+                timeout=30
+            )  # Ctrl-C reached `phlo dev` too (same process group); let it stop its services
     finally:
         if dev.poll() is None:
             dev.send_signal(signal.SIGTERM)
