@@ -65,14 +65,12 @@ kubectl -n "$ns" rollout status deployment/phlo-dagster --timeout=120s
 helm test phlo-dagster --namespace "$ns" --timeout 3m
 
 log "applying the quickstart PhloWorkflow with image $runtime_image"
-python3 -c '
-import re, sys
-text = sys.stdin.read()
-text = re.sub(r"(?m)^  image:.*$", "  image: " + sys.argv[1] + "\n  imagePullPolicy: IfNotPresent", text, count=1)
-sys.stdout.write(text)
-' "$runtime_image" <examples/quickstart/workflow.yaml >"$repo/.kind-e2e-workflow.yaml"
-kubectl -n "$ns" apply -f "$repo/.kind-e2e-workflow.yaml"
-rm -f "$repo/.kind-e2e-workflow.yaml"
+kubectl -n "$ns" create --dry-run=client -o json -f examples/quickstart/workflow.yaml | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+doc["spec"].update(image=sys.argv[1], imagePullPolicy="IfNotPresent")
+json.dump(doc, sys.stdout)
+' "$runtime_image" | kubectl -n "$ns" apply -f -
 kubectl -n "$ns" wait --for=condition=Ready pwf/quickstart --timeout=15m
 kubectl -n "$ns" get pwf quickstart
 
