@@ -199,3 +199,12 @@ def test_log_level_and_peering_flags(tmp_path):
     objects = template(tmp_path, {"logLevel": "debug", "peering": {"enabled": False}})
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--log-level=DEBUG" in args and "--standalone" in args
+
+
+def test_packaged_chart_renders_the_same(tmp_path):
+    packaged = helm("package", str(CHART), "--destination", str(tmp_path)).stdout
+    archive = tmp_path / "phlo-dagster-0.1.0.tgz"
+    assert archive.exists(), packaged
+    direct = helm("template", "r", str(CHART), "-n", "phlo", "--include-crds").stdout
+    from_archive = helm("template", "r", str(archive), "-n", "phlo", "--include-crds").stdout
+    assert from_archive == direct
