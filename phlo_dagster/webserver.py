@@ -13,7 +13,8 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_webserver.version import __version__ as webserver_version
 from dagster_webserver.webserver import DagsterWebserver
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -46,7 +47,8 @@ class MetricsWebserver(DagsterWebserver):
 
     async def metrics_endpoint(self, _request: Request) -> Response:
         body = await run_in_threadpool(generate_latest, self._metrics_registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        # 0.0.4 is the text format every Prometheus release parses (the client's default now says 1.0.0).
+        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     def build_routes(self) -> list[BaseRoute]:
         extra: list[BaseRoute] = [Route(METRICS_PATH, self.metrics_endpoint, methods=["GET"])]
