@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from phlo_dagster.services import (
     ServiceDefinition,
     http_ok,
     last_line_of,
+    port_in_use,
     render_command,
     spawn,
     terminate_groups,
@@ -59,12 +59,6 @@ def default_port() -> int:
     if not 0 < port < 65536:
         raise CliError(f"{ENV_DAGSTER_PORT}={raw!r}: not a port number (1-65535)")
     return port
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
 
 
 @click.group(name="phlo", context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -351,6 +352,13 @@ def spawn(
     )
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Something already accepts connections there (checked before starting, so a health check is ours)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -449,6 +457,9 @@ class LocalServices:
         if pid is not None and pid_alive(pid):
             progress(f"{definition.name} already running (pid {pid})")
             return pid
+        for name, port in definition.ports.items():
+            if port_in_use(self.host, port):
+                raise CliError(f"{definition.name}: {name} port {port} on {self.host} is already in use")
         argv = render_command(
             definition.command, host=self.host, ports=definition.ports, workspace=self.home.workspace_yaml
         )

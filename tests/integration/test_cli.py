@@ -180,3 +180,9 @@ def test_services_start_status_stop(project: Path) -> None:
     after = phlo("services", "status", cwd=project)
     assert "dagster: stopped" in after.stdout
     assert_one_line_failure(phlo("services", "start", "--service", "nope", cwd=project), "nope")
+    with socket.socket() as squatter:  # someone else holds the port: refuse rather than health-check them
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the stopped server's TIME_WAIT
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        busy = phlo("services", "start", "--service", "dagster", cwd=project)
+    assert_one_line_failure(busy, f"port {port}", "already in use")
