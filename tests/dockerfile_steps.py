@@ -147,6 +147,9 @@ def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Replayed:
     root = cache_dir / f"rootfs-{env_dir.name}"
     shutil.rmtree(root, ignore_errors=True)
     if not (env_dir / "bin" / "python").exists():
+        stem = env_dir.name.rsplit("-", 1)[0]
+        for stale in cache_dir.glob(f"*{stem}-*"):  # venvs and rootfs of older dependency sets
+            shutil.rmtree(stale, ignore_errors=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     workdir = root
     with log.open("a") as out:
