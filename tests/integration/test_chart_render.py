@@ -7,7 +7,7 @@ import json
 import promql_parser
 import pytest
 import yaml
-from phlo_operator import controller, rbac
+from phlo_operator import controller, main, rbac
 
 from tests.helm_chart import ALL_FEATURES, CHART, REPO, by_kind, helm, is_hook, one, template, values_file
 
@@ -208,3 +208,25 @@ def test_packaged_chart_renders_the_same(tmp_path):
     direct = helm("template", "r", str(CHART), "-n", "phlo", "--include-crds").stdout
     from_archive = helm("template", "r", str(archive), "-n", "phlo", "--include-crds").stdout
     assert from_archive == direct
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"watch": {"namespaces": ["a", "b"]}, "logLevel": "warning"},
+        {"watch": {"allNamespaces": True}, "peering": {"enabled": False}, "metrics": {"port": 9000}},
+    ],
+    ids=["defaults", "two-namespaces", "cluster-wide-standalone"],
+)
+def test_rendered_args_are_accepted_by_the_operator_cli(tmp_path, values):
+    container = one(template(tmp_path, values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["phlo-dagster-operator"]
+    args = main.parse_args(container["args"])
+    assert args.all_namespaces is bool(values.get("watch", {}).get("allNamespaces"))
+    if not args.all_namespaces:
+        assert args.namespace == (values.get("watch", {}).get("namespaces") or ["phlo"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (args.metrics_port, args.health_port) == (ports["metrics"], ports["health"])
+    assert args.standalone is not values.get("peering", {}).get("enabled", True)
+    assert args.log_level == values.get("logLevel", "info").upper()
