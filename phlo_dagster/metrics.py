@@ -84,7 +84,13 @@ def _unwrap(storage: Any, attr: str) -> Any:
 
 
 class RunTracker:
-    """Run counts by status and job, finished-run counters and durations, kept current from a cursor."""
+    """Run counts by status and job, finished-run counters and durations, kept current from a cursor.
+
+    Memory stays bounded by the runs that can still change: finished statuses are final in Dagster, so only
+    unfinished runs are held individually. A row re-read later (its tags changed, or it falls in the lookback)
+    whose storage id is at or below the highest id already seen and that is not held as unfinished was
+    already counted as finished.
+    """
 
     def __init__(self, instance: DagsterInstance, lookback: timedelta = DEFAULT_LOOKBACK) -> None:
         storage = _unwrap(instance.run_storage, "run_storage")
@@ -93,16 +99,17 @@ class RunTracker:
         self._storage: SqlRunStorage = storage
         self._lookback = lookback
         self._cursor: datetime | None = None
-        self._runs: dict[str, tuple[str, str]] = {}  # run_id -> (job, status)
+        self._max_id = 0  # highest run row id seen
+        self._unfinished: dict[str, tuple[str, str]] = {}  # run_id -> (job, status), unfinished runs only
         self.by_status: Counter[tuple[str, str]] = Counter()  # (status, job) -> runs
         self.finished: Counter[tuple[str, str]] = Counter()  # (status, job) -> finished runs seen
         self.durations: dict[tuple[str, str], _Histogram] = {}  # (job, status) -> histogram
-        self._counted: set[str] = set()  # run ids whose finish was counted
         self.rows_read = 0  # rows the last refresh read (shows the scrape is incremental)
 
     def refresh(self) -> None:
-        """Apply run rows changed since the cursor; rebuild the gauges if runs were deleted."""
+        """Apply run rows changed since the cursor; recount the gauges if runs were deleted."""
         cols = [
+            RunsTable.c.id,
             RunsTable.c.run_id,
             RunsTable.c.pipeline_name,
             RunsTable.c.status,
@@ -110,43 +117,62 @@ class RunTracker:
             RunsTable.c.start_time,
             RunsTable.c.end_time,
         ]
-        query = sa.select(*cols)
+        query = sa.select(*cols).order_by(RunsTable.c.id)
         if self._cursor is not None:
             query = query.where(RunsTable.c.update_timestamp >= self._cursor - self._lookback)
         with self._storage.connect() as conn:
             rows: list[Any] = list(conn.execute(query).fetchall())
             total = conn.execute(sa.select(sa.func.count()).select_from(RunsTable)).scalar_one()
         self.rows_read = len(rows)
-        for run_id, job, status, updated, start, end in rows:
-            self._apply(run_id, job or "", status, start, end)
+        seen_before = self._max_id
+        for row_id, run_id, job, status, updated, start, end in rows:
+            self._apply(row_id <= seen_before, run_id, job or "", status, start, end)
+            self._max_id = max(self._max_id, row_id)
             if updated is not None and (self._cursor is None or updated > self._cursor):
                 self._cursor = updated
-        if total != len(self._runs):
-            self._resync()
+        if total != sum(self.by_status.values()):
+            self._recount()
 
-    def _apply(self, run_id: str, job: str, status: str, start: float | None, end: float | None) -> None:
-        previous = self._runs.get(run_id)
+    def _apply(
+        self, seen: bool, run_id: str, job: str, status: str, start: float | None, end: float | None
+    ) -> None:
+        previous = self._unfinished.get(run_id)
+        if previous is None and seen:
+            return  # finished when last seen, and finished is final
         if previous == (job, status):
             return
         if previous is not None:
             self.by_status[(previous[1], previous[0])] -= 1
-        self._runs[run_id] = (job, status)
         self.by_status[(status, job)] += 1
-        if status in _FINISHED and run_id not in self._counted:
-            self._counted.add(run_id)
-            self.finished[(status, job)] += 1
-            if start is not None and end is not None and end >= start:
-                self.durations.setdefault((job, status), _Histogram()).observe(end - start)
+        if status not in _FINISHED:
+            self._unfinished[run_id] = (job, status)
+            return
+        self._unfinished.pop(run_id, None)
+        self.finished[(status, job)] += 1
+        if start is not None and end is not None and end >= start:
+            self.durations.setdefault((job, status), _Histogram()).observe(end - start)
 
-    def _resync(self) -> None:
-        """Runs were deleted: recount the gauges from the table; counters keep their values."""
+    def _recount(self) -> None:
+        """Runs were deleted: recount the gauges with one aggregate query; counters keep their values."""
+        table = RunsTable
         with self._storage.connect() as conn:
-            cols = [RunsTable.c.run_id, RunsTable.c.pipeline_name, RunsTable.c.status]
-            rows: list[Any] = list(conn.execute(sa.select(*cols)).fetchall())
-        current: dict[str, tuple[str, str]] = {run_id: (job or "", status) for run_id, job, status in rows}
-        self._runs = current
-        self._counted &= current.keys()
-        self.by_status = Counter((status, job) for job, status in current.values())
+            counts: Sequence[Any] = conn.execute(
+                sa.select(table.c.status, table.c.pipeline_name, sa.func.count()).group_by(
+                    table.c.status, table.c.pipeline_name
+                )
+            ).fetchall()
+            unfinished: Sequence[Any] = conn.execute(
+                sa.select(table.c.run_id, table.c.pipeline_name, table.c.status).where(
+                    table.c.status.notin_(sorted(_FINISHED))
+                )
+            ).fetchall()
+        self.by_status = Counter({(status, job or ""): n for status, job, n in counts})
+        self._unfinished = {run_id: (job or "", status) for run_id, job, status in unfinished}
+
+    @property
+    def held(self) -> int:
+        """Runs held individually in memory (the unfinished ones)."""
+        return len(self._unfinished)
 
     def count_where(self, statuses: set[str]) -> int:
         return sum(n for (status, _job), n in self.by_status.items() if status in statuses)

@@ -205,3 +205,21 @@ def test_daemon_heartbeat_age_and_code_location_state(instance: DagsterInstance)
     assert value(samples, "dagster_code_location_load_errors", location="broken") == 1
     assert value(samples, "phlo_definitions_build_seconds", location="phlo") == 0.25
     assert ("phlo_definitions_build_seconds", (("location", "broken"),)) not in samples
+
+
+def test_only_unfinished_runs_are_held_and_a_retagged_finished_run_counts_once(
+    instance: DagsterInstance,
+) -> None:
+    collector = DagsterCollector(instance)
+    results = [materialize([orders], instance=instance) for _ in range(3)]
+    instance.add_run(DagsterRun(job_name="nightly", run_id="r-waiting"))  # NOT_STARTED
+    scrape(collector)
+    assert collector.runs.held == 1
+
+    instance.add_run_tags(results[0].run_id, {"reviewed": "yes"})  # bumps the finished run's update_timestamp
+    samples = scrape(collector)
+    assert collector.runs.rows_read >= 1  # the retagged run was read again
+    job = "__ephemeral_asset_job__"
+    assert value(samples, "dagster_runs_finished_total", status="SUCCESS", job=job) == 3
+    assert value(samples, "dagster_runs", status="SUCCESS", job=job) == 3
+    assert value(samples, "dagster_runs", status="NOT_STARTED", job="nightly") == 1
