@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import promql_parser
 import pytest
@@ -54,6 +55,20 @@ def test_unknown_or_invalid_values_fail_with_the_key_named(tmp_path, values, nam
     assert "values don't meet the specifications of the schema" in result.stderr
     assert named in result.stderr
     assert "goroutine" not in result.stderr
+
+
+def test_chart_works_as_a_dependency_of_an_umbrella_chart(tmp_path):
+    umbrella = tmp_path / "umbrella"
+    (umbrella / "charts").mkdir(parents=True)
+    (umbrella / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\n"
+        "dependencies:\n  - name: phlo-dagster\n    version: 0.1.0\n"
+    )
+    (umbrella / "values.yaml").write_text("global:\n  team: data\nphlo-dagster:\n  replicaCount: 2\n")
+    shutil.copytree(CHART, umbrella / "charts" / "phlo-dagster")
+    helm("lint", "--strict", str(umbrella))
+    rendered = [d for d in yaml.safe_load_all(helm("template", "p", str(umbrella)).stdout) if d]
+    assert one(rendered, "Deployment")["spec"]["replicas"] == 2
 
 
 def test_existing_service_account_needs_a_name(tmp_path):

@@ -91,6 +91,7 @@ def test_schema_rejects_unknown_keys_everywhere():
     assert sorted(open_maps) == [
         "$.properties.affinity",
         "$.properties.exampleWorkflow.properties.spec",
+        "$.properties.global",
     ]
 
 

@@ -301,3 +301,8 @@ class ChartValues(StrictModel):
         default_factory=ExampleWorkflow, description="Optional example PhloWorkflow."
     )
     tests: ChartTests = Field(default_factory=ChartTests, description="`helm test` hook.")
+    global_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="global",
+        description="Helm's global values, passed in when this chart is a dependency of another; unused.",
+    )
