@@ -160,7 +160,8 @@ def compile_project(
         str(out / "logs"),
         "--log-level-file",
         "none",
-        "--quiet",
+        "--log-level",
+        "none",  # errors reach us through the callback; the CLI prints one line, not dbt's traceback
         "--no-send-anonymous-usage-stats",
     ]
     if target:

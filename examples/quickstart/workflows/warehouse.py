@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from phlo_dagster.capabilities import ResourceSpec, register_resource
 
-# dbt runs in its own directory, so the profile needs an absolute path: pin it for every process.
-DATA_DIR = Path(os.environ.setdefault("PHLO_DATA_DIR", str(Path(".phlo/data").resolve())))
+# The system temp dir by default: writable under a read-only root filesystem too, and the same default as
+# dbt/profiles.yml. dbt runs in its own directory, so the path is made absolute and pinned for every process.
+DATA_DIR = Path(os.environ.setdefault("PHLO_DATA_DIR", str(Path(tempfile.gettempdir()).resolve())))
 DATA_DIR.mkdir(parents=True, exist_ok=True)  # dbt-duckdb opens the file at compile time
 
 
