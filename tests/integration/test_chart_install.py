@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from phlo_operator import controller
+from phlo_operator import controller, rbac
 
 from tests.helm_chart import ALL_FEATURES, CHART, RELEASE, REPO, template, values_file
 from tests.testbed.cluster import Testbed
@@ -126,6 +126,25 @@ def _can(testbed: Testbed, kubeconfig: Path, *args: str) -> bool:
     )
     assert result.stdout.strip() in {"yes", "no"}, result.stderr
     return result.stdout.strip() == "yes"
+
+
+def _rules_in(testbed: Testbed, kubeconfig: Path, namespace: str) -> list[dict[str, Any]]:
+    """The token's own SelfSubjectRulesReview: every resource rule that applies in `namespace`."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+    result = subprocess.run(
+        [str(testbed.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "create", "-f", "-", "-o", "json"],
+        input=json.dumps(review),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    rules: list[dict[str, Any]] = json.loads(result.stdout)["status"]["resourceRules"]
+    return rules
 
 
 @pytest.mark.parametrize(
@@ -255,6 +274,13 @@ def test_namespaced_rbac_is_no_broader_than_documented(testbed, namespace, other
     ]
     assert [a for a in allowed if not _can(testbed, kubeconfig, *a)] == []
     assert [d for d in denied if _can(testbed, kubeconfig, *d)] == []
+
+    # Exhaustively: everything the token may do in another namespace is the cluster-scoped reads kopf needs.
+    rules = _rules_in(testbed, kubeconfig, other_namespace)
+    granted = {(g, r) for rule in rules for g in rule.get("apiGroups", []) for r in rule.get("resources", [])}
+    expected = {(g, r) for rule in rbac.CLUSTER_RULES for g in rule["apiGroups"] for r in rule["resources"]}
+    authn_self_service = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
+    assert {(g, r) for g, r in granted if r not in authn_self_service} == expected
     testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
 
 
