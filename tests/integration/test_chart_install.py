@@ -275,12 +275,29 @@ def test_namespaced_rbac_is_no_broader_than_documented(testbed, namespace, other
     assert [a for a in allowed if not _can(testbed, kubeconfig, *a)] == []
     assert [d for d in denied if _can(testbed, kubeconfig, *d)] == []
 
-    # Exhaustively: everything the token may do in another namespace is the cluster-scoped reads kopf needs.
-    rules = _rules_in(testbed, kubeconfig, other_namespace)
-    granted = {(g, r) for rule in rules for g in rule.get("apiGroups", []) for r in rule.get("resources", [])}
-    expected = {(g, r) for rule in rbac.CLUSTER_RULES for g in rule["apiGroups"] for r in rule["resources"]}
-    authn_self_service = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
-    assert {(g, r) for g, r in granted if r not in authn_self_service} == expected
+    # Exhaustively: elsewhere the token holds only the cluster-scoped rules; in its namespace, the Role's too.
+    def granted(where: str) -> set[tuple[str, str, str]]:
+        self_service = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
+        return {
+            (g, r, v)
+            for rule in _rules_in(testbed, kubeconfig, where)
+            for g in rule.get("apiGroups", [])
+            for r in rule.get("resources", [])
+            for v in rule.get("verbs", [])
+            if r not in self_service
+        }
+
+    def declared(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        return {
+            (g, r, v)
+            for rule in rules
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+
+    assert granted(other_namespace) == declared(rbac.CLUSTER_RULES)
+    assert granted(namespace) == declared(rbac.RULES + rbac.CLUSTER_RULES)
     testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
 
 
