@@ -12,7 +12,7 @@ cd "$repo"
 
 cluster="${KIND_CLUSTER:-phlo-dagster}"
 ns="${NAMESPACE:-phlo}"
-artifacts="${ARTIFACTS:-$repo/.kind-e2e}"
+artifacts="${ARTIFACTS:-${TMPDIR:-/tmp}/phlo-kind-e2e}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
 operator_image="phlo-dagster-operator:${version}"
 runtime_image="phlo-dagster:${version}"
