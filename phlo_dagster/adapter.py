@@ -26,6 +26,7 @@ from phlo_dagster.capabilities import (
     AssetSpec,
     CheckResult,
     DuplicateSpecError,
+    MaterializeResult,
     PartitionSpec,
     ResourceSpec,
     RuntimeContext,
@@ -156,8 +157,12 @@ def _is_check_result(obj: Any) -> bool:
     )
 
 
+def _is_materialize_result(obj: Any) -> bool:
+    return isinstance(obj, MaterializeResult) or hasattr(obj, "status") or hasattr(obj, "metadata")
+
+
 def _asset_compute(
-    spec: AssetSpec, key: dg.AssetKey, declared: Sequence[str]
+    spec: AssetSpec, key: dg.AssetKey, declared: Sequence[AssetCheckSpec]
 ) -> Callable[..., Iterator[Any]]:
     """The op body: run the spec's function and turn what it returns or yields into Dagster events."""
     run = spec.run
@@ -165,7 +170,8 @@ def _asset_compute(
     fn = run.fn
     spec_key = spec.key
     resource_names = tuple(sorted(spec.resources))
-    single_check = declared[0] if len(declared) == 1 else None
+    severities = {c.name: c.severity for c in declared}
+    single_check = declared[0].name if len(declared) == 1 else None
 
     def compute(context, inputs):  # type: ignore[no-untyped-def]
         materialized = False
@@ -179,17 +185,17 @@ def _asset_compute(
                 if name is None:
                     raise dg.Failure(
                         description=f"asset {spec_key!r}: a CheckResult without check_name, and the asset "
-                        f"declares {len(declared)} checks ({', '.join(declared) or 'none'})"
+                        f"declares {len(declared)} checks ({', '.join(severities) or 'none'})"
                     )
                 yield dg.AssetCheckResult(
                     passed=res.passed,
                     asset_key=asset_key(res.asset_key) if res.asset_key else key,
                     check_name=name,
                     metadata=_metadata(res.metadata),
-                    severity=_severity(res.severity, "ERROR"),
+                    severity=_severity(res.severity, severities.get(name, "ERROR")),
                     description=res.description,
                 )
-            else:
+            elif _is_materialize_result(item):
                 res_m = compat.to_materialize_result(item)
                 meta = _metadata(res_m.metadata)
                 if res_m.status:
@@ -200,6 +206,11 @@ def _asset_compute(
                     )
                 materialized = True
                 yield dg.MaterializeResult(asset_key=key, metadata=meta)
+            else:
+                raise dg.Failure(
+                    description=f"asset {spec_key!r}: the run function produced a {type(item).__name__}; "
+                    "return or yield MaterializeResult and CheckResult objects"
+                )
         if not materialized:
             yield dg.MaterializeResult(asset_key=key)
 
@@ -435,7 +446,7 @@ class DagsterAdapter:
         # Each dep is a Nothing input of the op, so a run orders (and blocking checks gate) upstream first.
         keys_by_input = {d.to_python_identifier(): d for d in (dep.asset_key for dep in dspec.deps)}
         op = dg.OpDefinition(
-            compute_fn=_asset_compute(spec, key, [c.name for c in declared]),
+            compute_fn=_asset_compute(spec, key, declared),
             name=ident,
             ins={name: _NOTHING_IN for name in keys_by_input},
             outs=outs,

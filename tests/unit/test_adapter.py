@@ -298,3 +298,24 @@ def test_equal_partition_specs_share_one_definition():
         graph.get(dg.AssetKey(["a", "one"])).partitions_def
         is graph.get(dg.AssetKey(["a", "two"])).partitions_def
     )
+
+
+def test_declared_check_keeps_its_severity_and_junk_results_fail():
+    def run(context):
+        yield MaterializeResult()
+        yield CheckResult(check_name="soft", passed=False)
+
+    spec = AssetSpec(
+        key="raw.orders",
+        run=RunSpec(fn=run),
+        checks=[AssetCheckSpec(name="soft", asset_key="raw.orders", severity="WARN", blocking=False)],
+    )
+    result = _materialize(_build(spec))
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+
+    junk = AssetSpec(key="raw.junk", run=RunSpec(fn=lambda c: "done"))
+    failed = _materialize(_build(junk))
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.is_step_failure)
+    assert "produced a str" in str(failure.step_failure_data.error.message)
