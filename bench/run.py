@@ -1,6 +1,8 @@
 """Definitions build benchmark: our adapter vs Phlo's phlo-dagster 0.16.2 vs native Dagster, in one run.
 
-    .venv/bin/python bench/run.py [--sizes 100,1000,10000] [--repeats 5] [--json out.json]
+    .venv/bin/python bench/run.py [--sizes 100,1000,10000] [--repeats 5] [--json out.json] [--no-metrics]
+
+After the build table it runs bench/bench_metrics.py (the /metrics scrape benchmark): `make bench` does both.
 
 Phlo's packages (phlo==0.16.2, phlo-dagster==0.16.2, with the same Dagster pin as ours) are installed by this
 script into a separate virtualenv under .bench/, so its ``phlo_dagster`` never meets ours. Each measurement
@@ -97,6 +99,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results.json")
+    parser.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="Skip the /metrics scrape benchmark (bench/bench_metrics.py).",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     BENCH_DIR.mkdir(exist_ok=True)
@@ -156,6 +163,13 @@ def main() -> None:
             f"| {r['ours_total_vs_native']:.2f}x |\n"
         )
     out.write(f"\nraw samples: {args.json}\n")
+    out.flush()
+
+    metrics_bench = Path(__file__).resolve().parent / "bench_metrics.py"
+    if not args.no_metrics and metrics_bench.is_file():
+        out.write("\n/metrics scrape (bench/bench_metrics.py):\n")
+        out.flush()
+        subprocess.run([sys.executable, str(metrics_bench)], check=True)
 
 
 if __name__ == "__main__":
