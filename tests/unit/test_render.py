@@ -242,3 +242,13 @@ def test_user_env_scheduling_and_service_account() -> None:
 
 def test_rendering_is_pure() -> None:
     assert render_all(wf(dbt={"enabled": True})) == render_all(wf(dbt={"enabled": True}))
+
+
+def test_run_pods_get_the_dbt_init_container_and_psycopg2_storage() -> None:
+    doc = yaml.safe_load(config.instance_configmap(wf(dbt={"enabled": True}))["data"]["dagster.yaml"])
+    run = doc["run_launcher"]["config"]["run_k8s_config"]
+    assert run["pod_spec_config"]["initContainers"][0]["command"] == ["phlo", "dbt", "compile"]
+    assert {"name": "dbt-target", "emptyDir": {}} in run["pod_spec_config"]["volumes"]
+    assert doc["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    env = {e["name"]: e.get("value") for e in run["container_config"]["env"]}
+    assert env["PHLO_DBT_COMPILE_ON_LOAD"] == "false"

@@ -7,7 +7,7 @@ from typing import Any
 from phlo_dagster import constants as c
 from phlo_operator.render import pods
 from phlo_operator.render.config import dagster_yaml, workspace_yaml
-from phlo_operator.render.dbt import dbt_env
+from phlo_operator.render.dbt import dbt_init_container
 from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Workflow, digest
 
 CODE_SERVER = "code-server"
@@ -68,16 +68,7 @@ def code_server_deployment(
     if spec.dbt.enabled:
         mounts.append(pods.dbt_target_mount())
         volumes.append(pods.dbt_target_volume())
-        init.append(
-            pods.container(
-                wf,
-                "dbt-compile",
-                ["phlo", "dbt", "compile"],
-                volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
-                resources=pods.resources(spec.code_server.resources),
-            )
-        )
-        init[0]["env"] = dbt_env(wf)
+        init.append(dbt_init_container(wf))
     main = pods.container(
         wf,
         "code-server",

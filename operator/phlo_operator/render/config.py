@@ -8,6 +8,7 @@ import yaml
 
 from phlo_dagster import constants as c
 from phlo_operator.render import pods
+from phlo_operator.render.dbt import dbt_init_container
 from phlo_operator.render.workflow import DAGSTER_HOME, Workflow
 
 
@@ -31,6 +32,11 @@ def run_k8s_config(wf: Workflow) -> dict[str, Any]:
         "securityContext": pods.pod_security_context(),
         "volumes": pods.base_volumes(),
     }
+    if wf.spec.dbt.enabled:
+        # Run workers load the definitions too: they get the code server's dbt init container.
+        container["volumeMounts"].append(pods.dbt_target_mount())
+        pod_spec["volumes"] = [*pod_spec["volumes"], pods.dbt_target_volume()]
+        pod_spec["initContainers"] = [dbt_init_container(wf)]
     if wf.spec.node_selector:
         pod_spec["nodeSelector"] = dict(wf.spec.node_selector)
     if wf.spec.tolerations:
@@ -59,6 +65,8 @@ def dagster_yaml(wf: Workflow) -> dict[str, Any]:
                     "username": _env(c.ENV_PG_USER),
                     "password": _env(c.ENV_PG_PASSWORD),
                     "db_name": _env(c.ENV_PG_DB),
+                    # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
+                    "scheme": "postgresql+psycopg2",
                 }
             }
         },

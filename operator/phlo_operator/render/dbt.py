@@ -26,6 +26,19 @@ def dbt_env(wf: Workflow) -> list[dict[str, Any]]:
     return [*pods.runtime_env(wf), *pods.user_env(wf), {"name": "DBT_LOG_PATH", "value": "/tmp/dbt-logs"}]
 
 
+def dbt_init_container(wf: Workflow) -> dict[str, Any]:
+    """`phlo dbt compile` into the target emptyDir: the init container of code-server and run pods."""
+    ctr = pods.container(
+        wf,
+        "dbt-compile",
+        ["phlo", "dbt", "compile"],
+        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
+        resources=pods.resources(wf.spec.code_server.resources),
+    )
+    ctr["env"] = dbt_env(wf)
+    return ctr
+
+
 def job_name(wf: Workflow, hash_: str) -> str:
     return wf.child(f"dbt-{hash_}")
 
@@ -36,14 +49,7 @@ def job(wf: Workflow) -> dict[str, Any] | None:
     if hash_ is None:
         return None
     spec = wf.spec
-    main = pods.container(
-        wf,
-        COMPONENT,
-        ["phlo", "dbt", "compile"],
-        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
-        resources=pods.resources(spec.code_server.resources),
-    )
-    main["env"] = dbt_env(wf)
+    main = dbt_init_container(wf)
     pod = pods.pod_spec(
         wf, [main], [{"name": "tmp", "emptyDir": {}}, pods.dbt_target_volume()], restartPolicy="Never"
     )

@@ -79,6 +79,8 @@ def runtime_env(wf: Workflow) -> list[dict[str, Any]]:
         if spec.dbt.target:
             env.append({"name": c.ENV_DBT_TARGET, "value": spec.dbt.target})
         env.append({"name": c.ENV_DBT_TARGET_PATH, "value": DBT_TARGET_PATH})
+        # The manifest comes from the init container (same inputs as the dbt Job), not from loading.
+        env.append({"name": c.ENV_DBT_COMPILE_ON_LOAD, "value": "false"})
     return env
 
 
