@@ -106,9 +106,12 @@ def test_quickstart_materialize_on_sqlite(tmp_path):
     assert runs and runs[0].status == dg.DagsterRunStatus.SUCCESS
 
     # dbt models downstream of the spec, via the dbt source raw.orders.
-    built = _materialize(env, "stg_orders,daily_revenue", cwd=tmp_path)
+    built = _materialize(env, "stg_orders,daily_revenue,reports/revenue_summary", cwd=tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
     assert instance.get_latest_materialization_event(dg.AssetKey(["daily_revenue"])) is not None
+    # ...and a spec downstream of a dbt model, run after it in the same run.
+    report = instance.get_latest_materialization_event(dg.AssetKey(["reports", "revenue_summary"]))
+    assert report is not None and report.asset_materialization.metadata["days"].value == 1
     with duckdb.connect(str(tmp_path / "data" / "quickstart.duckdb"), read_only=True) as conn:
         rows = conn.execute("select order_date, orders from daily_revenue").fetchall()
     assert [str(r[0]) for r in rows] == ["2024-01-05"]
@@ -127,6 +130,8 @@ def test_dbt_lineage_and_schedule_in_defs(tmp_path):
         "from phlo_dagster.definitions import defs\n"
         "g = defs.resolve_asset_graph()\n"
         "print(sorted(k.to_user_string() for k in g.get(dg.AssetKey(['stg_orders'])).parent_keys))\n"
+        "report = g.get(dg.AssetKey(['reports', 'revenue_summary']))\n"
+        "print(sorted(k.to_user_string() for k in report.parent_keys))\n"
         "print(defs.get_schedule_def('raw__orders_schedule').cron_schedule)\n"
         "print(defs.metadata['phlo/definitions_build_seconds'].value > 0)\n"
     )
@@ -139,7 +144,7 @@ def test_dbt_lineage_and_schedule_in_defs(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[:3] == ["['raw/orders']", "0 2 * * *", "True"]
+    assert done.stdout.split("\n")[:4] == ["['raw/orders']", "['daily_revenue']", "0 2 * * *", "True"]
 
 
 def test_broken_workflow_module_stops_the_load(tmp_path):
