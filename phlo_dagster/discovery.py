@@ -1,7 +1,7 @@
 """Find what exists: specs from ``phlo.plugins.*`` entry points and from every module under WORKFLOWS_PATH.
 
-Discovery only collects; translation to Dagster lives in the adapter. It all-or-nothing: a plugin or workflow
-module that fails stops the load with an error naming it (file and line), never a partial graph.
+Discovery only collects; translation to Dagster lives in the adapter. It is all-or-nothing: a plugin or
+workflow module that fails stops the load with an error naming it (file and line), never a partial graph.
 """
 
 from __future__ import annotations
