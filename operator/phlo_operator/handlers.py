@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -11,7 +12,9 @@ from phlo_operator import model as m
 from phlo_operator.controller import controller
 from phlo_operator.names import MANAGER
 
-RESYNC_SECONDS = 300.0
+# Set by `phlo-dagster-operator --resync-seconds` before this module is imported.
+RESYNC_ENV = "PHLO_OPERATOR_RESYNC_SECONDS"
+RESYNC_SECONDS = float(os.environ.get(RESYNC_ENV, "300"))
 _OWNED = {"app.kubernetes.io/managed-by": MANAGER}
 
 
@@ -29,7 +32,11 @@ def workflow_event(type: str, body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.timer(
-    m.GROUP, m.VERSION, m.PLURAL, interval=RESYNC_SECONDS, initial_delay=lambda **_: random.uniform(5, 60)
+    m.GROUP,
+    m.VERSION,
+    m.PLURAL,
+    interval=RESYNC_SECONDS,
+    initial_delay=lambda **_: random.uniform(0.1, 0.5) * RESYNC_SECONDS,  # jitter: workflows spread out
 )
 def resync(body: kopf.Body, **_: Any) -> None:
     """Periodic level-based resync (with jitter) repairs drift that produced no watch event."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 
 from phlo_operator import controller as ctl
 from phlo_operator import metrics
 from phlo_operator.apply import ApiError, Kube
+
+RESYNC_ENV = "PHLO_OPERATOR_RESYNC_SECONDS"  # read by phlo_operator.handlers at import
 
 log = logging.getLogger("phlo_operator")
 
@@ -34,11 +37,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--standalone", action="store_true", help="no peering: act even if other replicas run"
     )
+    parser.add_argument(
+        "--resync-seconds", type=float, default=300.0, help="periodic full reconcile interval (default 300)"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     for port in (args.metrics_port, args.health_port):
         if not 0 < port < 65536:
             parser.error(f"port {port} is out of range 1-65535")
+    if args.resync_seconds < 1:
+        parser.error("--resync-seconds must be at least 1")
     if args.metrics_port == args.health_port:
         parser.error("--metrics-port and --health-port must differ")
     return args
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
+    os.environ[RESYNC_ENV] = str(args.resync_seconds)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-handler success lines are noise
     import kopf
 

@@ -145,7 +145,11 @@ class _Pass:
         return None
 
     def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        written, result = self.kube.apply(obj, self.kube.get(ref_of(obj)))
+        live = self.kube.get(ref_of(obj))
+        if live and obj["kind"] == "Deployment" and "replicas" not in obj["spec"]:
+            # An HPA owns replicas: echo the live value so dropping the field never resets it to the default.
+            obj = {**obj, "spec": {**obj["spec"], "replicas": live.get("spec", {}).get("replicas", 1)}}
+        written, result = self.kube.apply(obj, live)
         self._write(written)
         return result
 

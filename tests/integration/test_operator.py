@@ -71,7 +71,7 @@ class Kubectl:
         return self.bed.kubectl("-n", self.ns, *args, input=input, check=check)
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        out = self("get", kind, name, "-o", "json", "--ignore-not-found")
+        out = self("get", kind, name, "-o", "json", "--ignore-not-found", "--show-managed-fields")
         return json.loads(out.stdout) if out.stdout.strip() else None
 
     def items(self, kind: str, selector: str = f"app.kubernetes.io/instance={NAME}") -> list[dict[str, Any]]:
@@ -139,19 +139,25 @@ class Operator:
     """The console script as a subprocess with the bed's KUBECONFIG."""
 
     def __init__(
-        self, bed: Testbed, namespaces: list[str], log: Path, env: dict[str, str] | None = None
+        self,
+        bed: Testbed,
+        namespaces: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
-        self.bed, self.namespaces, self.log_path = bed, namespaces, log
+        self.bed, self.namespaces, self.log_path, self.args = bed, namespaces, log, args or []
         self.metrics_port, self.health_port = free_port(), free_port()
         self.env = {**bed.env(), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log: Any = None
 
     def start(self) -> Operator:
         argv = [str(OPERATOR_BIN)]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         argv += ["--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)]
-        argv += ["--bind-address", "127.0.0.1"]
+        argv += ["--bind-address", "127.0.0.1", *self.args]
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for("operator health endpoint", self.healthy, timeout=60)
@@ -188,7 +194,8 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def write_counts(bed: Testbed) -> dict[str, float]:
@@ -564,3 +571,80 @@ def test_missing_external_secret_is_reported(kc: Kubectl, operator: Operator) ->
     )
     kc.wait_condition("Ready", timeout=120)  # the resync or a child event notices the Secret
     assert kc.get("sts", f"{NAME}-postgres") is None
+
+
+def test_periodic_resync_repairs_drift_that_raises_no_watched_event(
+    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
+) -> None:
+    op = Operator(testbed, [kc.ns], tmp_path / "operator.log", args=["--resync-seconds", "4"]).start()
+    try:
+        apply_quickstart(kc)
+        kc.wait_condition("Ready", timeout=120)
+        kc("patch", "cm", f"{NAME}-workspace", "--type=merge", "-p", '{"data": {"workspace.yaml": "x: 1"}}')
+        kc("delete", "svc", f"{NAME}-webserver")
+
+        def restored() -> bool:
+            return "grpc_server" in kc.must("cm", f"{NAME}-workspace")["data"]["workspace.yaml"]
+
+        wait_for("workspace restored", restored, timeout=30)
+        wait_for("webserver Service recreated", lambda: kc.get("svc", f"{NAME}-webserver"), timeout=30)
+    finally:
+        op.stop()
+
+
+def test_only_one_of_two_operator_replicas_acts(
+    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
+) -> None:
+    leader = Operator(testbed, [kc.ns], tmp_path / "a.log", args=["--priority", "200"]).start()
+    follower = Operator(testbed, [kc.ns], tmp_path / "b.log", args=["--priority", "100"]).start()
+    try:
+        assert kc.get("kopfpeering", "phlo-dagster-operator") is not None
+        apply_quickstart(kc)
+        kc.wait_condition("Ready", timeout=120)
+        assert leader.metric("phlo_operator_reconciles_total") >= 1
+        assert follower.metric("phlo_operator_reconciles_total") == 0, follower.tail()
+        assert "Pausing operations in favour of" in follower.tail(200)
+        leader.stop()
+        kc.patch({"spec": {"webserver": {"replicas": 2}}})
+        wait_for(
+            "the follower takes over", lambda: kc.must("deploy", f"{NAME}-webserver")["spec"]["replicas"] == 2
+        )
+        assert follower.metric("phlo_operator_reconciles_total", result="ok") >= 1
+    finally:
+        follower.stop()
+        leader.stop()
+
+
+def test_replicas_owned_by_an_autoscaler_are_left_alone(ready: Kubectl, operator: Operator) -> None:
+    kc = ready
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{NAME}-webserver"}
+    cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"{NAME}-webserver"},
+        "spec": {
+            "scaleTargetRef": target,
+            "minReplicas": 1,
+            "maxReplicas": 5,
+            "metrics": [{"type": "Resource", "resource": cpu}],
+        },
+    }
+    kc("apply", "-f", "-", input=json.dumps(hpa))
+    kc("scale", "deploy", f"{NAME}-webserver", "--replicas=3")  # what the autoscaler does
+    # A change that makes the operator apply the webserver Deployment again, with the HPA in place.
+    kc.patch({"spec": {"webserver": {"podAnnotations": {"step": "2"}}}})
+
+    def step() -> str | None:
+        dep = kc.must("deploy", f"{NAME}-webserver")
+        return dep["spec"]["template"]["metadata"]["annotations"].get("step")
+
+    wait_for("webserver template updated", lambda: step() == "2")
+    time.sleep(2)
+    dep = kc.must("deploy", f"{NAME}-webserver")
+    assert dep["spec"]["replicas"] == 3
+    kc.patch(
+        {"spec": {"webserver": {"replicas": 1}}}
+    )  # the spec's replicas do not fight the autoscaler either
+    time.sleep(3)
+    assert kc.must("deploy", f"{NAME}-webserver")["spec"]["replicas"] == 3
