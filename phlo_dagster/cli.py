@@ -24,7 +24,6 @@ from phlo_dagster.console import CliError, fail, out, progress
 from phlo_dagster.constants import (
     DEFAULT_WEBSERVER_PORT,
     DEFAULT_WORKFLOWS_PATH,
-    ENV_DAGSTER_HOME,
     ENV_DAGSTER_PORT,
     ENV_WORKFLOWS_PATH,
     METRICS_PATH,
@@ -188,11 +187,9 @@ def parse_asset_key(text: str) -> Any:
 
 
 def local_instance() -> Any:
-    """The instance in $DAGSTER_HOME, else the project's .phlo/ (created on first use)."""
+    """The project's .phlo/ instance (made on first use): the one `phlo dev` serves, not $DAGSTER_HOME."""
     from dagster import DagsterInstance
 
-    if os.environ.get(ENV_DAGSTER_HOME):
-        return DagsterInstance.get()
     home = PhloHome(Path.cwd())
     home.ensure_instance()
     return DagsterInstance.from_config(str(home.root))
@@ -324,7 +321,7 @@ def failure_cause(result: Any) -> str:
 )
 @click.option("--partition", default=None, help="Partition key to materialize.")
 def materialize(assets: tuple[str, ...], select: str | None, partition: str | None) -> None:
-    """Materialize assets in this process against the .phlo/ instance (or $DAGSTER_HOME)."""
+    """Materialize assets in this process against the .phlo/ instance (the one `phlo dev` serves)."""
     materialize_assets(assets, select, partition)
 
 
