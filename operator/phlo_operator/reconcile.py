@@ -175,7 +175,11 @@ class _Pass:
         cs_ref = ref_of(desired.code_server)
         template_hash = digest(desired.code_server["spec"]["template"])
         if gate_open:
+            before = self.writes
             code_server = self._apply(desired.code_server)
+            previous_hash = (self.previous.get("codeServer") or {}).get("templateHash")
+            if self.writes > before and previous_hash and previous_hash != template_hash:
+                self.events.append(("Normal", "CodeServerRollout", "rolling out a new code-server template"))
             self.extra.setdefault("codeServer", {})["templateHash"] = template_hash
             self._maybe_reload(wf, code_server, template_hash)
         else:

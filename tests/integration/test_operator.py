@@ -423,6 +423,7 @@ def test_update_rolls_out_after_a_new_compile_and_reloads(
     assert call["path"] == "/graphql" and "reloadRepositoryLocation" in call["query"]
     assert call["variables"] == {"name": "phlo"}
     wait_for("reload event", lambda: "CodeLocationReloaded" in {e["reason"] for e in kc.events()})
+    assert "CodeServerRollout" in {e["reason"] for e in kc.events()}
     kc.patch({"spec": {"webserver": {"replicas": 1}}})
     wait_for("PDB removed at 1 replica", lambda: kc.get("pdb", f"{NAME}-webserver") is None)
 
@@ -648,3 +649,50 @@ def test_replicas_owned_by_an_autoscaler_are_left_alone(ready: Kubectl, operator
     )  # the spec's replicas do not fight the autoscaler either
     time.sleep(3)
     assert kc.must("deploy", f"{NAME}-webserver")["spec"]["replicas"] == 3
+
+
+def test_service_monitor_follows_the_spec_when_its_api_exists(
+    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
+) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {
+                "kind": "ServiceMonitor",
+                "plural": "servicemonitors",
+                "singular": "servicemonitor",
+                "listKind": "ServiceMonitorList",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+    testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(crd))
+    testbed.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com")
+    op = Operator(testbed, [kc.ns], tmp_path / "operator.log").start()
+    try:
+        apply_quickstart(
+            kc, metrics={"enabled": True, "serviceMonitor": {"enabled": True, "interval": "15s"}}
+        )
+        kc.wait_condition("Ready", timeout=120)
+        monitor = wait_for("ServiceMonitor", lambda: kc.get("servicemonitor", f"{NAME}-webserver"))
+        assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+        service = kc.must("svc", f"{NAME}-webserver")
+        labels = service["metadata"]["labels"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        kc.patch({"spec": {"metrics": {"serviceMonitor": {"enabled": False}}}})
+        wait_for("ServiceMonitor removed", lambda: kc.get("servicemonitor", f"{NAME}-webserver") is None)
+    finally:
+        op.stop()
