@@ -696,3 +696,30 @@ def test_service_monitor_follows_the_spec_when_its_api_exists(
         wait_for("ServiceMonitor removed", lambda: kc.get("servicemonitor", f"{NAME}-webserver") is None)
     finally:
         op.stop()
+
+
+def test_runs_in_another_namespace_get_rbac_and_config_there(
+    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
+) -> None:
+    runs = f"{kc.ns[:50]}-runs"
+    testbed.kubectl("create", "namespace", runs)
+    op = Operator(testbed, [kc.ns], tmp_path / "operator.log").start()
+    try:
+        apply_quickstart(kc, runLauncher={"namespace": runs, "jobTTLSeconds": 120})
+        kc.wait_condition("Ready", timeout=120)
+        other = Kubectl(testbed, runs)
+        role = other.must("role", f"{NAME}-run-launcher")
+        assert {"jobs"} <= {r for rule in role["rules"] for r in rule["resources"]}
+        binding = other.must("rolebinding", f"{NAME}-run-launcher")
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": f"{NAME}-dagster", "namespace": kc.ns}
+        ]
+        instance = yaml.safe_load(other.must("cm", f"{NAME}-instance")["data"]["dagster.yaml"])
+        assert instance["run_launcher"]["config"]["job_namespace"] == runs
+        kc("delete", "pwf", NAME, "--timeout=60s")
+        wait_for(
+            "cross-namespace objects cleaned up", lambda: not other.items("roles,rolebindings,configmaps")
+        )
+    finally:
+        op.stop()
+        testbed.kubectl("delete", "namespace", runs, "--wait=false", check=False)
