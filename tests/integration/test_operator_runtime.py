@@ -275,6 +275,10 @@ def test_rendered_deployments_run_as_local_processes(
     )
     job = jobs[0]
     assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    # The NetworkPolicy admits run pods by these labels.
+    assert pod_labels["app.kubernetes.io/component"] == "run"
+    assert pod_labels["app.kubernetes.io/instance"] == NAME
     run_pod = LocalPod(kc, job["spec"]["template"]["spec"], tmp_path / "run", ports, rewrite, logs)
     run_pod.run_init()
     worker = run_pod.start("run")
