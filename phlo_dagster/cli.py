@@ -84,6 +84,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextmanager
 def signals_ignored() -> Iterator[None]:
+    """Shield a cleanup from Ctrl-C and SIGTERM."""
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -120,7 +121,7 @@ def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
                 procs[definition.name] = spawn(argv, cwd=project, env={**env, **definition.env})
             wait_for_server(url, procs)
             out(f"Dagster UI: {url}  (GraphQL {url}/graphql, metrics {url}{METRICS_PATH})")
-            out(f"instance: {home.root} (SQLite); press Ctrl-C to stop")
+            out(f"instance: {home.root} ({home.storage_kind()} storage); press Ctrl-C to stop")
             dev_post_start(home, services[0], env)
             while True:
                 for name, proc in procs.items():

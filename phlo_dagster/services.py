@@ -221,6 +221,15 @@ class PhloHome:
     def env(self) -> dict[str, str]:
         return {ENV_DAGSTER_HOME: str(self.root)}
 
+    def storage_kind(self) -> str:
+        """The storage named in dagster.yaml (sqlite unless the user pointed it elsewhere)."""
+        try:
+            config = yaml.safe_load(self.dagster_yaml.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return "unknown"
+        storage = config.get("storage") if isinstance(config, dict) else None
+        return next(iter(storage), "sqlite") if isinstance(storage, dict) else "sqlite"
+
     def init_storage(self) -> None:
         """Create or migrate the storage once, before several processes open it at the same time."""
         from dagster import DagsterInstance

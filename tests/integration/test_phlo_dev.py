@@ -209,8 +209,9 @@ def launch_and_wait(base: str) -> str:
 
 
 @pytest.mark.parametrize("dev_server", ["sqlite", "postgres"], indirect=True)
-def test_graphql_run_moves_metrics(dev_server: tuple[str, Path]) -> None:
-    base, _log = dev_server
+def test_graphql_run_moves_metrics(dev_server: tuple[str, Path], request: pytest.FixtureRequest) -> None:
+    base, log = dev_server
+    assert f"({request.node.callspec.params['dev_server']} storage)" in log.read_text()
     before = scrape(base)
     assert value(before, "dagster_code_location_load_errors", location="phlo") == 0
     assert ("phlo_definitions_build_seconds", (("location", "phlo"),)) in before

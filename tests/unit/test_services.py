@@ -74,6 +74,7 @@ def test_services_init_writes_instance_workspace_and_services(tmp_path: Path) ->
     assert instance["telemetry"] == {"enabled": False}
     workspace = yaml.safe_load(home.workspace_yaml.read_text())
     assert workspace["load_from"][0]["python_module"]["module_name"] == "phlo_dagster.definitions"
+    assert home.storage_kind() == "sqlite"
     _settings, defs = load_services(home)
     assert defs[0].ports == {"http": 3999}
     assert load_services(home, port=4000)[1][0].ports == {"http": 4000}
