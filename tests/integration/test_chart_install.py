@@ -466,3 +466,30 @@ def test_example_workflow_hook_is_created_and_outlives_uninstall(testbed, namesp
     # documented: a hook resource is not part of the release, so it stays until deleted with kubectl
     assert _get(testbed, "pwf", "example", "-n", namespace)["metadata"]["name"] == "example"
     testbed.kubectl("delete", "pwf", "example", "-n", namespace)
+
+
+def test_run_namespace_gets_the_role_and_loses_it_on_uninstall(testbed, namespace, other_namespace, crds):
+    testbed.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "crd.install=false",
+        "--set",
+        f"rbac.runNamespaces={{{other_namespace}}}",
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+    kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
+    other = f"--namespace={other_namespace}"
+    assert _can(testbed, kubeconfig, "create", "rolebindings.rbac.authorization.k8s.io", other)
+    assert _can(testbed, kubeconfig, "create", "configmaps", other)
+    testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
+    assert (
+        _get(testbed, "roles", "-n", other_namespace, "-l", f"app.kubernetes.io/instance={RELEASE}")["items"]
+        == []
+    )

@@ -149,6 +149,15 @@ def test_watched_namespaces_get_one_role_each_and_flags(tmp_path):
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
 
 
+def test_run_namespaces_get_the_role_but_are_not_watched(tmp_path):
+    objects = template(tmp_path, {"rbac": {"runNamespaces": ["runs", "phlo"]}}, namespace="phlo")
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(objects, "Role")) == ["phlo", "runs"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(objects, "RoleBinding")) == ["phlo", "runs"]
+    assert [p["metadata"]["namespace"] for p in by_kind(objects, "KopfPeering")] == ["phlo"]
+    args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=phlo"]
+
+
 def test_cluster_wide_mode_uses_one_cluster_role(tmp_path):
     objects = template(tmp_path, {"watch": {"allNamespaces": True}})
     assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []

@@ -61,6 +61,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 
+{{/* Namespaces that get the operator's Role in namespaced mode: the watched ones plus rbac.runNamespaces. */}}
+{{- define "phlo-dagster.roleNamespaces" -}}
+{{- concat (include "phlo-dagster.watchedNamespaces" . | fromJsonArray) .Values.rbac.runNamespaces | uniq | toJson }}
+{{- end }}
+
 {{- define "phlo-dagster.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "phlo-dagster.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -77,6 +77,14 @@ class Rbac(StrictModel):
             "from the operator's own rule list (phlo_operator.rbac)."
         ),
     )
+    run_namespaces: list[NamespaceName] = Field(
+        default_factory=list,
+        description=(
+            "Namespaced mode: namespaces outside the watched ones where workflows launch runs "
+            "(spec.runLauncher.namespace). The operator gets its Role there too (to set up the run "
+            "launcher's Role and config) without watching them. The namespaces must exist."
+        ),
+    )
 
 
 class Crd(StrictModel):
