@@ -118,7 +118,7 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any] | None:
-        """One API call; returns the decoded body, None on 404; raises ApiError otherwise."""
+        """One API call: the decoded body (None: GET or DELETE found nothing), else raises ApiError."""
         verb = method.lower()
         try:
             resp = self.api.call_api(
@@ -132,7 +132,7 @@ class Kube:
                 _request_timeout=30,
             )
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status == 404 and method in ("GET", "DELETE"):
                 return None
             self.on_error(verb, exc.status or 0)
             raise ApiError(verb, exc.status or 0, _reason(exc)) from None

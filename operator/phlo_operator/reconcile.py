@@ -101,14 +101,7 @@ class _Pass:
             obs = self._converge(wf)
         except ApiError as exc:
             log.warning("reconcile %s/%s: %s", self.namespace, self.name, exc)
-            obs = st.Observed(
-                generation=self.generation,
-                suspended=spec.suspend,
-                apply_error=str(exc),
-                managed_postgres=spec.storage.postgres.is_managed,
-                webserver_url=wf.webserver_url,
-            )
-            self._finish(obs, "error")
+            self._report_api_error(exc)
             raise
         return self._finish(obs, "ok")
 
@@ -253,6 +246,24 @@ class _Pass:
         self.events.append(("Normal", "CodeLocationReloaded", "webserver reloaded the code location"))
 
     # -- status
+    def _report_api_error(self, exc: ApiError) -> None:
+        """Keep what was last observed, only mark Degraded: an API failure says nothing about the children."""
+        degraded = {"type": "Degraded", "status": "True", "reason": "ApplyFailed", "message": str(exc)}
+        kept = [c for c in self.previous.get("conditions", []) if c.get("type") != "Degraded"]
+        plain = [{k: c[k] for k in ("type", "status", "reason", "message") if k in c} for c in kept]
+        new = dict(self.previous)
+        gen = self.previous.get("observedGeneration", self.generation)
+        new["conditions"] = st.with_timestamps(
+            [*plain, degraded], self.previous.get("conditions", []), gen, self.clock()
+        )
+        if new != self.previous:
+            try:
+                self.kube.patch_status(self.cr, new)
+            except ApiError:
+                return
+            for _type, kind, reason, message in st.transitions(self.previous, new):
+                self.kube.event(self.cr, kind, reason, message)
+
     def _finish(self, obs: st.Observed, outcome: str) -> Result:
         new = st.compute(obs, self.previous, self.clock(), self.extra)
         if new != self.previous:

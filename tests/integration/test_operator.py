@@ -723,3 +723,15 @@ def test_runs_in_another_namespace_get_rbac_and_config_there(
     finally:
         op.stop()
         testbed.kubectl("delete", "namespace", runs, "--wait=false", check=False)
+
+
+def test_api_failures_degrade_without_crashing(kc: Kubectl, operator: Operator, volume: str) -> None:
+    apply_quickstart(kc, runLauncher={"namespace": "no-such-namespace-for-runs"})
+    wait_for("ApplyFailed", lambda: kc.condition("Degraded").get("reason") == "ApplyFailed")
+    assert "no-such-namespace-for-runs" in kc.condition("Degraded")["message"]
+    assert operator.metric("phlo_operator_api_errors_total", verb="patch", code="404") >= 1
+    assert operator.metric("phlo_operator_reconciles_total", result="error") >= 1
+    kc.patch({"spec": {"runLauncher": {"namespace": None}}})
+    kc.wait_condition("Ready", timeout=120)
+    assert kc.condition("Degraded")["status"] == "False"
+    assert operator.proc is not None and operator.proc.poll() is None
