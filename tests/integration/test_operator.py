@@ -735,3 +735,14 @@ def test_api_failures_degrade_without_crashing(kc: Kubectl, operator: Operator, 
     kc.wait_condition("Ready", timeout=120)
     assert kc.condition("Degraded")["status"] == "False"
     assert operator.proc is not None and operator.proc.poll() is None
+
+
+@pytest.mark.usefixtures("crds")
+def test_kubectl_explain_documents_the_spec(testbed: Testbed) -> None:
+    spec = testbed.kubectl("explain", "phloworkflow.spec").stdout
+    for field in ("codeServer", "dbt", "runLauncher", "storage", "suspend", "serviceAccountName"):
+        assert field in spec
+    port = testbed.kubectl("explain", "phloworkflow.spec.webserver.port").stdout
+    assert "HTTP port (UI, /graphql, /metrics)." in port
+    ttl = testbed.kubectl("explain", "phloworkflow.spec.runLauncher.jobTTLSeconds").stdout
+    assert "finished run Job" in ttl
