@@ -1,0 +1,63 @@
+"""Triggers from many handlers collapse into one reconcile pass at a time per workflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from phlo_operator import metrics
+from phlo_operator.controller import Controller, Options
+from phlo_operator.reconcile import Result
+
+pytestmark = pytest.mark.unit
+
+
+class Recorder:
+    """Stands in for the Reconciler (our own class, not the Kubernetes API)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.during: Any = None
+
+    def reconcile(self, namespace: str, name: str) -> Result:
+        self.calls.append((namespace, name))
+        if self.during is not None:
+            hook, self.during = self.during, None
+            hook()
+        return Result("ok", [{"type": "Ready", "status": "True"}])
+
+
+def test_a_trigger_during_a_pass_runs_exactly_one_more_pass() -> None:
+    rec = Recorder()
+    ctl = Controller(rec, Options())  # type: ignore[arg-type]
+    rec.during = lambda: (ctl.trigger("ns", "a"), ctl.trigger("ns", "a"))
+    ctl.trigger("ns", "a")
+    assert rec.calls == [("ns", "a"), ("ns", "a")]
+
+
+def test_resync_skips_a_workflow_reconciled_recently() -> None:
+    rec = Recorder()
+    ctl = Controller(rec, Options())  # type: ignore[arg-type]
+    ctl.trigger("ns", "a")
+    ctl.trigger("ns", "a", min_age=60)
+    assert len(rec.calls) == 1
+    ctl.trigger("ns", "b", min_age=60)  # never reconciled: not skipped
+    assert rec.calls[-1] == ("ns", "b")
+
+
+def test_a_crashing_pass_is_counted_not_raised() -> None:
+    class Broken:
+        def reconcile(self, namespace: str, name: str) -> Result:
+            raise RuntimeError("bug")
+
+    before = metrics.RECONCILES.labels(result="error")._value.get()
+    Controller(Broken(), Options()).trigger("ns", "x")  # type: ignore[arg-type]
+    assert metrics.RECONCILES.labels(result="error")._value.get() == before + 1
+
+
+def test_workflow_gauge_counts_conditions_and_forgets_deleted() -> None:
+    metrics.observe_workflow(("ns", "g1"), [{"type": "Ready", "status": "True"}])
+    metrics.observe_workflow(("ns", "g2"), [{"type": "Ready", "status": "True"}])
+    assert metrics.WORKFLOWS.labels(condition="Ready", status="True")._value.get() >= 2
+    metrics.observe_workflow(("ns", "g1"), None)
+    metrics.observe_workflow(("ns", "g2"), None)
