@@ -202,6 +202,12 @@ class Kube:
             log.info("deleted %s %s/%s", kind, namespace, name)
         return done
 
+    def merge_patch(self, ref: Ref, patch: dict[str, Any]) -> None:
+        """A JSON merge patch, for the rare field SSA cannot hand over (owner references set at creation)."""
+        api_version, kind, namespace, name = ref
+        url = path(api_version, kind, namespace, name)
+        self.request("PATCH", url, patch, [("fieldManager", MANAGER)], "application/merge-patch+json")
+
     def patch_status(self, cr: dict[str, Any], status: dict[str, Any]) -> None:
         meta = cr["metadata"]
         url = path(m.API_VERSION, m.KIND, meta["namespace"], meta["name"], "status")

@@ -129,6 +129,13 @@ class _Pass:
         if pg.is_managed:
             if live is None:
                 self._write(self.kube.create(pg_render.secret(wf, secrets.token_urlsafe(24))))
+                return None
+            # deletionPolicy decides whether the Secret goes with the CR; it may change after creation.
+            owned = any(o.get("uid") == wf.uid for o in live["metadata"].get("ownerReferences") or [])
+            if owned != (pg.deletion_policy == "Delete"):
+                owners = None if owned else [wf.owner_reference()]
+                self.kube.merge_patch(ref, {"metadata": {"ownerReferences": owners}})
+                self._write(True)
             return None
         if live is None:
             return f"Secret {wf.postgres_secret!r} (storage.postgres.secretName) not found"

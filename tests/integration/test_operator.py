@@ -511,8 +511,18 @@ def test_delete_removes_children_but_keeps_the_database_volume(ready: Kubectl, o
 
 
 def test_delete_policy_removes_the_volume(kc: Kubectl, operator: Operator, volume: str) -> None:
-    apply_quickstart(kc, storage={"postgres": {"managed": True, "deletionPolicy": "Delete"}})
+    apply_quickstart(kc)  # Retain first: the policy may change after the Secret and PVC exist
     kc.wait_condition("Ready", timeout=120)
+    assert "ownerReferences" not in kc.must("secret", f"{NAME}-postgres")["metadata"]
+    kc.patch({"spec": {"storage": {"postgres": {"deletionPolicy": "Delete"}}}})
+    wait_for("Secret owned", lambda: kc.must("secret", f"{NAME}-postgres")["metadata"].get("ownerReferences"))
+    wait_for(
+        "PVC retention policy",
+        lambda: (
+            kc.must("sts", f"{NAME}-postgres")["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"]
+            == "Delete"
+        ),
+    )
     kc("delete", "pwf", NAME, "--timeout=60s")
     wait_for("PVC deleted", lambda: kc.get("pvc", f"data-{NAME}-postgres-0") is None, timeout=120)
     wait_for("Secret deleted", lambda: kc.get("secret", f"{NAME}-postgres") is None, timeout=60)
