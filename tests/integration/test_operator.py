@@ -756,3 +756,26 @@ def test_kubectl_explain_documents_the_spec(testbed: Testbed) -> None:
     assert "HTTP port (UI, /graphql, /metrics)." in port
     ttl = testbed.kubectl("explain", "phloworkflow.spec.runLauncher.jobTTLSeconds").stdout
     assert "finished run Job" in ttl
+
+
+def test_any_legal_cr_name_gets_valid_children(kc: Kubectl, operator: Operator) -> None:
+    name = "team.analytics." + "very-long-workflow-name-" * 9 + "end"  # 235 characters, dots included
+    kc(
+        "create",
+        "secret",
+        "generic",
+        "pg",
+        *(f"--from-literal={k}=x" for k in ("host", "port", "user", "password", "database")),
+    )
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    doc["metadata"]["name"] = name
+    doc["spec"]["storage"] = {"postgres": {"secretName": "pg"}}
+    kc("apply", "-f", "-", input=json.dumps(doc))
+    kc("wait", "--for=condition=Ready", f"pwf/{name}", "--timeout=120s")
+    children = kc.items(
+        "deployments,services,configmaps,jobs", selector="app.kubernetes.io/managed-by=phlo-dagster-operator"
+    )
+    assert len([c for c in children if c["kind"] == "Deployment"]) == 3
+    for child in children:
+        assert len(child["metadata"]["name"]) <= 47 and "." not in child["metadata"]["name"]
+        assert child["metadata"]["ownerReferences"][0]["name"] == name
