@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -15,6 +16,21 @@ from phlo_operator.apply import ApiError, Kube
 RESYNC_ENV = "PHLO_OPERATOR_RESYNC_SECONDS"  # read by phlo_operator.handlers at import
 
 log = logging.getLogger("phlo_operator")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (time, level, logger, message) for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--resync-seconds", type=float, default=300.0, help="periodic full reconcile interval (default 300)"
     )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="log line format")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     for port in (args.metrics_port, args.health_port):
@@ -76,9 +93,12 @@ def ensure_peering(kube: Kube, namespaces: list[str], clusterwide: bool) -> bool
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     os.environ[RESYNC_ENV] = str(args.resync_seconds)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-handler success lines are noise
     import kopf

@@ -33,3 +33,17 @@ def test_bad_flags_exit_with_a_message(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_json_log_lines() -> None:
+    import json
+    import logging
+
+    from phlo_operator.main import JsonFormatter
+
+    record = logging.LogRecord(
+        "phlo_operator.apply", logging.INFO, __file__, 1, "applied %s", ("Deployment",), None
+    )
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "applied Deployment" and entry["level"] == "INFO"
+    assert parse_args(["-A", "--log-format", "json"]).log_format == "json"
