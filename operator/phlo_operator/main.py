@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, handlers=[handler])
     os.environ[RESYNC_ENV] = str(args.resync_seconds)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # per-handler success lines are noise
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per liveness probe
     import kopf
 
     from phlo_operator import handlers  # noqa: F401 - registers the kopf handlers
