@@ -23,6 +23,7 @@ from phlo_operator.render.workflow import digest
 
 log = logging.getLogger(__name__)
 SECRET_KEYS = ("host", "port", "user", "password", "database")
+INVALID_SECRET = "StorageSecretInvalid"
 
 
 def now_rfc3339() -> str:
@@ -121,13 +122,23 @@ class _Pass:
             monitor_api = False
         return Facts(service_monitor_api=monitor_api, hpa_targets=frozenset(hpa_targets))
 
-    def _storage(self, wf: Workflow) -> str | None:
-        """Create the generated Secret once (never overwritten) or check the named one; returns a problem."""
+    def _storage(self, wf: Workflow) -> tuple[str, str] | None:
+        """Create the generated Secret once (never overwritten) or check the named one; returns a problem
+        as (reason, message)."""
         pg = wf.spec.storage.postgres
         ref: Ref = ("v1", "Secret", wf.namespace, wf.postgres_secret)
         live = self.kube.get(ref)
         if pg.is_managed:
             if live is None:
+                claim = pg_render.claim_name(wf)
+                if self.kube.get(("v1", "PersistentVolumeClaim", wf.namespace, claim)) is not None:
+                    # A new password would not open the existing database: never regenerate over data.
+                    return "StorageSecretLost", (
+                        f"Secret {wf.postgres_secret!r} (the managed PostgreSQL password) is missing while "
+                        f"volume {claim!r} still holds the database; a new password would not match it. "
+                        f"Restore the Secret (keys {', '.join(SECRET_KEYS)}), or delete the PVC to start "
+                        "with an empty database"
+                    )
                 self._write(self.kube.create(pg_render.secret(wf, secrets.token_urlsafe(24))))
                 return None
             # deletionPolicy decides whether the Secret goes with the CR; it may change after creation.
@@ -138,10 +149,10 @@ class _Pass:
                 self._write(True)
             return None
         if live is None:
-            return f"Secret {wf.postgres_secret!r} (storage.postgres.secretName) not found"
+            return INVALID_SECRET, f"Secret {wf.postgres_secret!r} (storage.postgres.secretName) not found"
         missing = [k for k in SECRET_KEYS if k not in (live.get("data") or {})]
         if missing:
-            return f"Secret {wf.postgres_secret!r} lacks keys: {', '.join(missing)}"
+            return INVALID_SECRET, f"Secret {wf.postgres_secret!r} lacks keys: {', '.join(missing)}"
         return None
 
     def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +205,8 @@ class _Pass:
             },
             postgres=live.get(pg_render.COMPONENT),
             managed_postgres=spec.storage.postgres.is_managed,
-            storage_problem=storage_problem,
+            storage_problem=storage_problem[1] if storage_problem else None,
+            storage_reason=storage_problem[0] if storage_problem else INVALID_SECRET,
             dbt=dbt_obs,
             code_server_gated=not gate_open,
             webserver_url=wf.webserver_url,

@@ -39,6 +39,7 @@ class Observed:
     postgres: Obj | None = None
     managed_postgres: bool = True
     storage_problem: str | None = None
+    storage_reason: str = "StorageSecretInvalid"
     dbt: DbtObservation = DbtObservation("Disabled")
     code_server_gated: bool = False
     apply_error: str | None = None
@@ -145,7 +146,7 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
         out.append(_condition("DbtCompiled", dbt.state == "Succeeded", dbt.reason or dbt.state, dbt.message))
     storage: Check
     if obs.storage_problem:
-        storage = Check(False, "StorageSecretInvalid", obs.storage_problem)
+        storage = Check(False, obs.storage_reason, obs.storage_problem)
     elif obs.managed_postgres:
         storage = statefulset_check(obs.postgres)
     else:
@@ -158,7 +159,7 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
     elif obs.apply_error:
         degraded = ("ApplyFailed", obs.apply_error)
     elif obs.storage_problem:
-        degraded = ("StorageSecretInvalid", obs.storage_problem)
+        degraded = (obs.storage_reason, obs.storage_problem)
     else:
         stalled = [c for c, ch in checks.items() if ch.reason == "ProgressDeadlineExceeded"]
         if stalled:

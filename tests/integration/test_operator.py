@@ -528,6 +528,39 @@ def test_delete_policy_removes_the_volume(kc: Kubectl, operator: Operator, volum
     wait_for("Secret deleted", lambda: kc.get("secret", f"{NAME}-postgres") is None, timeout=60)
 
 
+def test_a_lost_managed_secret_is_not_regenerated_over_existing_data(
+    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
+) -> None:
+    # Secrets raise no watched event: a short resync notices the deletion and the restore.
+    op = Operator(testbed, [kc.ns], tmp_path / "operator.log", args=["--resync-seconds", "3"]).start()
+    try:
+        apply_quickstart(kc)
+        kc.wait_condition("Ready", timeout=120)
+        original = kc.must("secret", f"{NAME}-postgres")
+        assert kc.get("pvc", f"data-{NAME}-postgres-0") is not None
+        kc("delete", "secret", f"{NAME}-postgres")
+        wait_for("StorageSecretLost", lambda: kc.condition("Degraded").get("reason") == "StorageSecretLost")
+        message = kc.condition("Degraded")["message"]
+        assert f"data-{NAME}-postgres-0" in message and "Restore the Secret" in message
+        assert kc.condition("StorageReady")["status"] == "False"
+        time.sleep(4)  # at least one more resync: still no new password over the old data
+        assert kc.get("secret", f"{NAME}-postgres") is None
+        assert any(e["type"] == "Warning" and e["reason"] == "StorageSecretLost" for e in kc.events())
+        restored = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{NAME}-postgres"},
+            "data": original["data"],
+        }
+        kc("apply", "-f", "-", input=json.dumps(restored))
+        kc.wait_condition("Degraded", "False", timeout=60)
+        kc.wait_condition("Ready", timeout=60)
+        assert kc.must("secret", f"{NAME}-postgres")["data"] == original["data"]
+        assert op.proc is not None and op.proc.poll() is None
+    finally:
+        op.stop()
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

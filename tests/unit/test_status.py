@@ -153,6 +153,12 @@ def test_storage_problems() -> None:
     assert cond(obs, "Degraded")["reason"] == "StorageSecretInvalid"
     assert cond(obs, "Ready")["status"] == "False"
     assert cond(all_ready(postgres=None), "StorageReady")["reason"] == "NotFound"
+    lost = all_ready(storage_problem="Secret 'q-postgres' is missing", storage_reason="StorageSecretLost")
+    assert cond(lost, "Degraded")["reason"] == "StorageSecretLost"
+    assert cond(lost, "StorageReady")["reason"] == "StorageSecretLost"
+    first = st.compute(all_ready(), {}, "t1")
+    events = st.transitions(first, st.compute(lost, first, "t2"))
+    assert ("Degraded", "Warning", "StorageSecretLost") in {e[:3] for e in events}
 
 
 def test_timestamps_are_kept_until_status_flips_so_unchanged_status_is_equal() -> None:

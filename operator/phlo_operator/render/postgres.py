@@ -15,6 +15,11 @@ DATABASE = "dagster"
 POSTGRES_UID = 70
 
 
+def claim_name(wf: Workflow) -> str:
+    """The PVC the StatefulSet controller creates from the volumeClaimTemplate "data" for pod 0."""
+    return f"data-{wf.postgres_service}-0"
+
+
 def secret(wf: Workflow, password: str) -> dict[str, Any]:
     """Created once and never overwritten. Owned by the CR only with deletionPolicy Delete."""
     delete = wf.spec.storage.postgres.deletion_policy == "Delete"
