@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -240,7 +240,7 @@ def materialize_assets(assets: Sequence[str], select: str | None, partition: str
         raise CliError(f"--partition {partition}: none of the selected assets is partitioned")
     names = ", ".join(sorted(k.to_user_string() for k in keys))
     progress(f"materializing {names}" + (f" (partition {partition})" if partition else ""))
-    with local_instance() as instance:
+    with local_instance() as instance, terminal_stderr() as progress_stream:
         if partition is not None:
             with partition_loading_context(dynamic_partitions_store=instance):
                 for key in keys:
@@ -248,7 +248,7 @@ def materialize_assets(assets: Sequence[str], select: str | None, partition: str
                     if pdef is not None and not pdef.has_partition_key(partition):
                         raise CliError(f"--partition {partition}: not a partition of {key.to_user_string()}")
         started = time.monotonic()
-        result = job.with_logger_defs({"phlo_progress": progress_logger()}).execute_in_process(
+        result = job.with_logger_defs({"phlo_progress": progress_logger(progress_stream)}).execute_in_process(
             instance=instance,
             asset_selection=sorted(keys),
             partition_key=partition,
@@ -279,6 +279,10 @@ PROGRESS_EVENTS = {
 class ProgressHandler(logging.Handler):
     """One short line per run event on stderr: errors keep their message, never their stack trace."""
 
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__()
+        self.stream = stream
+
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None)
         if not meta:
@@ -288,16 +292,34 @@ class ProgressHandler(logging.Handler):
             return
         if event is not None and event.event_type_value not in PROGRESS_EVENTS:
             return
-        progress(f"{meta.get('step_key') or 'run'}: {first_line(str(meta.get('orig_message', '')))}")
+        progress(
+            f"{meta.get('step_key') or 'run'}: {first_line(str(meta.get('orig_message', '')))}", self.stream
+        )
 
 
-def progress_logger() -> Any:
+@contextmanager
+def terminal_stderr() -> Iterator[TextIO]:
+    """A copy of stderr that Dagster's compute-log capture cannot redirect.
+
+    During a step Dagster points fd 2 at the step's log file and mirrors it back with `tail -F`, which is
+    killed when the step ends: lines written meanwhile can be lost on a busy machine (dagster#23336).
+    """
+    try:
+        fd = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no real file descriptor (e.g. captured in tests)
+        yield sys.stderr
+        return
+    with os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace") as stream:
+        yield stream
+
+
+def progress_logger(stream: TextIO | None = None) -> Any:
     """A Dagster logger definition that reports through ProgressHandler."""
     from dagster import LoggerDefinition
 
     def phlo_progress(_init_context: Any) -> logging.Logger:
         log = logging.Logger("phlo.progress", level=logging.DEBUG)
-        log.addHandler(ProgressHandler())
+        log.addHandler(ProgressHandler(stream))
         return log
 
     return LoggerDefinition(phlo_progress, description="phlo CLI progress lines")

@@ -19,9 +19,9 @@ def out(message: str, stream: TextIO | None = None) -> None:
     print(message, file=stream or sys.stdout, flush=True)
 
 
-def progress(message: str) -> None:
+def progress(message: str, stream: TextIO | None = None) -> None:
     """A progress line for long work (stderr, so stdout stays parseable)."""
-    print(f"phlo: {message}", file=sys.stderr, flush=True)
+    print(f"phlo: {message}", file=stream or sys.stderr, flush=True)
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +97,22 @@ def test_materialize_records_a_run_in_the_local_instance(project: Path) -> None:
     assert partitioned.returncode == 0, partitioned.stderr
     assert "materialized raw/daily [2024-01-03]" in partitioned.stdout
     assert len(runs_in(project)) == 2
+
+
+def test_progress_lines_do_not_depend_on_dagsters_compute_log_mirror(project: Path, tmp_path: Path) -> None:
+    """Dagster mirrors a step's captured stderr back through `tail -F`, killed when the step ends; a slow
+    `tail` (a busy machine) used to swallow the step's progress lines. They must reach stderr anyway."""
+    slow_bin = tmp_path / "slow-bin"
+    slow_bin.mkdir()
+    slow_tail = slow_bin / "tail"
+    slow_tail.write_text(f'#!/bin/sh\nsleep 3\nexec {shutil.which("tail")} "$@"\n')
+    slow_tail.chmod(0o755)
+    env = clean_env()
+    env["PATH"] = f"{slow_bin}{os.pathsep}{env.get('PATH', '')}"
+    result = phlo("materialize", "raw.events", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "phlo: raw__events: loading events" in result.stderr
+    assert 'phlo: raw__events: Finished execution of step "raw__events"' in result.stderr
 
 
 def test_materialize_failures_are_one_line(project: Path) -> None:
