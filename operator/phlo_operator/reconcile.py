@@ -19,10 +19,10 @@ from phlo_operator.render import Facts, Workflow, render_all
 from phlo_operator.render import components as comp
 from phlo_operator.render import dbt as dbt_render
 from phlo_operator.render import postgres as pg_render
-from phlo_operator.render.workflow import digest
+from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, digest
 
 log = logging.getLogger(__name__)
-SECRET_KEYS = ("host", "port", "user", "password", "database")
+SECRET_KEYS = pg_render.SECRET_KEYS
 INVALID_SECRET = "StorageSecretInvalid"
 
 
@@ -64,6 +64,7 @@ class Reconciler:
             return
         for api_version, kind, suffix in (
             ("v1", "ConfigMap", "instance"),
+            ("v1", "Secret", RUN_SECRET_SUFFIX),
             ("rbac.authorization.k8s.io/v1", "Role", "run-launcher"),
             ("rbac.authorization.k8s.io/v1", "RoleBinding", "run-launcher"),
         ):
@@ -123,37 +124,49 @@ class _Pass:
         return Facts(service_monitor_api=monitor_api, hpa_targets=frozenset(hpa_targets))
 
     def _storage(self, wf: Workflow) -> tuple[str, str] | None:
-        """Create the generated Secret once (never overwritten) or check the named one; returns a problem
-        as (reason, message)."""
+        """Check (or create once) the storage Secret and copy it into another run namespace; returns a
+        problem as (reason, message)."""
+        problem, live = self._storage_secret(wf)
+        if problem is None and live is not None:
+            missing = [k for k in SECRET_KEYS if k not in (live.get("data") or {})]
+            if missing:
+                problem = INVALID_SECRET, f"Secret {wf.postgres_secret!r} lacks keys: {', '.join(missing)}"
+            elif wf.run_namespace != wf.namespace:
+                self._apply(pg_render.run_secret_copy(wf, live["data"]))
+        return problem
+
+    def _storage_secret(self, wf: Workflow) -> tuple[tuple[str, str] | None, dict[str, Any] | None]:
+        """The live storage Secret; the generated one is created once and never overwritten."""
         pg = wf.spec.storage.postgres
         ref: Ref = ("v1", "Secret", wf.namespace, wf.postgres_secret)
         live = self.kube.get(ref)
-        if pg.is_managed:
+        if not pg.is_managed:
             if live is None:
-                claim = pg_render.claim_name(wf)
-                if self.kube.get(("v1", "PersistentVolumeClaim", wf.namespace, claim)) is not None:
-                    # A new password would not open the existing database: never regenerate over data.
-                    return "StorageSecretLost", (
-                        f"Secret {wf.postgres_secret!r} (the managed PostgreSQL password) is missing while "
-                        f"volume {claim!r} still holds the database; a new password would not match it. "
-                        f"Restore the Secret (keys {', '.join(SECRET_KEYS)}), or delete the PVC to start "
-                        "with an empty database"
-                    )
-                self._write(self.kube.create(pg_render.secret(wf, secrets.token_urlsafe(24))))
-                return None
-            # deletionPolicy decides whether the Secret goes with the CR; it may change after creation.
-            owned = any(o.get("uid") == wf.uid for o in live["metadata"].get("ownerReferences") or [])
-            if owned != (pg.deletion_policy == "Delete"):
-                owners = None if owned else [wf.owner_reference()]
-                self.kube.merge_patch(ref, {"metadata": {"ownerReferences": owners}})
-                self._write(True)
-            return None
+                return (
+                    INVALID_SECRET,
+                    f"Secret {wf.postgres_secret!r} (storage.postgres.secretName) not found",
+                ), None
+            return None, live
         if live is None:
-            return INVALID_SECRET, f"Secret {wf.postgres_secret!r} (storage.postgres.secretName) not found"
-        missing = [k for k in SECRET_KEYS if k not in (live.get("data") or {})]
-        if missing:
-            return INVALID_SECRET, f"Secret {wf.postgres_secret!r} lacks keys: {', '.join(missing)}"
-        return None
+            claim = pg_render.claim_name(wf)
+            if self.kube.get(("v1", "PersistentVolumeClaim", wf.namespace, claim)) is not None:
+                # A new password would not open the existing database: never regenerate over data.
+                return (
+                    "StorageSecretLost",
+                    f"Secret {wf.postgres_secret!r} (the managed PostgreSQL password) is missing while "
+                    f"volume {claim!r} still holds the database; a new password would not match it. "
+                    f"Restore the Secret (keys {', '.join(SECRET_KEYS)}), or delete the PVC to start "
+                    "with an empty database",
+                ), None
+            self._write(self.kube.create(pg_render.secret(wf, secrets.token_urlsafe(24))))
+            return None, self.kube.get(ref)
+        # deletionPolicy decides whether the Secret goes with the CR; it may change after creation.
+        owned = any(o.get("uid") == wf.uid for o in live["metadata"].get("ownerReferences") or [])
+        if owned != (pg.deletion_policy == "Delete"):
+            owners = None if owned else [wf.owner_reference()]
+            self.kube.merge_patch(ref, {"metadata": {"ownerReferences": owners}})
+            self._write(True)
+        return None, live
 
     def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         live = self.kube.get(ref_of(obj))

@@ -759,9 +759,22 @@ def test_runs_in_another_namespace_get_rbac_and_config_there(
         ]
         instance = yaml.safe_load(other.must("cm", f"{NAME}-instance")["data"]["dagster.yaml"])
         assert instance["run_launcher"]["config"]["job_namespace"] == runs
+        # Run pods there read the storage Secret through secretKeyRef: a copy lives in the run namespace.
+        run_env = instance["run_launcher"]["config"]["run_k8s_config"]["container_config"]["env"]
+        refs = {
+            e["valueFrom"]["secretKeyRef"]["name"] for e in run_env if e["name"].startswith("DAGSTER_PG_")
+        }
+        assert refs == {f"{NAME}-postgres-runs"}
+        source = kc.must("secret", f"{NAME}-postgres")["data"]
+        copy = other.must("secret", f"{NAME}-postgres-runs")
+        assert copy["data"] == source and "ownerReferences" not in copy["metadata"]
+        other("patch", "secret", f"{NAME}-postgres-runs", "--type=merge", "-p", '{"data": {"host": "eA=="}}')
+        kc.patch({"metadata": {"annotations": {"touch": "1"}}})  # any event re-reconciles: drift repaired
+        wait_for("copy repaired", lambda: other.must("secret", f"{NAME}-postgres-runs")["data"] == source)
         kc("delete", "pwf", NAME, "--timeout=60s")
         wait_for(
-            "cross-namespace objects cleaned up", lambda: not other.items("roles,rolebindings,configmaps")
+            "cross-namespace objects cleaned up",
+            lambda: not other.items("roles,rolebindings,configmaps,secrets"),
         )
     finally:
         op.stop()

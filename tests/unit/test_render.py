@@ -252,3 +252,25 @@ def test_run_pods_get_the_dbt_init_container_and_psycopg2_storage() -> None:
     assert doc["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     env = {e["name"]: e.get("value") for e in run["container_config"]["env"]}
     assert env["PHLO_DBT_COMPILE_ON_LOAD"] == "false"
+
+
+def test_runs_in_another_namespace_read_a_copy_of_the_storage_secret() -> None:
+    def run_env(w: Workflow) -> set[str]:
+        doc = yaml.safe_load(config.instance_configmap(w)["data"]["dagster.yaml"])
+        env = doc["run_launcher"]["config"]["run_k8s_config"]["container_config"]["env"]
+        return {e["valueFrom"]["secretKeyRef"]["name"] for e in env if e["name"].startswith("DAGSTER_PG_")}
+
+    assert run_env(wf()) == {"demo-postgres"}
+    assert run_env(wf(storage={"postgres": {"secretName": "my-pg"}})) == {"my-pg"}
+    other = wf(runLauncher={"namespace": "runs"}, storage={"postgres": {"secretName": "my-pg"}})
+    assert run_env(other) == {"demo-postgres-runs"}
+    # The Dagster pods themselves keep reading the original in their own namespace.
+    env = render_all(other).code_server["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if e["name"].startswith("DAGSTER_PG_")} == {
+        "my-pg"
+    }
+    data = {k: "eA==" for k in ("host", "port", "user", "password", "database", "extra")}
+    copy = postgres.run_secret_copy(other, data)
+    assert copy["metadata"]["namespace"] == "runs" and copy["metadata"]["name"] == "demo-postgres-runs"
+    assert "ownerReferences" not in copy["metadata"]  # cannot cross namespaces; deleted by the operator
+    assert set(copy["data"]) == {"host", "port", "user", "password", "database"}

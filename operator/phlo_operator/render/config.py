@@ -19,7 +19,7 @@ def _env(name: str) -> dict[str, str]:
 def run_k8s_config(wf: Workflow) -> dict[str, Any]:
     """Raw Kubernetes config for run Jobs: TTL, labels for the NetworkPolicy, hardened pods, the same env."""
     container: dict[str, Any] = {
-        "env": pods.dagster_env(wf),
+        "env": pods.dagster_env(wf, wf.run_postgres_secret),
         "securityContext": pods.container_security_context(),
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},

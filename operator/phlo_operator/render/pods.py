@@ -52,9 +52,9 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def postgres_env(wf: Workflow) -> list[dict[str, Any]]:
+def postgres_env(wf: Workflow, secret: str | None = None) -> list[dict[str, Any]]:
     """DAGSTER_PG_* from the Secret's keys host, port, user, password, database (never literal values)."""
-    secret = wf.postgres_secret
+    secret = secret or wf.postgres_secret
     return [
         _secret_env(c.ENV_PG_HOST, secret, "host"),
         _secret_env(c.ENV_PG_PORT, secret, "port"),
@@ -92,8 +92,8 @@ def user_env_from(wf: Workflow) -> list[dict[str, Any]]:
     return [v.model_dump(by_alias=True, exclude_none=True) for v in wf.spec.env_from]
 
 
-def dagster_env(wf: Workflow) -> list[dict[str, Any]]:
-    return [*runtime_env(wf), *postgres_env(wf), *user_env(wf)]
+def dagster_env(wf: Workflow, secret: str | None = None) -> list[dict[str, Any]]:
+    return [*runtime_env(wf), *postgres_env(wf, secret), *user_env(wf)]
 
 
 def base_volumes() -> list[dict[str, Any]]:

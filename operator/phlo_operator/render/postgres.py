@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from phlo_operator.render import pods
-from phlo_operator.render.workflow import Workflow
+from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, Workflow
 
 COMPONENT = "postgres"
+SECRET_KEYS = ("host", "port", "user", "password", "database")
 PORT = 5432
 USER = "dagster"
 DATABASE = "dagster"
@@ -35,6 +36,18 @@ def secret(wf: Workflow, password: str) -> dict[str, Any]:
             "password": password,
             "database": DATABASE,
         },
+    }
+
+
+def run_secret_copy(wf: Workflow, data: dict[str, str]) -> dict[str, Any]:
+    """The storage Secret's keys copied into another run namespace, where run pods read them. Not owned
+    (owner references cannot cross namespaces): the operator deletes it when the CR is deleted."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": wf.metadata(RUN_SECRET_SUFFIX, COMPONENT, namespace=wf.run_namespace),
+        "type": "Opaque",
+        "data": {key: data[key] for key in SECRET_KEYS},
     }
 
 

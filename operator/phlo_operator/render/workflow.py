@@ -16,6 +16,7 @@ DAGSTER_HOME = "/opt/dagster/dagster_home"
 WORKSPACE_DIR = "/opt/dagster/workspace"
 WORKSPACE_FILE = f"{WORKSPACE_DIR}/workspace.yaml"
 DBT_TARGET_PATH = "/opt/phlo/dbt-target"
+RUN_SECRET_SUFFIX = "postgres-runs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,13 @@ class Workflow:
     @property
     def postgres_secret(self) -> str:
         return self.spec.storage.postgres.secret_name or self.child("postgres")
+
+    @property
+    def run_postgres_secret(self) -> str:
+        """The Secret run pods read: a copy in another runLauncher.namespace (secretKeyRef cannot cross)."""
+        if self.run_namespace == self.namespace:
+            return self.postgres_secret
+        return self.child(RUN_SECRET_SUFFIX)
 
     @property
     def service_account(self) -> str:
