@@ -4,12 +4,15 @@ server, and a broken workflow module stopping the load."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -257,3 +260,128 @@ def test_quickstart_materialize_on_postgres(tmp_path, postgres):
     assert event is not None and event.asset_materialization.partition == "2024-02-01"
     assert _check_evaluations(instance, dg.AssetKey(["raw", "orders"]))["has_rows"].passed is True
     assert instance.get_runs()[0].status == dg.DagsterRunStatus.SUCCESS
+
+
+GATES = """
+from phlo_dagster.capabilities import (
+    AssetCheckSpec, AssetSpec, CheckResult, MaterializeResult, RunSpec, register_asset, register_check,
+)
+
+
+def empty(context):
+    yield MaterializeResult(metadata={"rows": 0})
+    yield CheckResult(check_name="has_rows", passed=False)
+
+
+def ok(context):
+    return MaterializeResult(metadata={"rows": 1})
+
+
+register_asset(AssetSpec(key="raw.declared", run=RunSpec(fn=empty), checks=[
+    AssetCheckSpec(name="has_rows", asset_key="raw.declared", blocking=True)]))
+register_asset(AssetSpec(key="mart.after_declared", deps=["raw.declared"], run=RunSpec(fn=ok)))
+
+register_asset(AssetSpec(key="raw.checked", run=RunSpec(fn=ok)))
+register_check(AssetCheckSpec(name="never", asset_key="raw.checked", fn=lambda c: False, blocking=True))
+register_asset(AssetSpec(key="mart.after_checked", deps=["raw.checked"], run=RunSpec(fn=ok)))
+
+register_asset(AssetSpec(key="raw.warned", run=RunSpec(fn=ok)))
+register_check(AssetCheckSpec(
+    name="soft", asset_key="raw.warned", fn=lambda c: False, blocking=True, severity="WARN"))
+register_asset(AssetSpec(key="mart.after_warned", deps=["raw.warned"], run=RunSpec(fn=ok)))
+"""
+
+
+def test_blocking_checks_stop_downstream_in_a_real_run(tmp_path):
+    """Declarative and function checks, blocking with ERROR severity, keep downstream assets from
+    materializing in a `dagster asset materialize` run; a failing WARN check lets them run."""
+    import dagster as dg
+
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "gates.py").write_text(GATES)
+    env = _env(
+        tmp_path,
+        WORKFLOWS_PATH=str(tmp_path / "workflows"),
+        PHLO_DBT_ENABLED="false",
+        PHLO_PLUGINS_ENABLED="false",
+    )
+    instance = _instance(env)
+    for upstream, check, downstream, blocked in (
+        ("declared", "has_rows", "after_declared", True),
+        ("checked", "never", "after_checked", True),
+        ("warned", "soft", "after_warned", False),
+    ):
+        done = _materialize(env, f"raw/{upstream}+", cwd=tmp_path)
+        assert (done.returncode != 0) is blocked, done.stderr[-3000:]
+        raw_key, mart_key = dg.AssetKey(["raw", upstream]), dg.AssetKey(["mart", downstream])
+        assert instance.get_latest_materialization_event(raw_key) is not None
+        assert (instance.get_latest_materialization_event(mart_key) is None) is blocked, downstream
+        evaluation = _check_evaluations(instance, raw_key)[check]
+        assert evaluation.passed is False
+        expected = dg.AssetCheckSeverity.ERROR if blocked else dg.AssetCheckSeverity.WARN
+        assert evaluation.severity == expected
+
+
+def test_dagster_dev_serves_the_location(tmp_path):
+    """`dagster dev -m phlo_dagster.definitions` (webserver, daemon, code server) serves the specs."""
+    import dagster as dg
+
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "gates.py").write_text(GATES)
+    env = _env(
+        tmp_path,
+        WORKFLOWS_PATH=str(tmp_path / "workflows"),
+        PHLO_DBT_ENABLED="false",
+        PHLO_PLUGINS_ENABLED="false",
+    )
+    port = _free_port()
+    log_path = tmp_path / "dagster-dev.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "dagster"),
+                "dev",
+                "-m",
+                "phlo_dagster.definitions",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        info = None
+        while info is None:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "dagster dev did not serve within 180 s"
+            try:
+                with urllib.request.urlopen(f"{base}/server_info", timeout=2) as resp:
+                    info = json.loads(resp.read())
+            except OSError:
+                time.sleep(1)
+        assert info["dagster_version"] == dg.__version__
+        query = {"query": "{ assetNodes { assetKey { path } } }"}
+        request = urllib.request.Request(
+            f"{base}/graphql", data=json.dumps(query).encode(), headers={"Content-Type": "application/json"}
+        )
+        keys: set[str] = set()
+        while time.monotonic() < deadline and "raw/declared" not in keys:  # the location may still load
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                nodes = json.loads(resp.read())["data"]["assetNodes"]
+            keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
+            time.sleep(0.5)
+        assert {"raw/declared", "mart/after_declared", "raw/checked", "raw/warned"} <= keys, keys
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
