@@ -169,12 +169,16 @@ def test_checks_blocking_severity_tags():
     assert positive.metadata[TAGS_METADATA] == {"k": "v"}
 
 
-def _materialize(defs: dg.Definitions, selection=None, partition_key=None, resources=None):
+def _materialize(
+    defs: dg.Definitions, selection=None, partition_key=None, resources=None, tags=None, instance=None
+):
     return dg.materialize(
         [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
         selection=selection,
         partition_key=partition_key,
         resources=resources,
+        tags=tags,
+        instance=instance,
         raise_on_error=False,
     )
 
@@ -186,6 +190,9 @@ def test_run_receives_context_and_reports_results():
         seen["partition"] = context.partition_key
         seen["db"] = context.get_resource("db")
         seen["run_id"] = context.run_id
+        seen["tags"] = dict(context.tags)
+        seen["resources"] = dict(context.resources)
+        context.logger.info("context logger reaches the run's event log")
         yield MaterializeResult(metadata={"rows": 5})
         yield CheckResult(check_name="has_rows", passed=True)
 
@@ -203,9 +210,20 @@ def test_run_receives_context_and_reports_results():
         severity="WARN",
     )
     defs = _build(spec, checks=[check], resources=[ResourceSpec(name="db", resource="conn")])
-    result = _materialize(defs, partition_key="2024-01-03", resources={"db": "conn"})
+    with dg.instance_for_test() as instance:
+        result = _materialize(
+            defs,
+            partition_key="2024-01-03",
+            resources={"db": "conn"},
+            tags={"team": "sales"},
+            instance=instance,
+        )
+        logged = [e.user_message for e in instance.all_logs(result.run_id) if not e.is_dagster_event]
     assert result.success
+    assert "context logger reaches the run's event log" in logged
     assert seen["partition"] == "2024-01-03" and seen["db"] == "conn" and seen["run_id"] == result.run_id
+    assert seen["tags"]["team"] == "sales" and seen["tags"]["dagster/partition"] == "2024-01-03"
+    assert seen["resources"] == {"db": "conn"}
     mats = result.get_asset_materialization_events()
     assert mats[0].materialization.metadata["rows"] == dg.IntMetadataValue(5)
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -226,6 +244,16 @@ def test_blocking_check_stops_downstream():
     )
     downstream = AssetSpec(key="mart.orders", deps=["raw.orders"], run=RunSpec(fn=_ok))
     result = _materialize(_build(upstream, downstream))
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert RAW in materialized
+    assert MART not in materialized
+
+
+def test_blocking_function_check_stops_downstream():
+    upstream = AssetSpec(key="raw.orders", run=RunSpec(fn=_ok))
+    gate = AssetCheckSpec(name="gate", asset_key="raw.orders", fn=lambda c: False, blocking=True)
+    downstream = AssetSpec(key="mart.orders", deps=["raw.orders"], run=RunSpec(fn=_ok))
+    result = _materialize(_build(upstream, downstream, checks=[gate]))
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert RAW in materialized
     assert MART not in materialized

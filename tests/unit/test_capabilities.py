@@ -166,3 +166,36 @@ def test_runtime_context_resources():
     assert ctx.tags["t"] == "v"
     with pytest.raises(KeyError, match=r"'warehouse' is not available.*declared: db"):
         ctx.get_resource("warehouse")
+
+
+def test_public_contract_names_and_fields():
+    """Acceptance tests outside this repository import exactly these names and build specs by these fields."""
+    import phlo_dagster.capabilities as capabilities
+
+    for name in (
+        "AssetSpec",
+        "AssetCheckSpec",
+        "ResourceSpec",
+        "PartitionSpec",
+        "RunSpec",
+        "MaterializeResult",
+        "CheckResult",
+        "RuntimeContext",
+        "register_asset",
+        "register_check",
+        "register_resource",
+        "clear_capabilities",
+    ):
+        assert name in capabilities.__all__ and callable(getattr(capabilities, name)), name
+    fields = {
+        "AssetSpec": "key group description kinds tags metadata partitions deps resources run checks",
+        "RunSpec": "fn max_runtime_seconds max_retries retry_delay_seconds cron freshness_hours",
+        "AssetCheckSpec": "name asset_key fn blocking description severity tags",
+        "ResourceSpec": "name resource",
+        "PartitionSpec": "kind start_date end_date timezone values",
+    }
+    for model, names in fields.items():
+        assert list(getattr(capabilities, model).model_fields) == names.split(), model
+    ctx = RuntimeContext(run_id="r", partition_key=None, tags={}, logger="log", resources={"db": 1})
+    assert (ctx.run_id, ctx.partition_key, dict(ctx.tags), ctx.logger) == ("r", None, {}, "log")
+    assert dict(ctx.resources) == {"db": 1} and ctx.get_resource("db") == 1
