@@ -250,6 +250,15 @@ class Kube:
 
 def _reason(exc: ApiException) -> str:
     try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+        return stable_message(str(json.loads(exc.body or "{}").get("message") or exc.reason))
     except (ValueError, AttributeError):
         return str(exc.reason)
+
+
+def stable_message(message: str) -> str:
+    """The API server lists server-side-apply schema errors in random order; sorted, a status built from
+    the message does not change (and re-trigger a reconcile) on every retry."""
+    head, sep, rest = message.partition("errors:\n")
+    if not sep:
+        return message
+    return head + sep + "\n".join(sorted(rest.splitlines()))

@@ -15,7 +15,8 @@ from phlo_operator.apply import ApiError, Kube
 from phlo_operator.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
-RETRY_SECONDS = 10.0
+RETRY_SECONDS = 10.0  # first retry after an API failure; doubles per consecutive failure
+MAX_RETRY_SECONDS = 300.0
 PEERING_NAME = "phlo-dagster-operator"
 
 
@@ -24,6 +25,8 @@ class _KeyState:
     running: bool = False
     dirty: bool = False
     last: float = 0.0
+    failures: int = 0
+    retry: threading.Timer | None = None
 
 
 @dataclasses.dataclass
@@ -70,8 +73,9 @@ class Controller:
             while True:
                 with self._lock:
                     state.dirty = False
-                self._run(key)
+                failed = self._run(key)
                 with self._lock:
+                    self._schedule_retry(key, state, failed)
                     state.last = time.monotonic()
                     if not state.dirty:
                         return
@@ -79,9 +83,34 @@ class Controller:
             with self._lock:
                 state.running = False
 
+    def _schedule_retry(self, key: tuple[str, str], state: _KeyState, failed: bool) -> None:
+        """At most one pending retry per workflow, backing off while the API keeps failing (lock held)."""
+        if not failed:
+            state.failures = 0
+            if state.retry is not None:
+                state.retry.cancel()
+                state.retry = None
+            return
+        state.failures += 1
+        if state.retry is not None:
+            return
+        delay = min(RETRY_SECONDS * 2 ** (state.failures - 1), MAX_RETRY_SECONDS)
+        log.warning("reconcile %s/%s failed %d time(s), retrying in %.0fs", *key, state.failures, delay)
+
+        def fire() -> None:
+            with self._lock:
+                state.retry = None
+            self.trigger(*key)
+
+        state.retry = threading.Timer(delay, fire)
+        state.retry.daemon = True
+        state.retry.start()
+
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._state.pop((namespace, name), None)
+            state = self._state.pop((namespace, name), None)
+            if state is not None and state.retry is not None:
+                state.retry.cancel()
         metrics.observe_workflow((namespace, name), None)
 
     def cleanup(self, namespace: str, name: str, uid: str, spec: dict[str, Any]) -> None:
@@ -90,25 +119,26 @@ class Controller:
         except ApiError as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_SECONDS) from None
 
-    def _run(self, key: tuple[str, str]) -> None:
+    def _run(self, key: tuple[str, str]) -> bool:
+        """One pass; True when it failed and should be retried."""
         started = time.monotonic()
         try:
             result = self.reconciler.reconcile(*key)
         except ApiError as exc:
             metrics.RECONCILES.labels(result="error").inc()
-            log.warning("reconcile %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, exc)
-            threading.Timer(RETRY_SECONDS, self.trigger, args=key).start()
-            return
-        except Exception:  # a bug must not kill the operator; the next trigger retries
+            log.warning("reconcile %s/%s: %s", *key, exc)
+            return True
+        except Exception:  # a bug must not kill the operator; retried with backoff like an API failure
             metrics.RECONCILES.labels(result="error").inc()
             log.exception("reconcile %s/%s crashed", *key)
-            return
+            return True
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         metrics.RECONCILES.labels(result=result.outcome).inc()
         metrics.observe_workflow(key, None if result.outcome == "gone" else result.conditions)
         if result.writes:
             log.info("reconciled %s/%s: %s, %d writes", *key, result.outcome, result.writes)
+        return False
 
 
 _controller: Controller | None = None

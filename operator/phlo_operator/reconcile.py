@@ -283,6 +283,8 @@ class _Pass:
         degraded = {"type": "Degraded", "status": "True", "reason": "ApplyFailed", "message": str(exc)}
         kept = [c for c in self.previous.get("conditions", []) if c.get("type") != "Degraded"]
         plain = [{k: c[k] for k in ("type", "status", "reason", "message") if k in c} for c in kept]
+        if not any(c.get("type") == "Ready" for c in kept):  # nothing observed yet: not Ready, say why
+            plain.insert(0, {**degraded, "type": "Ready", "status": "False"})
         new = dict(self.previous)
         gen = self.previous.get("observedGeneration", self.generation)
         new["conditions"] = st.with_timestamps(

@@ -816,6 +816,27 @@ def explain_fields(bed: Testbed, path: str) -> dict[str, tuple[str, str]]:
     return fields
 
 
+def test_children_the_api_server_refuses_degrade_without_a_retry_storm(
+    kc: Kubectl, operator: Operator, volume: str
+) -> None:
+    # Affinity is passed through opaquely; the API server refuses it in every pod template, listing the
+    # errors in random order. Status must settle (not flap and re-trigger), retries must back off.
+    apply_quickstart(kc, affinity={"nodeAffinity": "nope", "podAntiAffinity": 7})
+    wait_for("ApplyFailed", lambda: kc.condition("Degraded").get("reason") == "ApplyFailed")
+    assert "affinity" in kc.condition("Degraded")["message"]
+    assert kc.condition("Ready") == {**kc.condition("Ready"), "status": "False", "reason": "ApplyFailed"}
+    assert re.search(rf"{NAME}\s+False\s+ApplyFailed", kc("get", "pwf", NAME).stdout)
+    time.sleep(2)
+    errors = operator.metric("phlo_operator_reconciles_total", result="error")
+    version = kc.must("pwf", NAME)["metadata"]["resourceVersion"]
+    time.sleep(8)
+    assert operator.metric("phlo_operator_reconciles_total", result="error") - errors <= 1
+    assert kc.must("pwf", NAME)["metadata"]["resourceVersion"] == version  # no status churn
+    assert operator.proc is not None and operator.proc.poll() is None
+    kc("patch", "pwf", NAME, "--type=json", "-p", '[{"op": "remove", "path": "/spec/affinity"}]')
+    kc.wait_condition("Ready", timeout=120)
+
+
 @pytest.mark.usefixtures("crds")
 def test_kubectl_explain_documents_every_field_recursively(testbed: Testbed) -> None:
     from phlo_operator import crdgen

@@ -66,3 +66,43 @@ def test_workflow_gauge_counts_conditions_and_forgets_deleted() -> None:
     assert metrics.WORKFLOWS.labels(condition="Ready", status="True")._value.get() >= 2
     metrics.observe_workflow(("ns", "g1"), None)
     metrics.observe_workflow(("ns", "g2"), None)
+
+
+def test_failures_keep_one_pending_retry_with_backoff_and_success_cancels_it() -> None:
+    from phlo_operator.apply import ApiError
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.fail = True
+
+        def reconcile(self, namespace: str, name: str) -> Result:
+            if self.fail:
+                raise ApiError("patch", 500, "boom")
+            return Result("ok", [])
+
+    rec = Flaky()
+    ctl = Controller(rec, Options())  # type: ignore[arg-type]
+    for _ in range(3):  # three triggers (e.g. watch events) while the API keeps failing
+        ctl.trigger("ns", "f")
+    state = ctl._state[("ns", "f")]
+    assert state.failures == 3
+    first = state.retry
+    assert first is not None and first.interval == 10.0  # one timer, not one per failure
+    ctl._schedule_retry(("ns", "f"), state, failed=True)
+    assert state.retry is first
+    state.retry.cancel()
+    state.retry = None
+    ctl._schedule_retry(("ns", "f"), state, failed=True)
+    assert state.failures == 5 and state.retry is not None and state.retry.interval == 160.0  # backing off
+    rec.fail = False
+    ctl.trigger("ns", "f")
+    assert state.failures == 0 and state.retry is None
+
+
+def test_shuffled_apply_errors_give_one_stable_message() -> None:
+    from phlo_operator.apply import stable_message
+
+    a = "failed to create typed patch object (x): errors:\n  .b: bad\n  .a: bad"
+    b = "failed to create typed patch object (x): errors:\n  .a: bad\n  .b: bad"
+    assert stable_message(a) == stable_message(b) == b
+    assert stable_message("plain message") == "plain message"
