@@ -184,6 +184,7 @@ def compile_project(
 def compile_from_env(settings: Settings | None = None, *, force: bool = False) -> CompileResult:
     """compile_project configured by PHLO_DBT_PROJECT_DIR, _PROFILES_DIR, _TARGET and _TARGET_PATH."""
     s = settings or load_settings()
+    s.ensure_data_dir()
     return compile_project(
         project_dir=s.dbt_project_dir,
         profiles_dir=s.resolved_dbt_profiles_dir,

@@ -63,6 +63,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
 def _build(settings: Settings | None) -> dg.Definitions:
     started = time.perf_counter()
     settings = settings or load_settings()
+    settings.ensure_data_dir()
     found = discover(settings)
     objects: DagsterObjects = found.dagster_objects
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from phlo_dagster import constants as c
@@ -33,6 +34,30 @@ class Settings(BaseSettings):
     dbt_target: str | None = Field(None, validation_alias=c.ENV_DBT_TARGET)
     dbt_target_path: Path | None = Field(None, validation_alias=c.ENV_DBT_TARGET_PATH)
     dbt_compile_on_load: bool = Field(True, validation_alias=c.ENV_DBT_COMPILE_ON_LOAD)
+    data_dir: Path | None = Field(None, validation_alias=c.ENV_DATA_DIR)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def ensure_data_dir(self) -> Path | None:
+        """Create PHLO_DATA_DIR when set and missing, and pin it absolute in the environment.
+
+        Workflows and dbt profiles keep files there (dbt-duckdb opens its file even to compile); dbt and
+        run workers may start in other directories, so a relative value would point elsewhere for them.
+        """
+        if self.data_dir is None:
+            return None
+        path = self.data_dir.expanduser().resolve()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                f"{c.ENV_DATA_DIR}={str(self.data_dir)!r}: cannot create {path}: {exc.strerror or exc}"
+            ) from None
+        os.environ[c.ENV_DATA_DIR] = str(path)
+        return path
 
     @property
     def workflows_path_explicit(self) -> bool:

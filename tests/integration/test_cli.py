@@ -142,6 +142,24 @@ def test_dbt_compile_failure_names_the_setting(project: Path) -> None:
     assert_one_line_failure(phlo("dbt", "compile", cwd=project, env=env), "PHLO_DBT_PROJECT_DIR")
 
 
+def test_dbt_compile_creates_a_missing_data_dir(project: Path) -> None:
+    """The quickstart's dbt-duckdb profile opens PHLO_DATA_DIR/quickstart.duckdb even to compile."""
+    quickstart_dbt = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "dbt"
+    data_dir = project / "missing" / "data"
+    env = {
+        **clean_env(),
+        "PHLO_DATA_DIR": str(data_dir),
+        "PHLO_DBT_PROJECT_DIR": str(quickstart_dbt),
+        "PHLO_DBT_TARGET_PATH": str(project / "dbt-target"),
+    }
+    result = phlo("dbt", "compile", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("dbt compiled:") and data_dir.is_dir()
+    (project / "blocker").write_text("a file where the directory would go")
+    blocked = {**env, "PHLO_DATA_DIR": str(project / "blocker" / "data")}
+    assert_one_line_failure(phlo("dbt", "compile", "--force", cwd=project, env=blocked), "PHLO_DATA_DIR=")
+
+
 def test_plugin_list_shows_our_entry_points() -> None:
     result = phlo("plugin", "list", cwd=Path.cwd())
     assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ def _clean_env(monkeypatch):
         c.ENV_DBT_TARGET_PATH,
         c.ENV_PLUGINS_ENABLED,
         c.ENV_CODE_LOCATION_NAME,
+        c.ENV_DATA_DIR,
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -63,4 +65,24 @@ def test_bad_value_names_the_variable(monkeypatch, name, value):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert f"{name}={value!r}" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_data_dir_is_created_and_pinned_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(c.ENV_DATA_DIR, "nested/data")
+    path = load_settings().ensure_data_dir()
+    assert path == tmp_path / "nested" / "data" and path.is_dir()
+    assert os.environ[c.ENV_DATA_DIR] == str(path)  # dbt and run workers in other directories agree
+
+    monkeypatch.setenv(c.ENV_DATA_DIR, "")
+    assert load_settings().ensure_data_dir() is None
+
+
+def test_data_dir_that_cannot_be_created_is_named(monkeypatch, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv(c.ENV_DATA_DIR, str(tmp_path / "file" / "data"))
+    with pytest.raises(SettingsError) as info:
+        load_settings().ensure_data_dir()
+    assert str(info.value).startswith(f"{c.ENV_DATA_DIR}={str(tmp_path / 'file' / 'data')!r}: cannot create")
     assert "\n" not in str(info.value)
