@@ -41,6 +41,27 @@ RESERVED_ENV = frozenset(
 
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# Kubernetes name rules, also enforced by the API server through the CRD's patterns.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+INT32_MAX = 2**31 - 1
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_QUALIFIED_KEY = re.compile(rf"^({DNS_SUBDOMAIN[1:-1]}/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+def _check_keys(value: dict[str, str], what: str, label_values: bool = False) -> dict[str, str]:
+    """Annotation and label keys (prefix/name), and label values, as the API server would judge them."""
+    for key, val in value.items():
+        prefix, _, name = key.rpartition("/")
+        if not _QUALIFIED_KEY.match(key) or len(name) > 63 or len(prefix) > 253:
+            raise ValueError(
+                f"{key!r} is not a valid {what} key (optional DNS prefix/, then a name of <= 63 "
+                "alphanumerics, '-', '_' or '.')"
+            )
+        if label_values and (len(val) > 63 or not _LABEL_VALUE.match(val)):
+            raise ValueError(f"{key}: {val!r} is not a valid label value")
+    return value
 
 
 class InvalidSpec(ValueError):
@@ -83,32 +104,101 @@ class ResourceRequirements(_Model):
         return value
 
 
+class KeySelector(_Model):
+    """One key of a Secret or ConfigMap in the PhloWorkflow's namespace."""
+
+    name: str = Field(description="Name of the Secret or ConfigMap.", min_length=1, pattern=DNS_SUBDOMAIN)
+    key: str = Field(description="The key to read.", min_length=1)
+    optional: bool | None = Field(default=None, description="Allow the object or key to be missing.")
+
+
+class FieldSelector(_Model):
+    """A field of the pod, e.g. metadata.name or status.podIP."""
+
+    api_version: str | None = Field(default=None, description="API version of fieldPath (default v1).")
+    field_path: str = Field(description="Path of the field, e.g. metadata.namespace.", min_length=1)
+
+
+class ResourceFieldSelector(_Model):
+    """A container's resource limit or request, e.g. limits.memory."""
+
+    container_name: str | None = Field(default=None, description="Container (default: this one).")
+    resource: str = Field(description="Resource to expose, e.g. limits.cpu.", min_length=1)
+    divisor: int | str | None = Field(default=None, description="Output unit, e.g. 1Mi (default 1).")
+
+
+class EnvVarSource(_Model):
+    """Where an environment variable's value comes from (exactly one source)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.secretKeyRef) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0)"
+                    " + (has(self.fieldRef) ? 1 : 0) + (has(self.resourceFieldRef) ? 1 : 0) == 1",
+                    "message": "set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
+                }
+            ]
+        }
+    )
+
+    secret_key_ref: KeySelector | None = Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: KeySelector | None = Field(default=None, description="A key of a ConfigMap.")
+    field_ref: FieldSelector | None = Field(default=None, description="A field of the pod.")
+    resource_field_ref: ResourceFieldSelector | None = Field(
+        default=None, description="A resource limit or request of a container."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        chosen = [self.secret_key_ref, self.config_map_key_ref, self.field_ref, self.resource_field_ref]
+        if sum(v is not None for v in chosen) != 1:
+            raise ValueError("set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef")
+        return self
+
+
 class EnvVar(_Model):
     """One environment variable, as in a container's env."""
 
     name: str = Field(description="Variable name.", min_length=1)
     value: str | None = Field(default=None, description="Literal value.")
-    value_from: dict[str, Any] | None = Field(
+    value_from: EnvVarSource | None = Field(
         default=None,
         description="Source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+
+
+class ObjectRef(_Model):
+    """A whole ConfigMap or Secret in the PhloWorkflow's namespace."""
+
+    name: str = Field(description="Name of the ConfigMap or Secret.", min_length=1, pattern=DNS_SUBDOMAIN)
+    optional: bool | None = Field(default=None, description="Allow it to be missing.")
 
 
 class EnvFromSource(_Model):
     """A ConfigMap or Secret whose keys all become environment variables."""
 
-    config_map_ref: dict[str, Any] | None = Field(
-        default=None,
-        description="ConfigMap to read ({name, optional}).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    config_map_ref: ObjectRef | None = Field(
+        default=None, description="ConfigMap to read ({name, optional})."
     )
-    secret_ref: dict[str, Any] | None = Field(
-        default=None,
-        description="Secret to read ({name, optional}).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-    )
+    secret_ref: ObjectRef | None = Field(default=None, description="Secret to read ({name, optional}).")
     prefix: str | None = Field(default=None, description="Prefix added to every variable name.")
+
+
+class Toleration(_Model):
+    """A toleration, as in a Pod spec."""
+
+    key: str | None = Field(default=None, description="Taint key (empty with Exists: every taint).")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (default)."
+    )
+    value: str | None = Field(default=None, description="Taint value (with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate (empty: all)."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="Seconds a NoExecute taint is tolerated before eviction."
+    )
 
 
 class Workflows(_Model):
@@ -137,6 +227,11 @@ class Dbt(_Model):
         default_factory=dict, description="Extra annotations on the dbt-compile Job's pod."
     )
 
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "annotation")
+
 
 class Webserver(_Model):
     """The Dagster webserver: UI, GraphQL API and Prometheus /metrics."""
@@ -144,6 +239,7 @@ class Webserver(_Model):
     replicas: int = Field(
         default=1,
         ge=0,
+        le=INT32_MAX,
         description="Webserver pods. Left alone when a HorizontalPodAutoscaler targets the Deployment.",
     )
     port: int = Field(
@@ -157,6 +253,11 @@ class Webserver(_Model):
         default_factory=dict, description="Extra annotations on webserver pods."
     )
 
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "annotation")
+
 
 class Daemon(_Model):
     """The Dagster daemon (schedules, sensors, run queue); always exactly one pod."""
@@ -166,6 +267,11 @@ class Daemon(_Model):
         default_factory=dict, description="Extra annotations on the daemon pod."
     )
 
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "annotation")
+
 
 class CodeServer(_Model):
     """The gRPC user-code server that loads the Phlo definitions."""
@@ -173,6 +279,7 @@ class CodeServer(_Model):
     replicas: int = Field(
         default=1,
         ge=0,
+        le=INT32_MAX,
         description="Code-server pods. Left alone when a HorizontalPodAutoscaler targets the Deployment.",
     )
     port: int = Field(default=c.DEFAULT_CODE_SERVER_PORT, ge=1, le=65535, description="gRPC port.")
@@ -182,6 +289,11 @@ class CodeServer(_Model):
     pod_annotations: dict[str, str] = Field(
         default_factory=dict, description="Extra annotations on code-server pods."
     )
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "annotation")
 
 
 class Postgres(_Model):
@@ -207,6 +319,7 @@ class Postgres(_Model):
         description="Existing Secret with keys host, port, user, password, database. Excludes managed: true.",
         min_length=1,
         max_length=253,
+        pattern=DNS_SUBDOMAIN,
     )
     managed: bool | None = Field(
         default=None,
@@ -219,10 +332,16 @@ class Postgres(_Model):
     image: str = Field(
         default="postgres:17-alpine", description="Image of the managed PostgreSQL.", min_length=1
     )
-    storage_size: str = Field(default="1Gi", description="Size of the managed PostgreSQL volume.")
+    storage_size: str = Field(
+        default="1Gi",
+        description="Size of the managed PostgreSQL volume.",
+        json_schema_extra={"pattern": _QUANTITY.pattern},
+    )
     storage_class_name: str | None = Field(
         default=None,
         description="StorageClass of the managed PostgreSQL volume (default: the cluster default).",
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="Managed PostgreSQL container resources."
@@ -261,11 +380,13 @@ class RunLauncher(_Model):
         default=None,
         description="Namespace of run Jobs (default: the PhloWorkflow's namespace).",
         max_length=63,
+        pattern=DNS_LABEL,
     )
     job_ttl_seconds: int = Field(
         default=3600,
         alias="jobTTLSeconds",
         ge=0,
+        le=INT32_MAX,
         description="Seconds a finished run Job (and its pod) is kept before deletion.",
     )
 
@@ -305,7 +426,9 @@ class PhloWorkflowSpec(_Model):
     """Desired state of a Dagster deployment running Phlo workflows."""
 
     image: str = Field(
-        description="Image with phlo-dagster, the workflows and the dbt project.", min_length=1
+        description="Image with phlo-dagster, the workflows and the dbt project.",
+        min_length=1,
+        pattern=r"^\S+$",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy of every Dagster container."
@@ -327,21 +450,25 @@ class PhloWorkflowSpec(_Model):
         description="ConfigMaps/Secrets whose keys become environment of Dagster containers.",
     )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels every pod requires.")
-    tolerations: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="Tolerations of every pod, as in a Pod spec.",
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of every pod, as in a Pod spec."
     )
     affinity: dict[str, Any] | None = _preserve("Affinity of every pod, as in a Pod spec.")
     service_account_name: str | None = Field(
         default=None,
         description="Existing ServiceAccount for Dagster pods and runs (the run Role is bound to it).",
         max_length=253,
+        pattern=DNS_SUBDOMAIN,
     )
     metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")
     suspend: bool = Field(
         default=False, description="Scale every Dagster Deployment to 0; storage and data are kept."
     )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "label", label_values=True)
 
     @field_validator("env")
     @classmethod

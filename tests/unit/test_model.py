@@ -36,6 +36,18 @@ def test_camel_case_fields_from_the_issue_contract_parse() -> None:
         }
     )
     assert spec.run_launcher.job_ttl_seconds == 60
+    ok = parse_spec(
+        {
+            "image": "i",
+            "webserver": {"podAnnotations": {"prometheus.io/scrape": "true", "team": "a"}},
+            "nodeSelector": {"kubernetes.io/arch": "amd64", "empty": ""},
+            "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+            "env": [
+                {"name": "P", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": True}}}
+            ],
+        }
+    )
+    assert ok.tolerations[0].operator == "Exists"
     assert not spec.storage.postgres.is_managed
     assert spec.code_server.replicas == 2
 
@@ -60,6 +72,17 @@ def test_camel_case_fields_from_the_issue_contract_parse() -> None:
         ({"image": "i", "storage": {"postgres": {"managed": False}}}, "managed: false needs secretName"),
         ({"image": "i", "webserver": {"prot": 1}}, "spec.webserver.prot: Extra inputs are not permitted"),
         ({"image": "i", "codeServer": {"port": 0}}, "spec.codeServer.port"),
+        (
+            {"image": "i", "webserver": {"podAnnotations": {"///": "x"}}},
+            "spec.webserver.podAnnotations: '///' is not a valid annotation key",
+        ),
+        (
+            {"image": "i", "nodeSelector": {"pool": "a b"}},
+            "spec.nodeSelector: pool: 'a b' is not a valid label",
+        ),
+        ({"image": "i", "env": [{"name": "X", "valueFrom": {}}]}, "set exactly one of secretKeyRef"),
+        ({"image": "i", "tolerations": [{"operator": "Sometimes"}]}, "spec.tolerations.0.operator"),
+        ({"image": "i", "envFrom": [{"secretRef": {"nam": "x"}}]}, "spec.envFrom.0.secretRef.nam"),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict, expected: str) -> None:

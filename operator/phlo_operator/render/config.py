@@ -40,7 +40,9 @@ def run_k8s_config(wf: Workflow) -> dict[str, Any]:
     if wf.spec.node_selector:
         pod_spec["nodeSelector"] = dict(wf.spec.node_selector)
     if wf.spec.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in wf.spec.tolerations]
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations
+        ]
     if wf.spec.affinity:
         pod_spec["affinity"] = dict(wf.spec.affinity)
     return {

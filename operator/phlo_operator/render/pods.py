@@ -163,7 +163,7 @@ def pod_spec(
     if wf.spec.node_selector:
         spec["nodeSelector"] = dict(wf.spec.node_selector)
     if wf.spec.tolerations:
-        spec["tolerations"] = [dict(t) for t in wf.spec.tolerations]
+        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations]
     if wf.spec.affinity:
         spec["affinity"] = dict(wf.spec.affinity)
     spec.update(extra)

@@ -114,7 +114,7 @@ def statefulset(wf: Workflow) -> dict[str, Any]:
     if wf.spec.node_selector:
         pod["nodeSelector"] = dict(wf.spec.node_selector)
     if wf.spec.tolerations:
-        pod["tolerations"] = [dict(t) for t in wf.spec.tolerations]
+        pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations]
     if wf.spec.affinity:
         pod["affinity"] = dict(wf.spec.affinity)
     return {
