@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ from phlo_dagster.services import (
 )
 
 PLUGIN_GROUP_PREFIX = "phlo.plugins."
+PORT = click.IntRange(1, 65535)
 DEV_START_TIMEOUT_S = 180.0
 
 
@@ -102,6 +104,7 @@ def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
             raise CliError(f"--workflows-path {workflows_path}: no such directory")
         env[ENV_WORKFLOWS_PATH] = str(workflows_path)
     env.setdefault(ENV_WORKFLOWS_PATH, DEFAULT_WORKFLOWS_PATH)
+    check_host(host)
     if port_in_use(host, port):
         raise CliError(f"--port {port}: {host}:{port} is already in use")
     home = PhloHome(project)
@@ -137,6 +140,22 @@ def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
                     proc.wait()
 
 
+def check_host(host: str) -> None:
+    """--host must be an address of this machine, so the webserver can bind it."""
+    try:
+        infos = socket.getaddrinfo(host or None, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CliError(f"--host {host}: not an address or resolvable name ({exc})") from None
+    for *_, sockaddr in infos:
+        with socket.socket(socket.AF_INET6 if ":" in str(sockaddr[0]) else socket.AF_INET) as sock:
+            try:
+                sock.bind((sockaddr[0], 0))
+                return
+            except OSError:
+                continue
+    raise CliError(f"--host {host}: not an address of this machine")
+
+
 def wait_for_server(url: str, procs: dict[str, subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + DEV_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -164,7 +183,7 @@ def dev_post_start(home: PhloHome, webserver: ServiceDefinition, env: dict[str, 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface the webserver binds.")
 @click.option(
-    "--port", type=int, default=None, help=f"Webserver port [default: ${ENV_DAGSTER_PORT} or 3000]."
+    "--port", type=PORT, default=None, help=f"Webserver port [default: ${ENV_DAGSTER_PORT} or 3000]."
 )
 @click.option(
     "--workflows-path", type=click.Path(path_type=Path), default=None, help="Directory of workflows."
@@ -364,7 +383,7 @@ SERVICE_CHOICE = click.Choice([WEBSERVER_SERVICE, DAEMON_SERVICE])
 @click.option(
     "--phlo-source", type=click.Path(path_type=Path), default=None, help="The checkout (with --dev)."
 )
-@click.option("--port", type=int, default=None, help="Webserver port [default: $DAGSTER_PORT or 3000].")
+@click.option("--port", type=PORT, default=None, help="Webserver port [default: $DAGSTER_PORT or 3000].")
 def services_init(dev_mode: bool, phlo_source: Path | None, port: int | None) -> None:
     """Write .phlo/ (dagster.yaml, workspace.yaml, services.yaml)."""
     path = write_services_config(
@@ -378,7 +397,7 @@ def services_init(dev_mode: bool, phlo_source: Path | None, port: int | None) ->
 
 @services.command("start")
 @click.option("--service", type=SERVICE_CHOICE, default=None, help="Only this service.")
-@click.option("--port", type=int, default=None, help="Override the webserver port.")
+@click.option("--port", type=PORT, default=None, help="Override the webserver port.")
 def services_start(service: str | None, port: int | None) -> None:
     """Start the services in the background, wait until healthy, run post-start hooks."""
     runner = LocalServices(PhloHome(Path.cwd()), port)
@@ -487,7 +506,7 @@ def dbt_compile(force: bool) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help=f"[default: ${ENV_DAGSTER_PORT} or 3000]")
+@click.option("--port", type=PORT, default=None, help=f"[default: ${ENV_DAGSTER_PORT} or 3000]")
 @click.option("--workspace", type=click.Path(path_type=Path), default=None, help="workspace.yaml to load.")
 @click.option("--path-prefix", default="", help="Serve under this path, e.g. /dagster.")
 def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: str) -> None:
@@ -496,7 +515,11 @@ def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: 
 
     if workspace is None:
         workspace = PhloHome(Path.cwd()).workspace_yaml
-    serve(host, port if port is not None else default_port(), workspace, path_prefix)
+    port = port if port is not None else default_port()
+    check_host(host)
+    if port_in_use(host, port):
+        raise CliError(f"--port {port}: {host}:{port} is already in use")
+    serve(host, port, workspace, path_prefix)
 
 
 # --- entry point ---

@@ -70,3 +70,34 @@ def test_dev_rejects_missing_workflows_path(capsys: pytest.CaptureFixture[str], 
     code, _out, err = run(capsys, "dev", "--workflows-path", str(tmp_path / "missing"))
     assert code == 1
     assert "--workflows-path" in err and "no such directory" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dev", "--port", "0"),
+        ("dev", "--port", "99999"),
+        ("services", "init", "--port", "70000"),
+        ("services", "start", "--port", "-1"),
+        ("webserver", "--port", "65536"),
+    ],
+)
+def test_ports_out_of_range_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    code, _out, err = run(capsys, *args)
+    assert code == 2
+    assert err.count("\n") == 1 and "'--port'" in err and "1<=x<=65535" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [("999.1.1.1", "not an address or resolvable name"), ("192.0.2.1", "not an address of this machine")],
+)
+def test_bad_host_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, host: str, problem: str
+) -> None:
+    for args in (("dev", "--workflows-path", str(tmp_path)), ("webserver",)):
+        code, _out, err = run(capsys, *args, "--host", host, "--port", "1")
+        assert code == 1
+        assert err.startswith(f"phlo: error: --host {host}: {problem}") and err.count("\n") == 1, err
