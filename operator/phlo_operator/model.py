@@ -45,6 +45,7 @@ _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 INT32_MAX = 2**31 - 1
+DEFAULT_METRICS_SERVICE_PORT = 9090
 _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _QUALIFIED_KEY = re.compile(rf"^({DNS_SUBDOMAIN[1:-1]}/)?{_LABEL_NAME}$")
 _LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
@@ -417,6 +418,13 @@ class Metrics(_Model):
     enabled: bool = Field(
         default=True, description="Expose /metrics and annotate the webserver for scraping."
     )
+    port: int = Field(
+        default=DEFAULT_METRICS_SERVICE_PORT,
+        ge=1,
+        le=65535,
+        description="Port `metrics` of the webserver Service; it forwards to the webserver's HTTP port, "
+        "which serves /metrics. Must differ from webserver.port.",
+    )
     service_monitor: ServiceMonitor = Field(
         default_factory=ServiceMonitor, description="ServiceMonitor settings."
     )
@@ -424,6 +432,18 @@ class Metrics(_Model):
 
 class PhloWorkflowSpec(_Model):
     """Desired state of a Dagster deployment running Phlo workflows."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.metrics) || !has(self.metrics.port) || !has(self.webserver)"
+                    " || !has(self.webserver.port) || self.metrics.port != self.webserver.port",
+                    "message": "metrics.port must differ from webserver.port (both are ports of one Service)",
+                }
+            ]
+        }
+    )
 
     image: str = Field(
         description="Image with phlo-dagster, the workflows and the dbt project.",
@@ -464,6 +484,12 @@ class PhloWorkflowSpec(_Model):
     suspend: bool = Field(
         default=False, description="Scale every Dagster Deployment to 0; storage and data are kept."
     )
+
+    @model_validator(mode="after")
+    def _distinct_service_ports(self) -> PhloWorkflowSpec:
+        if self.metrics.enabled and self.metrics.port == self.webserver.port:
+            raise ValueError("metrics.port must differ from webserver.port (both are ports of one Service)")
+        return self
 
     @field_validator("node_selector")
     @classmethod

@@ -570,6 +570,7 @@ def test_a_lost_managed_secret_is_not_regenerated_over_existing_data(
         ({"webserver": {"serviceType": "Bogus"}}, "spec.webserver.serviceType"),
         ({"webserver": {"replicas": 3000000000}}, "less than or equal to 2147483647"),
         ({"image": " "}, "spec.image in body should match"),
+        ({"webserver": {"port": 9090}}, "metrics.port must differ from webserver.port"),
         ({"storage": {"postgres": {"secretName": "a/b?c=d"}}}, "spec.storage.postgres.secretName"),
         ({"storage": {"postgres": {"storageSize": "lots"}}}, "spec.storage.postgres.storageSize"),
         ({"runLauncher": {"namespace": "Bad_NS"}}, "spec.runLauncher.namespace"),
@@ -741,8 +742,12 @@ def test_service_monitor_follows_the_spec_when_its_api_exists(
         )
         kc.wait_condition("Ready", timeout=120)
         monitor = wait_for("ServiceMonitor", lambda: kc.get("servicemonitor", f"{NAME}-webserver"))
-        assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+        assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
         service = kc.must("svc", f"{NAME}-webserver")
+        assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
+            "http": "http",
+            "metrics": "http",
+        }
         labels = service["metadata"]["labels"]
         assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
         kc.patch({"spec": {"metrics": {"serviceMonitor": {"enabled": False}}}})

@@ -73,6 +73,10 @@ def test_camel_case_fields_from_the_issue_contract_parse() -> None:
         ({"image": "i", "webserver": {"prot": 1}}, "spec.webserver.prot: Extra inputs are not permitted"),
         ({"image": "i", "codeServer": {"port": 0}}, "spec.codeServer.port"),
         (
+            {"image": "i", "webserver": {"port": 9090}},
+            "metrics.port must differ from webserver.port",
+        ),
+        (
             {"image": "i", "webserver": {"podAnnotations": {"///": "x"}}},
             "spec.webserver.podAnnotations: '///' is not a valid annotation key",
         ),

@@ -274,3 +274,16 @@ def test_runs_in_another_namespace_read_a_copy_of_the_storage_secret() -> None:
     assert copy["metadata"]["namespace"] == "runs" and copy["metadata"]["name"] == "demo-postgres-runs"
     assert "ownerReferences" not in copy["metadata"]  # cannot cross namespaces; deleted by the operator
     assert set(copy["data"]) == {"host", "port", "user", "password", "database"}
+
+
+def test_webserver_service_has_ports_http_and_metrics() -> None:
+    ports = {p["name"]: p for p in components.webserver_service(wf())["spec"]["ports"]}
+    assert ports["http"]["port"] == 3000 and ports["metrics"]["port"] == 9090
+    assert ports["http"]["targetPort"] == ports["metrics"]["targetPort"] == "http"  # /metrics is on http
+    off = components.webserver_service(wf(metrics={"enabled": False}))
+    assert [p["name"] for p in off["spec"]["ports"]] == ["http"]
+    on = wf(metrics={"serviceMonitor": {"enabled": True}})
+    monitor = next(
+        o for o in render_all(on, Facts(service_monitor_api=True)).objects if o["kind"] == "ServiceMonitor"
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"

@@ -155,16 +155,17 @@ def webserver_deployment(wf: Workflow, hpa_targets: frozenset[str] = frozenset()
 
 
 def webserver_service(wf: Workflow) -> dict[str, Any]:
-    port = wf.spec.webserver.port
+    """Ports http (UI, /graphql) and, with metrics, metrics: both reach the one HTTP port serving /metrics."""
+    ports = [{"name": "http", "port": wf.spec.webserver.port, "targetPort": "http", "protocol": "TCP"}]
+    if wf.spec.metrics.enabled:
+        ports.append(
+            {"name": "metrics", "port": wf.spec.metrics.port, "targetPort": "http", "protocol": "TCP"}
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": wf.metadata(WEBSERVER, WEBSERVER),
-        "spec": {
-            "type": wf.spec.webserver.service_type,
-            "selector": wf.selector(WEBSERVER),
-            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
-        },
+        "spec": {"type": wf.spec.webserver.service_type, "selector": wf.selector(WEBSERVER), "ports": ports},
     }
 
 

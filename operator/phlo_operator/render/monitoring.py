@@ -18,7 +18,11 @@ def service_monitor(wf: Workflow) -> dict[str, Any]:
             "selector": {"matchLabels": wf.selector(WEBSERVER)},
             "namespaceSelector": {"matchNames": [wf.namespace]},
             "endpoints": [
-                {"port": "http", "path": c.METRICS_PATH, "interval": wf.spec.metrics.service_monitor.interval}
+                {
+                    "port": "metrics",
+                    "path": c.METRICS_PATH,
+                    "interval": wf.spec.metrics.service_monitor.interval,
+                }
             ],
         },
     }
