@@ -212,7 +212,10 @@ def local_instance() -> Any:
 
     home = PhloHome(Path.cwd())
     home.ensure_instance()
-    return DagsterInstance.from_config(str(home.root))
+    try:
+        return DagsterInstance.from_config(str(home.root))
+    except Exception as exc:
+        raise CliError(f"{home.dagster_yaml}: {type(exc).__name__}: {one_line(str(exc))}") from None
 
 
 def load_definitions() -> Any:

@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from phlo_dagster.cli import default_port
 from phlo_dagster.console import CliError, fail, out, progress
 from phlo_dagster.constants import (
     ENV_DBT_ENABLED,
@@ -40,7 +41,7 @@ def demo_env(port: int) -> dict[str, str]:
 def run_demo(project: Path = QUICKSTART) -> None:
     if not (project / "workflows").is_dir():
         raise CliError(f"{project}: no workflows/ directory (is this a phlo-dagster checkout?)")
-    port = int(os.environ.get("DAGSTER_PORT", "3000"))
+    port = default_port()
     env = demo_env(port)
     url = f"http://127.0.0.1:{port}"
     progress(f"starting `phlo dev` in {project}")

@@ -299,8 +299,17 @@ def load_services(home: PhloHome, port: int | None = None) -> tuple[dict[str, An
             doc = yaml.safe_load(home.services_yaml.read_text()) or {}
         except yaml.YAMLError as exc:
             raise CliError(f"{home.services_yaml}: not valid YAML ({exc.__class__.__name__})") from exc
-        defs = [ServiceDefinition.from_dict(d) for d in doc.get("services") or []]
-        settings = dict(doc.get("settings") or {})
+        services = doc.get("services") if isinstance(doc, dict) else None
+        settings_doc = doc.get("settings") if isinstance(doc, dict) else None
+        if not isinstance(services, list) or not all(isinstance(d, dict) for d in services):
+            raise CliError(
+                f"{home.services_yaml}: expected a mapping with a 'services' list of service definitions "
+                "(rewrite it with `phlo services init`)"
+            )
+        if settings_doc is not None and not isinstance(settings_doc, dict):
+            raise CliError(f"{home.services_yaml}: 'settings' must be a mapping")
+        defs = [ServiceDefinition.from_dict(d) for d in services]
+        settings = dict(settings_doc or {})
     else:
         defs, settings = plugin_definitions(), {"host": "127.0.0.1"}
     if port is not None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey
 
-from phlo_dagster.cli import main, one_line, parse_asset_key
+from phlo_dagster.cli import local_instance, main, one_line, parse_asset_key
+from phlo_dagster.console import CliError
 
 pytestmark = pytest.mark.unit
 
@@ -101,3 +102,27 @@ def test_bad_host_is_named(
         code, _out, err = run(capsys, *args, "--host", host, "--port", "1")
         assert code == 1
         assert err.startswith(f"phlo: error: --host {host}: {problem}") and err.count("\n") == 1, err
+
+
+def test_broken_instance_config_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".phlo").mkdir()
+    (tmp_path / ".phlo" / "dagster.yaml").write_text("storage: {nosuch: {}}\n")
+    with pytest.raises(CliError) as info:
+        local_instance()
+    assert str(info.value).startswith(f"{tmp_path / '.phlo' / 'dagster.yaml'}: DagsterInvalidConfigError:")
+    assert "\n" not in str(info.value)
+
+
+def test_demo_bad_port_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phlo_dagster import demo
+
+    monkeypatch.setenv("DAGSTER_PORT", "abc")
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "phlo: error: DAGSTER_PORT='abc': not a port number\n"

@@ -104,3 +104,14 @@ def test_unreadable_services_yaml_is_named(tmp_path: Path) -> None:
     home.services_yaml.write_text("services: [unclosed")
     with pytest.raises(CliError, match=r"services\.yaml: not valid YAML"):
         load_services(home)
+
+
+@pytest.mark.parametrize(
+    "text", ["- a list", "services: [1]", "services: {a: b}", "{services: [], settings: 3}"]
+)
+def test_services_yaml_of_the_wrong_shape_is_named(tmp_path: Path, text: str) -> None:
+    home = PhloHome(tmp_path)
+    home.ensure_instance()
+    home.services_yaml.write_text(text)
+    with pytest.raises(CliError, match=r"services\.yaml: "):
+        load_services(home)
