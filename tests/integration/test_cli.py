@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 import socket
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -169,6 +172,41 @@ def test_plugin_list_shows_our_entry_points() -> None:
     ]
     assert ["services", "dagster-daemon"] in [r[:2] for r in rows]
     assert ["orchestrators", "dagster"] in [r[:2] for r in rows]
+
+
+def probe_plugin_wheel(directory: Path) -> Path:
+    """A minimal wheel registering one phlo.plugins.assets entry point (built by hand: no network)."""
+    name, version = "phlo_probe_plugin", "0.1.0"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": "class Assets:\n    def get_assets(self):\n        return []\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: phlo-probe-plugin\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/entry_points.txt": f"[phlo.plugins.assets]\nprobe = {name}:Assets\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def test_plugin_install_then_list(tmp_path: Path) -> None:
+    """A real pip install, kept out of the shared environment by pip's own PIP_TARGET setting."""
+    site = tmp_path / "site"
+    env = {**clean_env(), "PIP_TARGET": str(site), "PIP_NO_INDEX": "1"}
+    installed = phlo("plugin", "install", str(probe_plugin_wheel(tmp_path)), cwd=tmp_path, env=env)
+    assert installed.returncode == 0, installed.stderr
+    assert "Successfully installed phlo-probe-plugin-0.1.0" in installed.stdout
+    listed = phlo("plugin", "list", cwd=tmp_path, env={**clean_env(), "PYTHONPATH": str(site)})
+    assert listed.returncode == 0, listed.stderr
+    rows = [ln.split() for ln in listed.stdout.splitlines()[1:]]
+    assert ["assets", "probe", "phlo_probe_plugin:Assets", "phlo-probe-plugin", "0.1.0"] in rows
 
 
 def test_plugin_install_failure_is_one_line(tmp_path: Path) -> None:
