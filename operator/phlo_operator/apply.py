@@ -221,7 +221,7 @@ class Kube:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{meta['name'][:200]}.{secrets.token_hex(8)}",
+                "name": f"{meta['name'][:200].rstrip('.-')}.{secrets.token_hex(8)}",
                 "namespace": meta["namespace"],
             },
             "involvedObject": {

@@ -113,9 +113,11 @@ class Controller:
                 state.retry.cancel()
         metrics.observe_workflow((namespace, name), None)
 
-    def cleanup(self, namespace: str, name: str, uid: str, spec: dict[str, Any]) -> None:
+    def cleanup(
+        self, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any] | None = None
+    ) -> None:
         try:
-            self.reconciler.cleanup(namespace, name, uid, spec)
+            self.reconciler.cleanup(namespace, name, spec, status)
         except ApiError as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_SECONDS) from None
 

@@ -44,9 +44,9 @@ def resync(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.delete(m.GROUP, m.VERSION, m.PLURAL, optional=True)
-def workflow_deleted(body: kopf.Body, spec: kopf.Spec, **_: Any) -> None:
+def workflow_deleted(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_: Any) -> None:
     meta = body["metadata"]
-    controller().cleanup(meta["namespace"], meta["name"], meta["uid"], dict(spec))
+    controller().cleanup(meta["namespace"], meta["name"], dict(spec), dict(status))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)

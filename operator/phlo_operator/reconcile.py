@@ -12,6 +12,7 @@ from typing import Any
 
 from phlo_dagster import constants as c
 from phlo_operator import model as m
+from phlo_operator import names
 from phlo_operator import status as st
 from phlo_operator.apply import ApiError, Kube, Ref, ref_of
 from phlo_operator.reload import ReloadFailed, reload_location, webserver_base
@@ -54,21 +55,35 @@ class Reconciler:
             return Result("gone")
         return _Pass(self, cr).run()
 
-    def cleanup(self, namespace: str, name: str, uid: str, spec: dict[str, Any]) -> None:
-        """Objects in another run namespace cannot carry an owner reference; delete them on CR deletion."""
+    def cleanup(
+        self, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any] | None = None
+    ) -> None:
+        """Objects in another run namespace cannot carry an owner reference; delete them on CR deletion
+        (in the spec's run namespace and the last one status recorded, even if the spec is now invalid)."""
+        run_namespaces = {((status or {}).get("runLauncher") or {}).get("namespace")}
         try:
-            wf = Workflow(name=name, namespace=namespace, uid=uid, spec=m.parse_spec(spec))
+            run_namespaces.add(m.parse_spec(spec).run_launcher.namespace)
         except m.InvalidSpec:
-            return
-        if wf.run_namespace == wf.namespace:
-            return
-        for api_version, kind, suffix in (
-            ("v1", "ConfigMap", "instance"),
-            ("v1", "Secret", RUN_SECRET_SUFFIX),
-            ("rbac.authorization.k8s.io/v1", "Role", "run-launcher"),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding", "run-launcher"),
-        ):
-            self.kube.delete((api_version, kind, wf.run_namespace, wf.child(suffix)))
+            pass
+        for run_ns in run_namespaces - {None, namespace}:
+            delete_run_objects(self.kube, name, str(run_ns))
+
+
+# What a PhloWorkflow keeps in another runLauncher.namespace, by child suffix.
+RUN_NAMESPACE_OBJECTS = (
+    ("v1", "ConfigMap", "instance"),
+    ("v1", "Secret", RUN_SECRET_SUFFIX),
+    ("rbac.authorization.k8s.io/v1", "Role", "run-launcher"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", "run-launcher"),
+)
+
+
+def delete_run_objects(kube: Kube, cr_name: str, run_namespace: str) -> int:
+    """Delete this workflow's objects in a run namespace it no longer uses; returns how many existed."""
+    deleted = 0
+    for api_version, kind, suffix in RUN_NAMESPACE_OBJECTS:
+        deleted += kube.delete((api_version, kind, run_namespace, names.child(cr_name, suffix)))
+    return deleted
 
 
 class _Pass:
@@ -208,6 +223,7 @@ class _Pass:
             self._maybe_reload(wf, code_server, template_hash)
         else:
             code_server = self.kube.get(cs_ref) or {}
+        self._leave_old_run_namespace(wf)
         return st.Observed(
             generation=self.generation,
             suspended=spec.suspend,
@@ -224,6 +240,13 @@ class _Pass:
             code_server_gated=not gate_open,
             webserver_url=wf.webserver_url,
         )
+
+    def _leave_old_run_namespace(self, wf: Workflow) -> None:
+        """runLauncher.namespace changed: what the old one held (unowned) is deleted, then status moves on."""
+        old = (self.previous.get("runLauncher") or {}).get("namespace")
+        if old and old not in (wf.run_namespace, wf.namespace):
+            self.writes += delete_run_objects(self.kube, wf.name, old)
+        self.extra["runLauncher"] = {"namespace": wf.run_namespace}
 
     def _dbt(
         self, wf: Workflow, job: dict[str, Any] | None, hash_: str | None

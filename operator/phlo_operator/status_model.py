@@ -60,6 +60,16 @@ class CodeServerStatus(_Model):
     )
 
 
+class RunLauncherStatus(_Model):
+    """Where run Jobs are launched."""
+
+    namespace: str | None = Field(
+        default=None,
+        description="Namespace of run Jobs last reconciled; when runLauncher.namespace changes, what the "
+        "operator kept in the old one is deleted.",
+    )
+
+
 class PhloWorkflowStatus(_Model):
     """Observed state, computed from the children."""
 
@@ -72,3 +82,4 @@ class PhloWorkflowStatus(_Model):
     webserver_url: str | None = Field(default=None, description="In-cluster URL of the Dagster webserver.")
     dbt: DbtStatus | None = Field(default=None, description="dbt compile outcome.")
     code_server: CodeServerStatus | None = Field(default=None, description="Code-server rollout bookkeeping.")
+    run_launcher: RunLauncherStatus | None = Field(default=None, description="Where run Jobs are launched.")

@@ -759,7 +759,7 @@ def test_service_monitor_follows_the_spec_when_its_api_exists(
 def test_runs_in_another_namespace_get_rbac_and_config_there(
     kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
 ) -> None:
-    runs = f"{kc.ns[:50]}-runs"
+    runs, runs2 = f"{kc.ns[:50]}-runs", f"{kc.ns[:50]}-runs2"
     testbed.kubectl("create", "namespace", runs)
     op = Operator(testbed, [kc.ns], tmp_path / "operator.log").start()
     try:
@@ -786,14 +786,26 @@ def test_runs_in_another_namespace_get_rbac_and_config_there(
         other("patch", "secret", f"{NAME}-postgres-runs", "--type=merge", "-p", '{"data": {"host": "eA=="}}')
         kc.patch({"metadata": {"annotations": {"touch": "1"}}})  # any event re-reconciles: drift repaired
         wait_for("copy repaired", lambda: other.must("secret", f"{NAME}-postgres-runs")["data"] == source)
+        assert kc.must("pwf", NAME)["status"]["runLauncher"] == {"namespace": runs}
+        # Moving runs to another namespace moves these objects: nothing is left behind in the old one.
+        testbed.kubectl("create", "namespace", runs2)
+        third = Kubectl(testbed, runs2)
+        kc.patch({"spec": {"runLauncher": {"namespace": runs2}}})
+        wait_for(
+            "objects in the new run namespace", lambda: len(third.items("roles,rolebindings,cm,secrets")) == 4
+        )
+        wait_for(
+            "old run namespace emptied", lambda: not other.items("roles,rolebindings,configmaps,secrets")
+        )
         kc("delete", "pwf", NAME, "--timeout=60s")
         wait_for(
             "cross-namespace objects cleaned up",
-            lambda: not other.items("roles,rolebindings,configmaps,secrets"),
+            lambda: not third.items("roles,rolebindings,configmaps,secrets"),
         )
     finally:
         op.stop()
-        testbed.kubectl("delete", "namespace", runs, "--wait=false", check=False)
+        for ns in (runs, runs2):
+            testbed.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
 
 
 def test_api_failures_degrade_without_crashing(kc: Kubectl, operator: Operator, volume: str) -> None:
