@@ -241,6 +241,16 @@ def test_services_start_status_stop(project: Path) -> None:
         ]
         again = phlo("services", "start", "--service", "dagster", cwd=project)
         assert "already running" in again.stderr
+        only = phlo("services", "status", "--service", "dagster-daemon", cwd=project)
+        assert only.returncode == 0 and only.stdout.startswith("dagster-daemon: running pid")
+        assert "dagster:" not in only.stdout
+        daemon_stop = phlo("services", "stop", "--service", "dagster-daemon", cwd=project)
+        assert daemon_stop.stdout.strip() == "dagster-daemon: stopped", daemon_stop.stderr
+        partly = phlo("services", "status", cwd=project)
+        assert "dagster: running pid" in partly.stdout and "dagster-daemon: stopped" in partly.stdout
+        restarted = phlo("services", "start", "--service", "dagster-daemon", cwd=project)
+        assert restarted.returncode == 0 and "dagster-daemon: running" in restarted.stdout, restarted.stderr
+        pids.append(int((project / ".phlo" / "run" / "dagster-daemon.pid").read_text()))
     finally:
         stop = phlo("services", "stop", cwd=project)
     assert stop.returncode == 0, stop.stderr

@@ -149,6 +149,8 @@ def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
             "-m",
             "phlo_dagster.cli",
             "dev",
+            "--host",
+            "127.0.0.1",
             "--port",
             str(port),
             "--workflows-path",

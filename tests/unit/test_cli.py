@@ -126,3 +126,20 @@ def test_demo_bad_port_is_one_line(
         demo.main()
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == "phlo: error: DAGSTER_PORT='abc': not a port number\n"
+
+
+def test_cli_entry_points_are_the_phlo_commands() -> None:
+    """phlo.plugins.cli publishes our commands, so Phlo's own `phlo` can mount them by name."""
+    from importlib.metadata import entry_points
+
+    import click
+
+    from phlo_dagster.cli import cli
+
+    eps = {
+        ep.name: ep for ep in entry_points(group="phlo.plugins.cli") if ep.value.startswith("phlo_dagster.")
+    }
+    assert set(eps) == {"dev", "materialize", "services", "plugin", "dbt", "webserver"}
+    for name, ep in eps.items():
+        command = ep.load()
+        assert isinstance(command, click.Command) and command is cli.commands[name], name
