@@ -670,7 +670,7 @@ def test_only_one_of_two_operator_replicas_acts(
         leader.stop()
 
 
-def test_replicas_owned_by_an_autoscaler_are_left_alone(ready: Kubectl, operator: Operator) -> None:
+def test_fields_of_other_managers_are_left_alone(ready: Kubectl, operator: Operator) -> None:
     kc = ready
     target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{NAME}-webserver"}
     cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
@@ -687,6 +687,9 @@ def test_replicas_owned_by_an_autoscaler_are_left_alone(ready: Kubectl, operator
     }
     kc("apply", "-f", "-", input=json.dumps(hpa))
     kc("scale", "deploy", f"{NAME}-webserver", "--replicas=3")  # what the autoscaler does
+    # Other managers' fields on the same object: an annotation and a `kubectl rollout restart` stamp.
+    kc("annotate", "deploy", f"{NAME}-webserver", "team.example/oncall=ops")
+    kc("rollout", "restart", "deploy", f"{NAME}-webserver")
     # A change that makes the operator apply the webserver Deployment again, with the HPA in place.
     kc.patch({"spec": {"webserver": {"podAnnotations": {"step": "2"}}}})
 
@@ -698,6 +701,8 @@ def test_replicas_owned_by_an_autoscaler_are_left_alone(ready: Kubectl, operator
     time.sleep(2)
     dep = kc.must("deploy", f"{NAME}-webserver")
     assert dep["spec"]["replicas"] == 3
+    assert dep["metadata"]["annotations"]["team.example/oncall"] == "ops"
+    assert "kubectl.kubernetes.io/restartedAt" in dep["spec"]["template"]["metadata"]["annotations"]
     kc.patch(
         {"spec": {"webserver": {"replicas": 1}}}
     )  # the spec's replicas do not fight the autoscaler either
