@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -466,19 +467,28 @@ def plugin_list() -> None:
         out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """'https://user:token@host/x' -> 'https://***@host/x': package URLs may carry index or Git tokens."""
+    return _URL_CREDENTIALS.sub("***@", text)
+
+
 @plugin.command("install")
 @click.argument("packages", nargs=-1, required=True)
 def plugin_install(packages: tuple[str, ...]) -> None:
     """pip install PACKAGES into this environment (requirement specifiers or local paths)."""
     argv = [sys.executable, "-m", "pip", "install", *packages]
-    progress(" ".join(argv[2:]))
+    shown = redact_credentials(" ".join(packages))
+    progress(f"pip install {shown}")
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
         cause = next(
             (ln.strip() for ln in result.stderr.splitlines() if ln.strip().startswith("ERROR")),
             last_line_of(result.stderr) or f"exit code {result.returncode}",
         )
-        raise CliError(f"pip install {' '.join(packages)} failed: {cause}")
+        raise CliError(f"pip install {shown} failed: {redact_credentials(cause)}")
     out(last_line_of(result.stdout) or "installed")
 
 

@@ -143,3 +143,13 @@ def test_cli_entry_points_are_the_phlo_commands() -> None:
     for name, ep in eps.items():
         command = ep.load()
         assert isinstance(command, click.Command) and command is cli.commands[name], name
+
+
+def test_plugin_install_never_prints_url_credentials(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = f"git+file://builder:s3cret-token@{tmp_path}/no-such-repo#egg=nothing"
+    code, out, err = run(capsys, "plugin", "install", missing)
+    assert code == 1
+    assert "s3cret-token" not in out + err
+    assert "git+file://***@" in err
