@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -49,6 +50,22 @@ DEFAULT_METRICS_SERVICE_PORT = 9090
 _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _QUALIFIED_KEY = re.compile(rf"^({DNS_SUBDOMAIN[1:-1]}/)?{_LABEL_NAME}$")
 _LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+_SUFFIX = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1)},
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
+}
+
+
+def quantity_value(quantity: int | str) -> Decimal:
+    """A Kubernetes quantity (already matched by _QUANTITY) as a number, to compare requests with limits."""
+    text = str(quantity)
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            return Decimal(text[: -len(suffix)]) * _SUFFIX[suffix]
+    return Decimal(text)
 
 
 def _check_keys(value: dict[str, str], what: str, label_values: bool = False) -> dict[str, str]:
@@ -98,11 +115,21 @@ class ResourceRequirements(_Model):
     @classmethod
     def _quantities(cls, value: dict[str, int | str] | None) -> dict[str, int | str] | None:
         for key, quantity in (value or {}).items():
-            if not _QUANTITY.match(str(quantity)):
+            if not _QUALIFIED_KEY.match(key):
+                raise ValueError(f"{key!r} is not a resource name (e.g. cpu, memory, nvidia.com/gpu)")
+            if not _QUANTITY.match(str(quantity)) or str(quantity).startswith("-"):
                 raise ValueError(
                     f"{key}: {quantity!r} is not a Kubernetes quantity (examples: 500m, 1, 256Mi, 2Gi)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        for key, limit in (self.limits or {}).items():
+            request = (self.requests or {}).get(key)
+            if request is not None and quantity_value(request) > quantity_value(limit):
+                raise ValueError(f"requests.{key} ({request}) must not exceed limits.{key} ({limit})")
+        return self
 
 
 class KeySelector(_Model):

@@ -73,6 +73,21 @@ def test_camel_case_fields_from_the_issue_contract_parse() -> None:
         ({"image": "i", "webserver": {"prot": 1}}, "spec.webserver.prot: Extra inputs are not permitted"),
         ({"image": "i", "codeServer": {"port": 0}}, "spec.codeServer.port"),
         (
+            {
+                "image": "i",
+                "codeServer": {"resources": {"limits": {"cpu": "100m"}, "requests": {"cpu": "2"}}},
+            },
+            "requests.cpu (2) must not exceed limits.cpu (100m)",
+        ),
+        (
+            {"image": "i", "webserver": {"resources": {"limits": {"BAD KEY": "1"}}}},
+            "'BAD KEY' is not a resource name",
+        ),
+        (
+            {"image": "i", "daemon": {"resources": {"requests": {"cpu": "-1"}}}},
+            "'-1' is not a Kubernetes quantity",
+        ),
+        (
             {"image": "i", "webserver": {"port": 9090}},
             "metrics.port must differ from webserver.port",
         ),
@@ -100,3 +115,11 @@ def test_model_is_immutable() -> None:
     spec = PhloWorkflowSpec.model_validate({"image": "i"})
     with pytest.raises(Exception, match="frozen"):
         spec.image = "other"  # type: ignore[misc]
+
+
+def test_requests_may_equal_limits_in_other_units() -> None:
+    res = {
+        "limits": {"memory": "1Gi", "cpu": 1, "nvidia.com/gpu": "1"},
+        "requests": {"memory": "1024Mi", "cpu": "1000m"},
+    }
+    assert parse_spec({"image": "i", "codeServer": {"resources": res}}).code_server.resources is not None
