@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class MetricsWebserver(DagsterWebserver):
     ) -> None:
         super().__init__(process_context, path_prefix, **kwargs)
         collector = DagsterCollector(process_context.instance, locations=workspace_locations(process_context))
+        self.metrics_collector = collector
         self._metrics_registry = registry_for(collector)
         self._metrics_prefix = path_prefix
 
@@ -64,11 +66,21 @@ async def _lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
 
 
-def create_app(process_context: WorkspaceProcessContext, path_prefix: str = "") -> Starlette:
-    """The ASGI app: Dagster's UI and /graphql, plus /metrics (and <prefix>/metrics under a path prefix)."""
+def create_app(
+    process_context: WorkspaceProcessContext, path_prefix: str = "", *, prime_metrics: bool = False
+) -> Starlette:
+    """The ASGI app: Dagster's UI and /graphql, plus /metrics (and <prefix>/metrics under a path prefix).
+
+    With prime_metrics, a background thread reads the run and event history while the server starts, so the
+    first scrape is as quick as later ones (without delaying readiness when the history is long).
+    """
     if path_prefix and (not path_prefix.startswith("/") or path_prefix.endswith("/")):
         raise CliError(f"--path-prefix {path_prefix!r}: must start with '/' and not end with '/'")
     server = MetricsWebserver(process_context, path_prefix, live_data_poll_rate=LIVE_DATA_POLL_RATE_MS)
+    if prime_metrics:
+        threading.Thread(
+            target=server.metrics_collector.prime, name="phlo-metrics-prime", daemon=True
+        ).start()
     return server.create_asgi_app(lifespan=_lifespan)
 
 
@@ -86,7 +98,7 @@ def serve(host: str, port: int, workspace: Path, path_prefix: str = "", log_leve
             read_only=False,
             workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)]),
         ) as context:
-            app = create_app(context, path_prefix)
+            app = create_app(context, path_prefix, prime_metrics=True)
             log.info(
                 "serving Dagster UI, /graphql and %s on http://%s:%s%s", METRICS_PATH, host, port, path_prefix
             )

@@ -223,3 +223,16 @@ def test_only_unfinished_runs_are_held_and_a_retagged_finished_run_counts_once(
     assert value(samples, "dagster_runs_finished_total", status="SUCCESS", job=job) == 3
     assert value(samples, "dagster_runs", status="SUCCESS", job=job) == 3
     assert value(samples, "dagster_runs", status="NOT_STARTED", job="nightly") == 1
+
+
+def test_prime_reads_the_history_so_the_first_scrape_reads_only_new_rows(instance: DagsterInstance) -> None:
+    for _ in range(3):
+        assert materialize([orders], instance=instance).success
+    collector = DagsterCollector(instance, lookback=timedelta(0))
+    collector.prime()
+    assert collector.runs.rows_read == 3 and collector.events.rows_read > 0
+
+    samples = scrape(collector)
+    assert collector.runs.rows_read <= 1 and collector.events.rows_read == 0
+    assert value(samples, "dagster_asset_materializations_total", asset_key="raw/orders") == 3
+    assert value(samples, "dagster_runs_finished_total", status="SUCCESS", job="__ephemeral_asset_job__") == 3

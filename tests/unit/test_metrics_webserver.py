@@ -53,3 +53,23 @@ def test_path_prefix_serves_metrics_at_both_paths(context: WorkspaceProcessConte
 def test_bad_path_prefix_is_named(context: WorkspaceProcessContext, prefix: str) -> None:
     with pytest.raises(CliError, match="--path-prefix"):
         create_app(context, prefix)
+
+
+def test_prime_metrics_reads_the_history_in_the_background(
+    context: WorkspaceProcessContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import time
+
+    from dagster import DagsterRun
+
+    context.instance.add_run(DagsterRun(job_name="nightly", run_id="r1"))
+    caplog.set_level(logging.INFO, logger="phlo_dagster.metrics")
+    app = create_app(context, prime_metrics=True)
+    deadline = time.monotonic() + 30
+    while not any("metrics: history read" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "priming did not finish"
+        time.sleep(0.05)
+    with TestClient(app) as client:
+        text = client.get("/metrics").text
+    assert 'dagster_runs{job="nightly",status="NOT_STARTED"} 1.0' in text
