@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
     (m.API_VERSION, m.KIND): m.PLURAL,
 }
+DISCOVERY_TTL = 60.0
 _IGNORED_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 
 
@@ -104,10 +106,16 @@ def _strip(obj: dict[str, Any]) -> dict[str, Any]:
 class Kube:
     """A thin synchronous REST client over the kubernetes package's ApiClient (auth and TLS stay there)."""
 
-    def __init__(self, api_client: ApiClient, on_error: ErrorHook | None = None) -> None:
+    def __init__(
+        self,
+        api_client: ApiClient,
+        on_error: ErrorHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api_client
         self.on_error = on_error or (lambda verb, code: None)
-        self._discovery: dict[str, bool] = {}
+        self.clock = clock
+        self._discovery: dict[str, tuple[bool, float]] = {}
 
     # -- raw requests ---------------------------------------------------------------------------------------
     def request(
@@ -153,12 +161,15 @@ class Kube:
         return list((body or {}).get("items", []))
 
     def has_api(self, group_version: str, plural: str) -> bool:
-        """API discovery (e.g. whether the ServiceMonitor CRD is installed); cached per process."""
+        """API discovery (e.g. whether the ServiceMonitor CRD is installed); cached for DISCOVERY_TTL
+        seconds, so a CRD installed (or removed) after the operator started is noticed."""
         key = f"{group_version}/{plural}"
-        if key not in self._discovery:
+        cached = self._discovery.get(key)
+        if cached is None or self.clock() - cached[1] > DISCOVERY_TTL:
             body = self.request("GET", f"/apis/{group_version}")
-            self._discovery[key] = any(r.get("name") == plural for r in (body or {}).get("resources", []))
-        return self._discovery[key]
+            found = any(r.get("name") == plural for r in (body or {}).get("resources", []))
+            self._discovery[key] = (found, self.clock())
+        return self._discovery[key][0]
 
     def forget_discovery(self) -> None:
         self._discovery.clear()

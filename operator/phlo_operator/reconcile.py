@@ -132,11 +132,27 @@ class _Pass:
                     hpa_targets.add(target.get("name", ""))
         except ApiError as exc:
             log.debug("cannot list HPAs: %s", exc)
-        try:
-            monitor_api = self.kube.has_api("monitoring.coreos.com/v1", "servicemonitors")
-        except ApiError:
-            monitor_api = False
+        monitor_api = self._service_monitor_api(wf)
         return Facts(service_monitor_api=monitor_api, hpa_targets=frozenset(hpa_targets))
+
+    def _service_monitor_api(self, wf: Workflow) -> bool:
+        """Whether the ServiceMonitor API exists; a Warning Event when one is asked for but cannot be made."""
+        before = (self.previous.get("metrics") or {}).get("serviceMonitor") or "Disabled"
+        try:
+            found = self.kube.has_api("monitoring.coreos.com/v1", "servicemonitors")
+        except ApiError:
+            self.extra["metrics"] = {"serviceMonitor": before}
+            return before == "Applied"
+        wanted = wf.spec.metrics.enabled and wf.spec.metrics.service_monitor.enabled
+        state = "Disabled" if not wanted else ("Applied" if found else "CRDMissing")
+        if state == "CRDMissing" and before != state:
+            message = (
+                "metrics.serviceMonitor.enabled is true but the monitoring.coreos.com/v1 ServiceMonitor API "
+                "is not installed; the webserver stays scrapable through its metrics port and pod annotations"
+            )
+            self.events.append(("Warning", "ServiceMonitorUnavailable", message))
+        self.extra["metrics"] = {"serviceMonitor": state}
+        return found
 
     def _storage(self, wf: Workflow) -> tuple[str, str] | None:
         """Check (or create once) the storage Secret and copy it into another run namespace; returns a

@@ -219,7 +219,7 @@ def compute(
     }
     if obs.webserver_url:
         status["webserverUrl"] = obs.webserver_url
-    for key in ("dbt", "codeServer", "runLauncher"):
+    for key in ("dbt", "codeServer", "runLauncher", "metrics"):
         if previous.get(key):
             status[key] = previous[key]
     for key, value in (extra or {}).items():

@@ -70,6 +70,16 @@ class RunLauncherStatus(_Model):
     )
 
 
+class MetricsStatus(_Model):
+    """Whether the ServiceMonitor asked for exists."""
+
+    service_monitor: Literal["Disabled", "Applied", "CRDMissing"] | None = Field(
+        default=None,
+        description="Disabled (not asked for), Applied, or CRDMissing (asked for, but the "
+        "monitoring.coreos.com/v1 API is not installed; rechecked every minute).",
+    )
+
+
 class PhloWorkflowStatus(_Model):
     """Observed state, computed from the children."""
 
@@ -83,3 +93,4 @@ class PhloWorkflowStatus(_Model):
     dbt: DbtStatus | None = Field(default=None, description="dbt compile outcome.")
     code_server: CodeServerStatus | None = Field(default=None, description="Code-server rollout bookkeeping.")
     run_launcher: RunLauncherStatus | None = Field(default=None, description="Where run Jobs are launched.")
+    metrics: MetricsStatus | None = Field(default=None, description="Metrics objects the operator manages.")

@@ -315,6 +315,9 @@ def test_quickstart_reaches_ready_with_every_child(ready: Kubectl, operator: Ope
     assert status["observedGeneration"] == cr["metadata"]["generation"]
     assert status["webserverUrl"] == f"http://{NAME}-webserver.{kc.ns}.svc:3000"
     assert status["dbt"]["specHash"] and status["dbt"]["lastSuccessTime"]
+    assert status["metrics"] == {"serviceMonitor": "Disabled"} and status["runLauncher"] == {
+        "namespace": kc.ns
+    }
     types = {c["type"]: c for c in status["conditions"]}
     for t in ("Ready", "WebserverReady", "DaemonReady", "CodeServerReady", "DbtCompiled", "StorageReady"):
         assert types[t]["status"] == "True", types[t]
@@ -747,6 +750,7 @@ def test_service_monitor_follows_the_spec_when_its_api_exists(
         )
         kc.wait_condition("Ready", timeout=120)
         monitor = wait_for("ServiceMonitor", lambda: kc.get("servicemonitor", f"{NAME}-webserver"))
+        assert kc.must("pwf", NAME)["status"]["metrics"] == {"serviceMonitor": "Applied"}
         assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
         service = kc.must("svc", f"{NAME}-webserver")
         assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
@@ -757,8 +761,48 @@ def test_service_monitor_follows_the_spec_when_its_api_exists(
         assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
         kc.patch({"spec": {"metrics": {"serviceMonitor": {"enabled": False}}}})
         wait_for("ServiceMonitor removed", lambda: kc.get("servicemonitor", f"{NAME}-webserver") is None)
+        assert kc.must("pwf", NAME)["status"]["metrics"] == {"serviceMonitor": "Disabled"}
     finally:
         op.stop()
+
+
+def test_api_discovery_notices_a_crd_installed_after_start(testbed: Testbed) -> None:
+    """A ServiceMonitor CRD installed after the operator started is seen within the discovery TTL."""
+    import kubernetes
+    from phlo_operator.apply import DISCOVERY_TTL, Kube
+
+    now = [0.0]
+    kube = Kube(kubernetes.config.new_client_from_config(str(testbed.kubeconfig)), clock=lambda: now[0])
+    group = f"audit{free_port()}.phlo.dev"
+    assert not kube.has_api(f"{group}/v1", "widgets")
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+    testbed.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    try:
+        testbed.kubectl("wait", "--for=condition=Established", f"crd/widgets.{group}", "--timeout=60s")
+        assert not kube.has_api(f"{group}/v1", "widgets")  # still cached
+        now[0] += DISCOVERY_TTL + 1
+        assert kube.has_api(f"{group}/v1", "widgets")
+    finally:
+        testbed.kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
 
 
 def test_runs_in_another_namespace_get_rbac_and_config_there(
