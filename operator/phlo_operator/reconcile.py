@@ -66,7 +66,13 @@ class Reconciler:
         except m.InvalidSpec:
             pass
         for run_ns in run_namespaces - {None, namespace}:
-            delete_run_objects(self.kube, name, str(run_ns))
+            try:
+                delete_run_objects(self.kube, name, str(run_ns))
+            except ApiError as exc:
+                if exc.code not in (401, 403):
+                    raise  # transient: kopf retries the deletion handler
+                # No rights there (any more): retrying forever would block the CR's deletion.
+                log.warning("cannot clean up run namespace %s of %s/%s: %s", run_ns, namespace, name, exc)
 
 
 # What a PhloWorkflow keeps in another runLauncher.namespace, by child suffix.
@@ -261,7 +267,11 @@ class _Pass:
         """runLauncher.namespace changed: what the old one held (unowned) is deleted, then status moves on."""
         old = (self.previous.get("runLauncher") or {}).get("namespace")
         if old and old not in (wf.run_namespace, wf.namespace):
-            self.writes += delete_run_objects(self.kube, wf.name, old)
+            try:
+                self.writes += delete_run_objects(self.kube, wf.name, old)
+            except ApiError as exc:  # e.g. no rights there any more: say so once, do not block the workflow
+                message = f"could not delete this workflow's objects in the old run namespace {old}: {exc}"
+                self.events.append(("Warning", "RunNamespaceCleanupFailed", message))
         self.extra["runLauncher"] = {"namespace": wf.run_namespace}
 
     def _dbt(
@@ -272,6 +282,7 @@ class _Pass:
             return st.DbtObservation("Disabled"), True
         previous = self.previous.get("dbt") or {}
         name = job["metadata"]["name"]
+        self.extra["dbt"] = {"jobName": name}  # the Job for the current inputs, whatever its outcome
         live = self.kube.get(ref_of(job))
         if live is None and previous.get("specHash") == hash_:
             when = previous.get("lastSuccessTime")

@@ -450,6 +450,11 @@ def test_failed_compile_degrades_and_keeps_the_previous_code_server(
     assert kc.condition("CodeServerReady")["status"] == "True"  # the previous code server keeps serving
     warnings = [e for e in kc.events() if e["type"] == "Warning" and e["reason"] == "DbtCompileFailed"]
     assert warnings, kc.events()
+    # Deleting the failed Job is how a user retries the same inputs: the operator starts it again.
+    failed_job = kc.must("job", kc.must("pwf", NAME)["status"]["dbt"]["jobName"])
+    kc("delete", "job", failed_job["metadata"]["name"], "--wait=true", "--timeout=60s")
+    retried = wait_for("the Job started again", lambda: kc.get("job", failed_job["metadata"]["name"]))
+    assert retried["metadata"]["uid"] != failed_job["metadata"]["uid"]
     # Fixing the spec recovers.
     kc.patch({"spec": {"dbt": {"target": None, "podAnnotations": None}}})
     kc.wait_condition("Degraded", "False", timeout=120)
