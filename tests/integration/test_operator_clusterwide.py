@@ -1,0 +1,65 @@
+"""`phlo-dagster-operator --all-namespaces` on a private control plane: an operator watching every namespace
+of the shared bed would act on other sessions' workflows, so this test starts its own bed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.test_operator import ROOT, WORKFLOW, Kubectl, Operator, wait_for
+from tests.testbed import cluster
+from tests.testbed.cluster import Testbed
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def private_bed(tmp_path: Path) -> Iterator[Testbed]:
+    bed = cluster.start(tmp_path / "bed")
+    try:
+        yield bed
+    finally:
+        bed.stop()
+
+
+def test_all_namespaces_reconciles_every_namespace_with_cluster_peering(
+    private_bed: Testbed, tmp_path: Path
+) -> None:
+    bed = private_bed
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        bed.kubectl("apply", "--server-side", "-f", str(path))
+    bed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
+    teams = ["team-a", "team-b"]
+    for ns in teams:
+        bed.kubectl("create", "namespace", ns)
+        keys = [f"--from-literal={k}=x" for k in ("host", "port", "user", "password", "database")]
+        bed.kubectl("-n", ns, "create", "secret", "generic", "pg", *keys)
+        doc = yaml.safe_load(WORKFLOW.read_text())
+        doc["spec"]["storage"] = {"postgres": {"secretName": "pg"}}
+        bed.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(doc))
+    op = Operator(bed, [], tmp_path / "operator.log", args=["--all-namespaces"]).start()
+    try:
+        for ns in teams:
+            kc = Kubectl(bed, ns)
+            kc("wait", "--for=condition=Ready", f"pwf/{doc['metadata']['name']}", "--timeout=120s")
+            assert (
+                len(kc.items("deployments", selector="app.kubernetes.io/managed-by=phlo-dagster-operator"))
+                == 3
+            )
+        assert bed.kubectl("get", "clusterkopfpeering", "phlo-dagster-operator", check=False).returncode == 0
+        assert op.metric("phlo_operator_workflows", condition="Ready", status="True") == 2
+        # A namespace created after start is watched too.
+        bed.kubectl("create", "namespace", "team-c")
+        bed.kubectl("-n", "team-c", "create", "secret", "generic", "pg", *keys)
+        bed.kubectl("-n", "team-c", "apply", "-f", "-", input=json.dumps(doc))
+        wait_for(
+            "team-c Ready",
+            lambda: Kubectl(bed, "team-c").condition("Ready").get("status") == "True",
+            timeout=120,
+        )
+    finally:
+        op.stop()
