@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from phlo_operator import crdgen
 
 from tests.testbed.cluster import Testbed
 
@@ -920,8 +921,6 @@ def test_children_the_api_server_refuses_degrade_without_a_retry_storm(
 
 @pytest.mark.usefixtures("crds")
 def test_kubectl_explain_documents_every_field_recursively(testbed: Testbed) -> None:
-    from phlo_operator import crdgen
-
     schema = crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     checked: list[str] = []
 
