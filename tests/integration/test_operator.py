@@ -346,7 +346,14 @@ def test_quickstart_reaches_ready_with_every_child(ready: Kubectl, operator: Ope
         assert (owner["kind"], owner["name"], owner["controller"]) == ("PhloWorkflow", NAME, True)
         managers = {m["manager"] for m in obj["metadata"]["managedFields"]}
         assert "phlo-dagster-operator" in managers
-    assert kc.items("networkpolicies") and kc.items("roles") and kc.items("rolebindings")
+    assert kc.items("roles") and kc.items("rolebindings")
+    netpol = kc.must("networkpolicy", f"{NAME}-code-server")
+    [rule] = netpol["spec"]["ingress"]
+    assert [p["podSelector"]["matchExpressions"][0]["values"] for p in rule["from"]] == [
+        ["webserver", "daemon"]
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 4000}]
+    assert {p["name"] for p in kc.must("svc", f"{NAME}-webserver")["spec"]["ports"]} == {"http", "metrics"}
     assert kc.get("secret", f"{NAME}-postgres") is not None
 
     table = kc("get", "pwf", NAME).stdout

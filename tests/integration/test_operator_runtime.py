@@ -276,7 +276,8 @@ def test_rendered_deployments_run_as_local_processes(
     job = jobs[0]
     assert job["spec"]["ttlSecondsAfterFinished"] == 3600
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
-    # The NetworkPolicy admits run pods by these labels.
+    # Run pods are labelled as this workflow's runs (the code server's NetworkPolicy does not admit them: the
+    # run worker below loads the code from the image, it never calls the code server).
     assert pod_labels["app.kubernetes.io/component"] == "run"
     assert pod_labels["app.kubernetes.io/instance"] == NAME
     run_pod = LocalPod(kc, job["spec"]["template"]["spec"], tmp_path / "run", ports, rewrite, logs)

@@ -171,15 +171,19 @@ def test_pdbs_only_for_replicated_components() -> None:
     assert ("policy/v1", "PodDisruptionBudget", "team", "demo-code-server") in render_all(wf()).absent
 
 
-def test_network_policy_admits_only_webserver_daemon_and_runs() -> None:
+def test_network_policy_admits_only_webserver_and_daemon() -> None:
     np = policy.code_server_network_policy(wf())
-    peer = np["spec"]["ingress"][0]["from"][0]["podSelector"]
-    assert peer["matchExpressions"][0]["values"] == ["webserver", "daemon", "run"]
-    assert np["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 4000}]
+    assert np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "code-server"
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = np["spec"]["ingress"]
+    [peer] = rule["from"]  # no namespaceSelector: pods of this namespace only
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "demo"
+    assert peer["podSelector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["webserver", "daemon"]}
+    ]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 4000}]
     other = policy.code_server_network_policy(wf(runLauncher={"namespace": "runs"}))
-    assert other["spec"]["ingress"][0]["from"][1]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "runs"
-    }
+    assert other["spec"]["ingress"] == np["spec"]["ingress"]
 
 
 def test_service_monitor_only_when_enabled_and_api_exists() -> None:

@@ -29,24 +29,16 @@ def pod_disruption_budgets(wf: Workflow) -> list[dict[str, Any]]:
 
 
 def code_server_network_policy(wf: Workflow) -> dict[str, Any]:
-    """Only the webserver, the daemon and run pods of this workflow reach the code server's gRPC port."""
+    """Only this workflow's webserver and daemon reach the code server's gRPC port. Run pods do not need it:
+    a run worker (`dagster api execute_run`) loads the code from its own image (JobPythonOrigin)."""
     instance = wf.labels(CODE_SERVER)[c.LABEL_INSTANCE]
     peer: dict[str, Any] = {
         "podSelector": {
             "matchLabels": {c.LABEL_INSTANCE: instance, c.LABEL_NAME: c.APP_NAME},
-            "matchExpressions": [
-                {"key": c.LABEL_COMPONENT, "operator": "In", "values": [WEBSERVER, DAEMON, "run"]}
-            ],
+            "matchExpressions": [{"key": c.LABEL_COMPONENT, "operator": "In", "values": [WEBSERVER, DAEMON]}],
         }
     }
     peers = [peer]
-    if wf.run_namespace != wf.namespace:
-        peers.append(
-            {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": wf.run_namespace}},
-                "podSelector": {"matchLabels": {c.LABEL_INSTANCE: instance, c.LABEL_COMPONENT: "run"}},
-            }
-        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
