@@ -40,6 +40,7 @@ WEBSERVER_SERVICE = "dagster"
 DAEMON_SERVICE = "dagster-daemon"
 DBT_COMPILE_HOOK = "dbt-compile"
 STOP_TIMEOUT_S = 20.0
+RUN_MONITORING_POLL_S = 5
 START_TIMEOUT_S = 120.0
 
 
@@ -251,6 +252,8 @@ def sqlite_instance_config(root: Path) -> dict[str, Any]:
             "class": "LocalComputeLogManager",
             "config": {"base_dir": str(root / "compute_logs")},
         },
+        # The daemon enforces RunSpec.max_runtime_seconds (run tag dagster/max_runtime) only with monitoring.
+        "run_monitoring": {"enabled": True, "poll_interval_seconds": RUN_MONITORING_POLL_S},
         "telemetry": {"enabled": False},
     }
 

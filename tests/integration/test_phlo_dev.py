@@ -34,6 +34,14 @@ def load(context):
     yield CheckResult(check_name="has_rows", passed=True)  # severity comes from the declared spec
 
 
+def slow(context):
+    import time
+
+    time.sleep(300)
+    return MaterializeResult()
+
+
+register_asset(AssetSpec(key="raw.slow", group="ingestion", run=RunSpec(fn=slow, max_runtime_seconds=3)))
 register_asset(
     AssetSpec(
         key="raw.events",
@@ -237,6 +245,32 @@ def test_graphql_run_moves_metrics(dev_server: tuple[str, Path], request: pytest
     again = scrape(base)
     assert value(again, "dagster_asset_materializations_total", asset_key="raw/events") == 2
     assert value(again, "dagster_runs_finished_total", status="SUCCESS", job="__ASSET_JOB") == 2
+
+
+@pytest.mark.parametrize("dev_server", ["sqlite"], indirect=True)
+def test_max_runtime_stops_a_run_of_the_asset_job(dev_server: tuple[str, Path]) -> None:
+    """RunSpec.max_runtime_seconds: the daemon's run monitoring ends an overrunning run of the asset job."""
+    base, _log = dev_server
+    params = {
+        "selector": {
+            "repositoryLocationName": "phlo",
+            "repositoryName": "__repository__",
+            "jobName": "raw__slow_job",
+        },
+        "mode": "default",
+    }
+    launched = graphql(base, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = str(launched["run"]["runId"])
+    started = time.monotonic()
+    status = ""
+    while time.monotonic() - started < 150:
+        status = graphql(base, RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    assert status in ("FAILURE", "CANCELED"), f"run {run_id} ended {status or 'not at all'}"
+    assert time.monotonic() - started < 150  # well before the step's 300 s sleep would end
 
 
 LOCATION_STATUS = """
