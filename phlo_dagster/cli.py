@@ -209,14 +209,9 @@ def parse_asset_key(text: str) -> Any:
 
 def local_instance() -> Any:
     """The project's .phlo/ instance (made on first use): the one `phlo dev` serves, not $DAGSTER_HOME."""
-    from dagster import DagsterInstance
-
     home = PhloHome(Path.cwd())
     home.ensure_instance()
-    try:
-        return DagsterInstance.from_config(str(home.root))
-    except Exception as exc:
-        raise CliError(f"{home.dagster_yaml}: {type(exc).__name__}: {one_line(str(exc))}") from None
+    return home.open_instance()
 
 
 def load_definitions() -> Any:

@@ -231,11 +231,21 @@ class PhloHome:
         storage = config.get("storage") if isinstance(config, dict) else None
         return next(iter(storage), "sqlite") if isinstance(storage, dict) else "sqlite"
 
-    def init_storage(self) -> None:
-        """Create or migrate the storage once, before several processes open it at the same time."""
+    def open_instance(self) -> Any:
+        """The Dagster instance of dagster.yaml; a config Dagster refuses is a CliError naming the file."""
         from dagster import DagsterInstance
 
-        with DagsterInstance.from_config(str(self.root)):
+        try:
+            return DagsterInstance.from_config(str(self.root))
+        except Exception as exc:
+            cause = " ".join(str(exc).split())
+            if len(cause) > 300:
+                cause = cause[:297] + "..."
+            raise CliError(f"{self.dagster_yaml}: {type(exc).__name__}: {cause}") from None
+
+    def init_storage(self) -> None:
+        """Create or migrate the storage once, before several processes open it at the same time."""
+        with self.open_instance():
             pass
 
 

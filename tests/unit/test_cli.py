@@ -153,3 +153,16 @@ def test_plugin_install_never_prints_url_credentials(
     assert code == 1
     assert "s3cret-token" not in out + err
     assert "git+file://***@" in err
+
+
+def test_dev_with_a_broken_instance_config_names_the_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / ".phlo").mkdir()
+    (tmp_path / ".phlo" / "dagster.yaml").write_text("storage: {nosuch: {}}\n")
+    code, _out, err = run(capsys, "dev", "--port", "1")
+    assert code == 1
+    assert err.startswith(f"phlo: error: {tmp_path / '.phlo' / 'dagster.yaml'}: DagsterInvalidConfigError:")
+    assert err.count("\n") == 1
