@@ -52,6 +52,13 @@ def workflow_deleted(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_:
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
 @kopf.on.event("apps", "v1", "statefulsets", labels=_OWNED)
 @kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
+@kopf.on.event("", "v1", "services", labels=_OWNED)
+@kopf.on.event("", "v1", "configmaps", labels=_OWNED)
+@kopf.on.event("", "v1", "serviceaccounts", labels=_OWNED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_OWNED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_OWNED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=_OWNED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=_OWNED)
 def child_event(body: kopf.Body, **_: Any) -> None:
     """A child changed (status, drift, deletion): re-reconcile its PhloWorkflow."""
     for owner in body["metadata"].get("ownerReferences", []):

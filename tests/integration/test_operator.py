@@ -502,6 +502,25 @@ def test_drift_is_repaired(ready: Kubectl, operator: Operator) -> None:
     kc.wait_condition("Ready", timeout=120)
 
 
+def test_edited_or_deleted_config_and_network_children_are_repaired_by_watch(
+    ready: Kubectl, operator: Operator
+) -> None:
+    # The operator's resync is 300 s here: only the watches on these kinds can repair them within the wait.
+    kc = ready
+    kc("patch", "cm", f"{NAME}-instance", "--type=merge", "-p", '{"data": {"dagster.yaml": "x: 1"}}')
+    kc("delete", "svc", f"{NAME}-webserver", "--wait=false")
+    kc("delete", "netpol", f"{NAME}-code-server", "--wait=false")
+    kc("delete", "rolebinding", f"{NAME}-run-launcher", "--wait=false")
+    wait_for(
+        "dagster.yaml restored",
+        lambda: "run_launcher" in kc.must("cm", f"{NAME}-instance")["data"]["dagster.yaml"],
+        timeout=30,
+    )
+    wait_for("webserver Service recreated", lambda: kc.get("svc", f"{NAME}-webserver"), timeout=30)
+    wait_for("NetworkPolicy recreated", lambda: kc.get("netpol", f"{NAME}-code-server"), timeout=30)
+    wait_for("RoleBinding recreated", lambda: kc.get("rolebinding", f"{NAME}-run-launcher"), timeout=30)
+
+
 def test_suspend_scales_to_zero_and_keeps_data(ready: Kubectl, operator: Operator) -> None:
     kc = ready
     kc.patch({"spec": {"suspend": True}})
