@@ -35,6 +35,7 @@ def broken(context):
 
 register_asset(AssetSpec(key="raw.events", group="ingestion", run=RunSpec(fn=load)))
 register_asset(AssetSpec(key="raw.broken", group="ingestion", run=RunSpec(fn=broken)))
+register_asset(AssetSpec(key="raw.more", group="ingestion", run=RunSpec(fn=load)))
 register_asset(
     AssetSpec(
         key="raw.daily",
@@ -100,6 +101,11 @@ def test_materialize_records_a_run_in_the_local_instance(project: Path) -> None:
     assert partitioned.returncode == 0, partitioned.stderr
     assert "materialized raw/daily [2024-01-03]" in partitioned.stdout
     assert len(runs_in(project)) == 2
+
+    several = phlo("materialize", "raw.events", "raw/more", cwd=project)
+    assert several.returncode == 0, several.stderr
+    assert "materialized raw/events" in several.stdout and "materialized raw/more" in several.stdout
+    assert len(runs_in(project)) == 3  # one run for both
 
 
 def test_progress_lines_do_not_depend_on_dagsters_compute_log_mirror(project: Path, tmp_path: Path) -> None:
