@@ -143,7 +143,7 @@ def test_materialize_failures_are_one_line(project: Path) -> None:
 def test_broken_workflow_module_fails_with_one_line(project: Path) -> None:
     (project / "workflows" / "bad.py").write_text("import nonexistent_module_xyz\n")
     result = phlo("materialize", "raw.events", cwd=project)
-    assert_one_line_failure(result, "bad.py")
+    assert_one_line_failure(result, "bad.py", f"{project / 'workflows' / 'bad.py'}:1", "ModuleNotFoundError")
 
 
 def test_dbt_compile_failure_names_the_setting(project: Path) -> None:
