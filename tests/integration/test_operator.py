@@ -721,17 +721,21 @@ def test_fields_of_other_managers_are_left_alone(ready: Kubectl, operator: Opera
         },
     }
     kc("apply", "-f", "-", input=json.dumps(hpa))
+
+    def step() -> str | None:
+        dep = kc.must("deploy", f"{NAME}-webserver")
+        return dep["spec"]["template"]["metadata"]["annotations"].get("step")
+
+    # Passes run one at a time per workflow: once a change made after the HPA is applied, every later pass
+    # has seen the HPA (a pass that started before it cannot reset the replicas set below).
+    kc.patch({"spec": {"webserver": {"podAnnotations": {"step": "1"}}}})
+    wait_for("a pass that saw the HPA", lambda: step() == "1")
     kc("scale", "deploy", f"{NAME}-webserver", "--replicas=3")  # what the autoscaler does
     # Other managers' fields on the same object: an annotation and a `kubectl rollout restart` stamp.
     kc("annotate", "deploy", f"{NAME}-webserver", "team.example/oncall=ops")
     kc("rollout", "restart", "deploy", f"{NAME}-webserver")
     # A change that makes the operator apply the webserver Deployment again, with the HPA in place.
     kc.patch({"spec": {"webserver": {"podAnnotations": {"step": "2"}}}})
-
-    def step() -> str | None:
-        dep = kc.must("deploy", f"{NAME}-webserver")
-        return dep["spec"]["template"]["metadata"]["annotations"].get("step")
-
     wait_for("webserver template updated", lambda: step() == "2")
     time.sleep(2)
     dep = kc.must("deploy", f"{NAME}-webserver")
