@@ -52,14 +52,17 @@ def test_all_namespaces_reconciles_every_namespace_with_cluster_peering(
             )
         assert bed.kubectl("get", "clusterkopfpeering", "phlo-dagster-operator", check=False).returncode == 0
         assert op.metric("phlo_operator_workflows", condition="Ready", status="True") == 2
-        # A namespace created after start is watched too.
+        # A namespace created after start is watched too. This bed has no Prometheus Operator: a workflow
+        # asking for a ServiceMonitor still runs, and says why it has none.
         bed.kubectl("create", "namespace", "team-c")
         bed.kubectl("-n", "team-c", "create", "secret", "generic", "pg", *keys)
+        doc["spec"]["metrics"] = {"serviceMonitor": {"enabled": True}}
         bed.kubectl("-n", "team-c", "apply", "-f", "-", input=json.dumps(doc))
-        wait_for(
-            "team-c Ready",
-            lambda: Kubectl(bed, "team-c").condition("Ready").get("status") == "True",
-            timeout=120,
-        )
+        team_c = Kubectl(bed, "team-c")
+        wait_for("team-c Ready", lambda: team_c.condition("Ready").get("status") == "True", timeout=120)
+        status = team_c.must("pwf", doc["metadata"]["name"])["status"]
+        assert status["metrics"] == {"serviceMonitor": "CRDMissing"}
+        warnings = [e for e in team_c.events() if e["reason"] == "ServiceMonitorUnavailable"]
+        assert len(warnings) == 1 and warnings[0]["type"] == "Warning", team_c.events()
     finally:
         op.stop()
