@@ -291,3 +291,17 @@ def test_webserver_service_has_ports_http_and_metrics() -> None:
         o for o in render_all(on, Facts(service_monitor_api=True)).objects if o["kind"] == "ServiceMonitor"
     )
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_dagster_yaml_passes_instance_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config_schema
+
+    for var, value in (("HOST", "h"), ("PORT", "5432"), ("USER", "u"), ("PASSWORD", "p"), ("DB", "d")):
+        monkeypatch.setenv(f"DAGSTER_PG_{var}", value)
+
+    doc = yaml.safe_load(config.instance_configmap(wf())["data"]["dagster.yaml"])
+    result = process_config(dagster_instance_config_schema(), doc)
+    assert result.success, result.errors
+    # max_runtime_seconds from RunSpec is enforced by the daemon's run monitor only when it is on.
+    assert doc["run_monitoring"]["enabled"] is True

@@ -90,6 +90,9 @@ def dagster_yaml(wf: Workflow) -> dict[str, Any]:
                 "run_k8s_config": run_k8s_config(wf),
             },
         },
+        # The daemon's run monitor enforces max_runtime_seconds (the dagster/max_runtime tag) and fails
+        # runs whose worker pod never started or died.
+        "run_monitoring": {"enabled": True, "start_timeout_seconds": 300, "poll_interval_seconds": 30},
         "telemetry": {"enabled": False},
     }
 
