@@ -104,6 +104,25 @@ def _adopt_crd(testbed: Testbed, namespace: str) -> None:
     )
 
 
+def _install(
+    testbed: Testbed, namespace: str, *settings: str, crd: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`helm install` of the chart, awaiting rollout; the CRD stays with the `crds` fixture unless `crd`."""
+    sets = ([] if crd else ["crd.install=false"]) + list(settings)
+    return testbed.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        *[arg for value in sets for arg in ("--set", value)],
+        "--wait",
+        "--timeout",
+        "180s",
+        timeout=240,
+    )
+
+
 def _get(testbed: Testbed, *args: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(testbed.kubectl("get", *args, "-o", "json").stdout)
     return result
@@ -166,9 +185,7 @@ def test_install_test_upgrade_uninstall(testbed, namespace, crds, tmp_path):
     # Pods that break Pod Security "restricted" would never be created here, so Available proves compliance.
     testbed.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     _adopt_crd(testbed, namespace)
-    installed = testbed.helm(
-        "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "180s", timeout=240
-    )
+    installed = _install(testbed, namespace, crd=True)
     assert f"kubectl -n {namespace} rollout status deployment/{RELEASE}" in installed.stdout  # NOTES.txt
     deployment = _get(testbed, "deployment", RELEASE, "-n", namespace)
     assert _condition(deployment, "Available") == "True"
@@ -231,19 +248,7 @@ def test_install_test_upgrade_uninstall(testbed, namespace, crds, tmp_path):
 
 
 def test_namespaced_rbac_is_no_broader_than_documented(testbed, namespace, other_namespace, crds):
-    testbed.helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        "crd.install=false",
-        "--wait",
-        "--timeout",
-        "180s",
-        timeout=240,
-    )
+    _install(testbed, namespace)
     kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
     ns, other = f"--namespace={namespace}", f"--namespace={other_namespace}"
     allowed = [
@@ -304,23 +309,7 @@ def test_namespaced_rbac_is_no_broader_than_documented(testbed, namespace, other
 def test_cluster_wide_rbac_reaches_every_namespace_but_not_the_cluster(
     testbed, namespace, other_namespace, crds
 ):
-    testbed.helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        "crd.install=false",
-        "--set",
-        "watch.allNamespaces=true",
-        "--set",
-        "peering.enabled=false",
-        "--wait",
-        "--timeout",
-        "180s",
-        timeout=240,
-    )
+    _install(testbed, namespace, "watch.allNamespaces=true", "peering.enabled=false")
     try:
         kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
         other = f"--namespace={other_namespace}"
@@ -349,19 +338,7 @@ def _free_port() -> int:
 
 def test_operator_with_the_chart_service_account_reconciles_quickstart(testbed, namespace, crds, tmp_path):
     """Proof the chart's RBAC suffices: the real operator, with only the chart's token, reaches Ready."""
-    testbed.helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        "crd.install=false",
-        "--wait",
-        "--timeout",
-        "180s",
-        timeout=240,
-    )
+    _install(testbed, namespace)
     # The bed has no volume provisioner: a PersistentVolume pre-bound to the managed PostgreSQL claim.
     volume = f"pv-{namespace}"
     _apply(
@@ -439,23 +416,7 @@ def test_operator_with_the_chart_service_account_reconciles_quickstart(testbed, 
 
 
 def test_example_workflow_hook_is_created_and_outlives_uninstall(testbed, namespace, crds):
-    testbed.helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        "crd.install=false",
-        "--set",
-        "exampleWorkflow.enabled=true",
-        "--set",
-        "exampleWorkflow.name=example",
-        "--wait",
-        "--timeout",
-        "180s",
-        timeout=240,
-    )
+    _install(testbed, namespace, "exampleWorkflow.enabled=true", "exampleWorkflow.name=example")
     workflow = _get(testbed, "pwf", "example", "-n", namespace)
     assert workflow["spec"]["image"] == "phlo-dagster:0.1.0"
     assert workflow["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
@@ -469,21 +430,7 @@ def test_example_workflow_hook_is_created_and_outlives_uninstall(testbed, namesp
 
 
 def test_run_namespace_gets_the_role_and_loses_it_on_uninstall(testbed, namespace, other_namespace, crds):
-    testbed.helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        "crd.install=false",
-        "--set",
-        f"rbac.runNamespaces={{{other_namespace}}}",
-        "--wait",
-        "--timeout",
-        "180s",
-        timeout=240,
-    )
+    _install(testbed, namespace, f"rbac.runNamespaces={{{other_namespace}}}")
     kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
     other = f"--namespace={other_namespace}"
     assert _can(testbed, kubeconfig, "create", "rolebindings.rbac.authorization.k8s.io", other)
