@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -17,36 +16,13 @@ import yaml
 from phlo_operator import controller, rbac
 
 from tests.helm_chart import ALL_FEATURES, CHART, RELEASE, REPO, template, values_file
+from tests.operator_process import free_port, monitoring_crd
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
 
 PHLO_CRD = "phloworkflows.phlo.dev"
 FIELD_MANAGER = "phlo-chart-tests"
-
-
-def _monitoring_crd(kind: str, plural: str) -> dict[str, Any]:
-    """A minimal stand-in for a Prometheus Operator CRD: the kind exists, its content is not checked."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
 
 
 def _apply(testbed: Testbed, docs: list[dict[str, Any]], *extra: str) -> subprocess.CompletedProcess[str]:
@@ -67,8 +43,8 @@ def _apply(testbed: Testbed, docs: list[dict[str, Any]], *extra: str) -> subproc
 def crds(testbed: Testbed) -> None:
     """Every CRD the chart's objects need, established: monitoring stand-ins, kopf peering, PhloWorkflow."""
     docs = [
-        _monitoring_crd("ServiceMonitor", "servicemonitors"),
-        _monitoring_crd("PrometheusRule", "prometheusrules"),
+        monitoring_crd("ServiceMonitor", "servicemonitors"),
+        monitoring_crd("PrometheusRule", "prometheusrules"),
     ]
     docs += [d for d in yaml.safe_load_all((CHART / "crds" / "kopf.dev_peerings.yaml").read_text()) if d]
     if testbed.kubectl("get", "crd", PHLO_CRD, check=False).returncode != 0:
@@ -330,12 +306,6 @@ def test_cluster_wide_rbac_reaches_every_namespace_but_not_the_cluster(
         testbed.helm("uninstall", RELEASE, "-n", namespace, "--wait", timeout=180)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_operator_with_the_chart_service_account_reconciles_quickstart(testbed, namespace, crds, tmp_path):
     """Proof the chart's RBAC suffices: the real operator, with only the chart's token, reaches Ready."""
     _install(testbed, namespace)
@@ -358,7 +328,7 @@ def test_operator_with_the_chart_service_account_reconciles_quickstart(testbed, 
         ],
     )
     kubeconfig = testbed.kubeconfig_for_token(testbed.token(namespace, RELEASE))
-    metrics_port, health_port = _free_port(), _free_port()
+    metrics_port, health_port = free_port(), free_port()
     log = tmp_path / "operator.log"
     env = {k: v for k, v in testbed.env().items() if k != "KUBECONFIG"} | {"KUBECONFIG": str(kubeconfig)}
     with log.open("w") as out:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import pytest
 import yaml
 from phlo_operator import crdgen
 
+from tests.operator_process import free_port, monitoring_crd
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
@@ -45,12 +45,6 @@ OUR_RESOURCES = {
 
 
 # -- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 90, every: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -752,31 +746,7 @@ def test_fields_of_other_managers_are_left_alone(ready: Kubectl, operator: Opera
 def test_service_monitor_follows_the_spec_when_its_api_exists(
     kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
 ) -> None:
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {
-                "kind": "ServiceMonitor",
-                "plural": "servicemonitors",
-                "singular": "servicemonitor",
-                "listKind": "ServiceMonitorList",
-            },
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
+    crd = monitoring_crd("ServiceMonitor", "servicemonitors")
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(crd))
     testbed.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com")
     op = Operator(testbed, [kc.ns], tmp_path / "operator.log").start()
