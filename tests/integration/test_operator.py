@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,20 @@ def apply_quickstart(kc: Kubectl, **overrides: Any) -> dict[str, Any]:
     return doc
 
 
+@contextmanager
+def quickstart_ready(
+    kc: Kubectl, bed: Testbed, log: Path, *args: str, **overrides: Any
+) -> Iterator[Operator]:
+    """A private operator (own flags) that brought quickstart to Ready; stopped on exit, pass or fail."""
+    op = Operator(bed, [kc.ns], log, args=list(args)).start()
+    try:
+        apply_quickstart(kc, **overrides)
+        kc.wait_condition("Ready", timeout=120)
+        yield op
+    finally:
+        op.stop()
+
+
 @pytest.fixture
 def ready(kc: Kubectl, operator: Operator, volume: str) -> Kubectl:
     apply_quickstart(kc)
@@ -561,10 +576,7 @@ def test_a_lost_managed_secret_is_not_regenerated_over_existing_data(
     kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
 ) -> None:
     # Secrets raise no watched event: a short resync notices the deletion and the restore.
-    op = Operator(testbed, [kc.ns], tmp_path / "operator.log", args=["--resync-seconds", "3"]).start()
-    try:
-        apply_quickstart(kc)
-        kc.wait_condition("Ready", timeout=120)
+    with quickstart_ready(kc, testbed, tmp_path / "operator.log", "--resync-seconds", "3") as op:
         original = kc.must("secret", f"{NAME}-postgres")
         assert kc.get("pvc", f"data-{NAME}-postgres-0") is not None
         kc("delete", "secret", f"{NAME}-postgres")
@@ -586,8 +598,6 @@ def test_a_lost_managed_secret_is_not_regenerated_over_existing_data(
         kc.wait_condition("Ready", timeout=60)
         assert kc.must("secret", f"{NAME}-postgres")["data"] == original["data"]
         assert op.proc is not None and op.proc.poll() is None
-    finally:
-        op.stop()
 
 
 @pytest.mark.parametrize(
@@ -660,10 +670,7 @@ def test_missing_external_secret_is_reported(kc: Kubectl, operator: Operator) ->
 def test_periodic_resync_repairs_drift_that_raises_no_watched_event(
     kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
 ) -> None:
-    op = Operator(testbed, [kc.ns], tmp_path / "operator.log", args=["--resync-seconds", "4"]).start()
-    try:
-        apply_quickstart(kc)
-        kc.wait_condition("Ready", timeout=120)
+    with quickstart_ready(kc, testbed, tmp_path / "operator.log", "--resync-seconds", "4"):
         kc("patch", "cm", f"{NAME}-workspace", "--type=merge", "-p", '{"data": {"workspace.yaml": "x: 1"}}')
         kc("delete", "svc", f"{NAME}-webserver")
 
@@ -672,8 +679,6 @@ def test_periodic_resync_repairs_drift_that_raises_no_watched_event(
 
         wait_for("workspace restored", restored, timeout=30)
         wait_for("webserver Service recreated", lambda: kc.get("svc", f"{NAME}-webserver"), timeout=30)
-    finally:
-        op.stop()
 
 
 def test_only_one_of_two_operator_replicas_acts(
@@ -749,12 +754,8 @@ def test_service_monitor_follows_the_spec_when_its_api_exists(
     crd = monitoring_crd("ServiceMonitor", "servicemonitors")
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(crd))
     testbed.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com")
-    op = Operator(testbed, [kc.ns], tmp_path / "operator.log").start()
-    try:
-        apply_quickstart(
-            kc, metrics={"enabled": True, "serviceMonitor": {"enabled": True, "interval": "15s"}}
-        )
-        kc.wait_condition("Ready", timeout=120)
+    metrics = {"enabled": True, "serviceMonitor": {"enabled": True, "interval": "15s"}}
+    with quickstart_ready(kc, testbed, tmp_path / "operator.log", metrics=metrics):
         monitor = wait_for("ServiceMonitor", lambda: kc.get("servicemonitor", f"{NAME}-webserver"))
         assert kc.must("pwf", NAME)["status"]["metrics"] == {"serviceMonitor": "Applied"}
         assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
@@ -768,8 +769,6 @@ def test_service_monitor_follows_the_spec_when_its_api_exists(
         kc.patch({"spec": {"metrics": {"serviceMonitor": {"enabled": False}}}})
         wait_for("ServiceMonitor removed", lambda: kc.get("servicemonitor", f"{NAME}-webserver") is None)
         assert kc.must("pwf", NAME)["status"]["metrics"] == {"serviceMonitor": "Disabled"}
-    finally:
-        op.stop()
 
 
 def test_api_discovery_notices_a_crd_installed_after_start(testbed: Testbed) -> None:
