@@ -229,6 +229,15 @@ class Toleration(_Model):
     )
 
 
+class _PodAnnotated(_Model):
+    """A component whose `podAnnotations` keys are checked as the API server checks annotation keys."""
+
+    @field_validator("pod_annotations", check_fields=False)
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "annotation")
+
+
 class Workflows(_Model):
     """Where the Phlo workflow modules live inside the image."""
 
@@ -239,7 +248,7 @@ class Workflows(_Model):
     )
 
 
-class Dbt(_Model):
+class Dbt(_PodAnnotated):
     """The dbt project compiled by a Job before each code-server rollout."""
 
     enabled: bool = Field(default=False, description="Compile the dbt project and load its models as assets.")
@@ -255,13 +264,8 @@ class Dbt(_Model):
         default_factory=dict, description="Extra annotations on the dbt-compile Job's pod."
     )
 
-    @field_validator("pod_annotations")
-    @classmethod
-    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_keys(value, "annotation")
 
-
-class Webserver(_Model):
+class Webserver(_PodAnnotated):
     """The Dagster webserver: UI, GraphQL API and Prometheus /metrics."""
 
     replicas: int = Field(
@@ -281,13 +285,8 @@ class Webserver(_Model):
         default_factory=dict, description="Extra annotations on webserver pods."
     )
 
-    @field_validator("pod_annotations")
-    @classmethod
-    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_keys(value, "annotation")
 
-
-class Daemon(_Model):
+class Daemon(_PodAnnotated):
     """The Dagster daemon (schedules, sensors, run queue); always exactly one pod."""
 
     resources: ResourceRequirements | None = Field(default=None, description="Daemon container resources.")
@@ -295,13 +294,8 @@ class Daemon(_Model):
         default_factory=dict, description="Extra annotations on the daemon pod."
     )
 
-    @field_validator("pod_annotations")
-    @classmethod
-    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_keys(value, "annotation")
 
-
-class CodeServer(_Model):
+class CodeServer(_PodAnnotated):
     """The gRPC user-code server that loads the Phlo definitions."""
 
     replicas: int = Field(
@@ -317,11 +311,6 @@ class CodeServer(_Model):
     pod_annotations: dict[str, str] = Field(
         default_factory=dict, description="Extra annotations on code-server pods."
     )
-
-    @field_validator("pod_annotations")
-    @classmethod
-    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_keys(value, "annotation")
 
 
 class Postgres(_Model):
