@@ -177,10 +177,13 @@ def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
             assert proc.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
             try:
                 get(f"{base}/server_info", timeout=2)
-                break
+                # the webserver can answer before `phlo dev` has seen it and printed its ready lines
+                if "press Ctrl-C to stop" in (tmp_path / "dev.log").read_text():
+                    break
             except OSError:
-                assert time.monotonic() < deadline, "phlo dev did not serve within 180 s"
-                time.sleep(1)
+                pass
+            assert time.monotonic() < deadline, "phlo dev did not serve within 180 s"
+            time.sleep(1)
         yield base, tmp_path / "dev.log"
     finally:
         if proc.poll() is None:
