@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -394,6 +394,7 @@ class _Store:
 
 
 _STORE = _Store()
+_S = TypeVar("_S")
 
 
 def _caller(depth: int = 2) -> str:
@@ -410,6 +411,16 @@ def source_of(spec: Any, default: str = "") -> str:
     return _STORE.sources.get(id(spec), default)
 
 
+def _put(table: dict[Any, tuple[Any, str]], key: Any, spec: _S, where: str, what: str) -> _S:
+    """Store spec under key; the same key from another source raises DuplicateSpecError naming both."""
+    with _STORE.lock:
+        if key in table and table[key][1] != where:
+            raise DuplicateSpecError(f"{what} is defined twice: in {table[key][1]} and in {where}")
+        table[key] = (spec, where)
+        _remember(spec, where)
+    return spec
+
+
 def register_asset(spec: AssetSpec, *, source: str | None = None) -> AssetSpec:
     """Register an asset spec; the same key from another place raises DuplicateSpecError naming both.
 
@@ -417,45 +428,22 @@ def register_asset(spec: AssetSpec, *, source: str | None = None) -> AssetSpec:
     """
     if not isinstance(spec, AssetSpec):
         raise SpecError(f"register_asset expects an AssetSpec, got {type(spec).__name__}")
-    where = source or _caller()
-    with _STORE.lock:
-        if spec.key in _STORE.assets and _STORE.assets[spec.key][1] != where:
-            _, first = _STORE.assets[spec.key]
-            raise DuplicateSpecError(f"asset key {spec.key!r} is defined twice: in {first} and in {where}")
-        _STORE.assets[spec.key] = (spec, where)
-        _remember(spec, where)
-    return spec
+    return _put(_STORE.assets, spec.key, spec, source or _caller(), f"asset key {spec.key!r}")
 
 
 def register_check(spec: AssetCheckSpec, *, source: str | None = None) -> AssetCheckSpec:
     """Register a check spec; the same (asset, name) twice raises DuplicateSpecError naming both."""
     if not isinstance(spec, AssetCheckSpec):
         raise SpecError(f"register_check expects an AssetCheckSpec, got {type(spec).__name__}")
-    where = source or _caller()
     key = (spec.asset_key, spec.name)
-    with _STORE.lock:
-        if key in _STORE.checks and _STORE.checks[key][1] != where:
-            _, first = _STORE.checks[key]
-            raise DuplicateSpecError(
-                f"check {spec.name!r} on {spec.asset_key!r} is defined twice: in {first} and in {where}"
-            )
-        _STORE.checks[key] = (spec, where)
-        _remember(spec, where)
-    return spec
+    return _put(_STORE.checks, key, spec, source or _caller(), f"check {spec.name!r} on {spec.asset_key!r}")
 
 
 def register_resource(spec: ResourceSpec, *, source: str | None = None) -> ResourceSpec:
     """Register a resource spec; the same name twice raises DuplicateSpecError naming both."""
     if not isinstance(spec, ResourceSpec):
         raise SpecError(f"register_resource expects a ResourceSpec, got {type(spec).__name__}")
-    where = source or _caller()
-    with _STORE.lock:
-        if spec.name in _STORE.resources and _STORE.resources[spec.name][1] != where:
-            _, first = _STORE.resources[spec.name]
-            raise DuplicateSpecError(f"resource {spec.name!r} is defined twice: in {first} and in {where}")
-        _STORE.resources[spec.name] = (spec, where)
-        _remember(spec, where)
-    return spec
+    return _put(_STORE.resources, spec.name, spec, source or _caller(), f"resource {spec.name!r}")
 
 
 def clear_capabilities() -> None:
