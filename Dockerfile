@@ -1,8 +1,8 @@
 # The phlo-dagster runtime image every Dagster component of a PhloWorkflow runs (code server, webserver, daemon,
 # dbt-compile Job, run Jobs). Build from the repository root:
-#   docker build -t phlo-dagster:0.1.0 .
+#   docker build -t phlo-dagster:0.4.0 .
 # Bake your own workflows, dbt project and plugin with --build-arg WORKFLOWS_DIR=... DBT_DIR=... PLUGIN_DIR=...
-FROM python:3.11-slim
+FROM python:3.12-slim
 
 ARG WORKFLOWS_DIR=examples/quickstart/workflows
 ARG DBT_DIR=examples/quickstart/dbt
@@ -16,13 +16,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PHLO_DBT_PROJECT_DIR=/app/dbt
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY phlo_dagster/ phlo_dagster/
 COPY operator/ operator/
 COPY ${PLUGIN_DIR}/ plugin/
 
-# phlo-dagster with the dbt extra (Dagster, dagster-k8s, dagster-postgres, dagster-dbt, dbt), then the plugin.
-RUN pip install --no-cache-dir ".[dbt]" \
+# phlo-dagster with the dbt extra (Dagster, dagster-k8s, dagster-postgres, dagster-dbt, dbt) at the versions of
+# requirements.lock (the lock the test venv installs from), then the plugin.
+RUN pip install --no-cache-dir -c requirements.lock ".[dbt]" \
  && pip install --no-cache-dir --no-deps ./plugin
 
 COPY ${WORKFLOWS_DIR}/ /app/workflows/

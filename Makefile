@@ -1,21 +1,61 @@
 # phlo-dagster: every target uses the project virtualenv in .venv/.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter: PYTHON if given, else the first Python 3.12 that runs (a pyenv shim whose version is not
+# active fails, so each candidate is tried), else python3 (3.11 keeps working).
+PYTHON_CANDIDATES := python3.12 $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12) \
+	$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) /usr/local/bin/python3.12 /usr/bin/python3.12
+ifndef PYTHON
+PYTHON := $(or $(firstword $(foreach c,$(PYTHON_CANDIDATES),$(shell $(c) -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && echo $(c)))),python3)
+endif
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# The stamp names the interpreter version: a different interpreter recreates the venv.
+STAMP := $(VENV)/.installed-py$(PYTHON_VERSION)
 export PATH := $(CURDIR)/.testbed/bin:$(PATH)
+# The one lock the venv and the images install from (`make lock` regenerates it with a pinned uv).
+LOCK := requirements.lock
+UV_VERSION := 0.13.8
+UV := .testbed/tools/uv-$(UV_VERSION)/bin/uv
 
-.PHONY: venv demo test unit integration lint format generate testbed-binaries testbed-up testbed-down postgres-up postgres-down bench kind-e2e clean
+.PHONY: realnode-up realnode-down e2e venv lock images demo test unit integration lint format generate testbed-binaries testbed-up testbed-down postgres-up postgres-down bench kind-e2e clean
 
 venv: $(STAMP)
+	@echo "venv: $(VENV) uses $(PYTHON) (Python $(PYTHON_VERSION))"
 
-$(STAMP): pyproject.toml examples/quickstart/plugin/pyproject.toml
+$(STAMP): pyproject.toml examples/quickstart/plugin/pyproject.toml $(LOCK)
+	@test -n "$(PYTHON_VERSION)" || { echo "PYTHON=$(PYTHON) does not run" >&2; exit 1; }
+	@if test -x $(PY) && test "$$($(PY) -c 'import platform; print(platform.python_version())' 2>/dev/null)" != "$(PYTHON_VERSION)"; then \
+		echo "venv: $(VENV) has another Python; recreating it"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
-	$(VENV)/bin/pip install -q -e '.[dbt,operator,dev]'
-	$(VENV)/bin/pip install -q -e examples/quickstart/plugin
+	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[dbt,operator,dev]'
+	$(VENV)/bin/pip install -q -c $(LOCK) -e examples/quickstart/plugin
 	touch $(STAMP)
+
+## Re-resolve requirements.lock (universal: Python 3.11 and 3.12) from pyproject.toml and operator/requirements.txt.
+## The index is the one pip is configured with, if any (never written into the repository).
+lock: $(UV)
+	index="$$($(PYTHON) -m pip config get global.index-url 2>/dev/null || true)"; \
+	$(UV) pip compile --quiet --universal --python-version 3.11 --system-certs \
+		$${index:+--index-url "$$index"} --custom-compile-command 'make lock' \
+		pyproject.toml --extra dbt --extra operator --extra dev operator/requirements.txt -o $(LOCK)
+	$(PYTHON) -m tests.images.lock stamp $(LOCK)
+
+$(UV):
+	$(PYTHON) -m venv $(abspath $(dir $(UV))/..)
+	$(dir $(UV))pip install -q uv==$(UV_VERSION)
+
+## Build (or take from the cache outside the repo) the base images, phlo-dagster and phlo-dagster-operator as OCI
+## archives (docs/images.md); IMAGE=name:tag [WORKFLOWS_DIR= DBT_DIR= PLUGIN_DIR=] also bakes a workflow image.
+## When the real node's containerd runs, the images are imported into it.
+REALNODE_CONTAINERD_SOCK ?= $(CURDIR)/.testbed/realnode/containerd/containerd.sock
+REALNODE_CTR ?= .testbed/bin/ctr
+images:
+	$(PYTHON) -m tests.images build $(if $(IMAGE),--image '$(IMAGE)') $(if $(WORKFLOWS_DIR),--workflows-dir '$(WORKFLOWS_DIR)') \
+		$(if $(DBT_DIR),--dbt-dir '$(DBT_DIR)') $(if $(PLUGIN_DIR),--plugin-dir '$(PLUGIN_DIR)')
+	@if test -S $(REALNODE_CONTAINERD_SOCK); then \
+		$(PYTHON) -m tests.images load --ctr $(REALNODE_CTR) --address $(REALNODE_CONTAINERD_SOCK); fi
 
 ## Build (or reuse from the cache outside the repo) etcd, kube-*, kwok, kubectl, helm.
 testbed-binaries:
@@ -26,6 +66,18 @@ testbed-up: venv testbed-binaries
 
 testbed-down: venv
 	$(PY) -m tests.testbed down
+
+## The control plane plus one real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS) in namespaces of
+## its own; writes .testbed/kubeconfig. Idempotent. `make realnode-down` stops it and leaves the host as it was.
+realnode-up: venv testbed-binaries
+	$(PY) -m tests.testbed.realnode up
+
+realnode-down: venv
+	$(PY) -m tests.testbed.realnode down
+
+## The end-to-end suite on the real node (starts one for the session unless `make realnode-up` left one running).
+e2e: venv testbed-binaries images
+	$(PY) -m pytest -m e2e tests/e2e
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -47,7 +99,7 @@ unit: venv
 integration: venv testbed-binaries
 	$(PY) -m pytest -m integration tests
 
-test: venv testbed-binaries lint
+test: venv lint testbed-binaries images
 	$(PY) -m pytest tests
 
 demo: venv

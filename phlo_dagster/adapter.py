@@ -36,6 +36,16 @@ from phlo_dagster.capabilities import (
 
 __all__ = ["DagsterAdapter", "Translation", "asset_key", "gc_paused", "partitions_definition"]
 
+
+def __getattr__(name: str) -> Any:
+    """``DagsterOrchestratorAdapter`` (the Phlo plugin class) imports phlo, so only when asked for."""
+    if name == "DagsterOrchestratorAdapter":
+        from phlo_dagster.phlo_plugin import DagsterOrchestratorAdapter
+
+        return DagsterOrchestratorAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 log = logging.getLogger(__name__)
 
 MAX_RUNTIME_TAG = "dagster/max_runtime"
@@ -128,7 +138,12 @@ def _severity(value: str | None, default: str) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.WARN if (value or default) == "WARN" else dg.AssetCheckSeverity.ERROR
 
 
-def _context(spec_key: str, context: Any, resource_names: Iterable[str]) -> RuntimeContext:
+def _context(
+    spec_key: str,
+    context: Any,
+    resource_names: Iterable[str],
+    capability_overrides: Mapping[str, str] | None = None,
+) -> RuntimeContext:
     op_context = getattr(context, "op_execution_context", context)
     resources = op_context.resources
     return RuntimeContext(
@@ -139,7 +154,14 @@ def _context(spec_key: str, context: Any, resource_names: Iterable[str]) -> Runt
         resources={name: getattr(resources, name) for name in resource_names},
         asset_key=spec_key,
         raw=context,
+        capability_overrides=capability_overrides,
     )
+
+
+def _overrides(spec: AssetSpec | None) -> dict[str, str]:
+    """An asset's Phlo capability_overrides (kept in its metadata by compat.to_asset_spec)."""
+    value = spec.metadata.get(compat.CAPABILITY_OVERRIDES_METADATA) if spec is not None else None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
 
 
 def _as_iterable(result: Any) -> Iterable[Any]:
@@ -172,10 +194,11 @@ def _asset_compute(
     resource_names = tuple(sorted(spec.resources))
     severities = {c.name: c.severity for c in declared}
     single_check = declared[0].name if len(declared) == 1 else None
+    overrides = _overrides(spec)
 
     def compute(context, inputs):  # type: ignore[no-untyped-def]
         materialized = False
-        for item in _as_iterable(fn(_context(spec_key, context, resource_names))):
+        for item in _as_iterable(fn(_context(spec_key, context, resource_names, overrides))):
             if isinstance(item, dg.MaterializeResult | dg.AssetCheckResult | dg.Output):
                 materialized = materialized or not isinstance(item, dg.AssetCheckResult)
                 yield item
@@ -218,7 +241,10 @@ def _asset_compute(
 
 
 def _check_compute(
-    spec: AssetCheckSpec, key: dg.AssetKey, resource_names: tuple[str, ...]
+    spec: AssetCheckSpec,
+    key: dg.AssetKey,
+    resource_names: tuple[str, ...],
+    overrides: Mapping[str, str] | None = None,
 ) -> Callable[..., Iterator[Any]]:
     """The op body of a function check: call it, accept a CheckResult or a bool."""
     fn = spec.fn
@@ -228,7 +254,7 @@ def _check_compute(
     default_severity = spec.severity
 
     def compute(context, inputs):  # type: ignore[no-untyped-def]
-        result = fn(_context(spec_key, context, resource_names))
+        result = fn(_context(spec_key, context, resource_names, overrides))
         if isinstance(result, dg.AssetCheckResult):
             yield result
             return
@@ -380,7 +406,7 @@ class DagsterAdapter:
             # Check specs name no resources: a check sees the resources of the asset it checks.
             target = by_key.get(cspec.asset_key)
             out.asset_checks.append(
-                self._check_definition(cspec, target.resources if target else frozenset())
+                self._check_definition(cspec, target.resources if target else frozenset(), _overrides(target))
             )
 
         log.debug(
@@ -510,7 +536,12 @@ class DagsterAdapter:
             return
         out.schedules.append(_partitioned_schedule(f"{ident}_schedule", run.cron, job, partitions_def, tz))
 
-    def _check_definition(self, spec: AssetCheckSpec, resource_names: Set[str]) -> dg.AssetChecksDefinition:
+    def _check_definition(
+        self,
+        spec: AssetCheckSpec,
+        resource_names: Set[str],
+        overrides: Mapping[str, str] | None = None,
+    ) -> dg.AssetChecksDefinition:
         key = asset_key(spec.asset_key)
         check = dg.AssetCheckSpec(
             name=spec.name,
@@ -520,7 +551,7 @@ class DagsterAdapter:
             metadata=_check_metadata(spec),
         )
         op = dg.OpDefinition(
-            compute_fn=_check_compute(spec, key, tuple(sorted(resource_names))),
+            compute_fn=_check_compute(spec, key, tuple(sorted(resource_names)), overrides),
             name=f"{key.to_python_identifier()}_{spec.name}",
             ins={"asset": _NOTHING_IN},
             outs={"result": _ANY_OUT},
@@ -528,12 +559,13 @@ class DagsterAdapter:
             tags=dict(spec.tags) if spec.tags else None,
             required_resource_keys=set(resource_names),
         )
-        return AssetChecksDefinition.create(
+        checks: AssetChecksDefinition = AssetChecksDefinition.create(
             keys_by_input_name={"asset": key},
             node_def=op,
             check_specs_by_output_name={"result": check},
             can_subset=False,
         )
+        return checks
 
 
 def _partitioned_schedule(

@@ -6,6 +6,7 @@ Workflow modules and plugins call ``register_*``; discovery reads :func:`registr
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
@@ -36,9 +37,11 @@ __all__ = [
     "PartitionSpec",
     "Registry",
     "ResourceSpec",
+    "Routing",
     "RunSpec",
     "RuntimeContext",
     "SpecError",
+    "StructuredLogger",
     "clear_capabilities",
     "register_asset",
     "register_check",
@@ -331,10 +334,116 @@ class CheckResult(_Spec):
     description: str | None = None
 
 
-class RuntimeContext:
-    """What a run or check function sees: run id, partition, tags, logger and resources."""
+_LOGGING_KWARGS = frozenset({"exc_info", "stack_info", "stacklevel", "extra"})
+# The attribute of a log record (logging's ``extra``) holding the keyword fields of a structured call.
+LOG_FIELDS_ATTR = "phlo_fields"
 
-    __slots__ = ("_resources", "asset_key", "logger", "partition_key", "raw", "run_id", "tags")
+
+def _render(value: Any) -> str:
+    text = str(value)
+    return repr(text) if (not text or any(c.isspace() for c in text)) else text
+
+
+class StructuredLogger:
+    """A logger taking structlog-style keyword fields, as Phlo's plugins log: ``info("loaded", rows=3)``.
+
+    Fields are appended to the message as ``key=value`` and kept as a mapping on the log record
+    (``record.phlo_fields``, via logging's ``extra``); logging's own keywords (exc_info, ...) pass through.
+    Everything else is the wrapped logger's (Dagster's ``context.log``).
+    """
+
+    __slots__ = ("_bound", "_logger")
+
+    def __init__(self, logger: Any, bound: Mapping[str, Any] | None = None) -> None:
+        self._logger = logger
+        self._bound: dict[str, Any] = dict(bound or {})
+
+    @property
+    def wrapped(self) -> Any:
+        return self._logger
+
+    def bind(self, **fields: Any) -> StructuredLogger:
+        return StructuredLogger(self._logger, {**self._bound, **fields})
+
+    def log(self, level: int | str, event: Any, *args: Any, **fields: Any) -> None:
+        options = {k: fields.pop(k) for k in list(fields) if k in _LOGGING_KWARGS}
+        fields = {**self._bound, **fields}
+        message = str(event)
+        if args:
+            try:
+                message = message % args
+            except (TypeError, ValueError):
+                message = " ".join([message, *map(str, args)])
+        if fields:
+            message = " ".join([message, *(f"{k}={_render(v)}" for k, v in fields.items())])
+            options["extra"] = {**dict(options.get("extra") or {}), LOG_FIELDS_ATTR: fields}
+        if isinstance(level, str):
+            level = logging.getLevelName(level.upper())
+            level = level if isinstance(level, int) else logging.INFO
+        self._logger.log(level, message, **options)
+
+    def debug(self, event: Any, *args: Any, **fields: Any) -> None:
+        self.log(logging.DEBUG, event, *args, **fields)
+
+    def info(self, event: Any, *args: Any, **fields: Any) -> None:
+        self.log(logging.INFO, event, *args, **fields)
+
+    def warning(self, event: Any, *args: Any, **fields: Any) -> None:
+        self.log(logging.WARNING, event, *args, **fields)
+
+    warn = warning
+
+    def error(self, event: Any, *args: Any, **fields: Any) -> None:
+        self.log(logging.ERROR, event, *args, **fields)
+
+    def exception(self, event: Any, *args: Any, **fields: Any) -> None:
+        fields.setdefault("exc_info", True)
+        self.log(logging.ERROR, event, *args, **fields)
+
+    def critical(self, event: Any, *args: Any, **fields: Any) -> None:
+        self.log(logging.CRITICAL, event, *args, **fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where a run goes (Phlo's RuntimeRouting fields this runtime knows), used when phlo is not installed."""
+
+    environment: str | None = None
+    ref: str | None = None
+    partition_key: str | None = None
+    run_id: str | None = None
+    resources: Mapping[str, Any] = MappingProxyType({})
+    feature_flags: Mapping[str, str] = MappingProxyType({})
+    capability_overrides: Mapping[str, str] = MappingProxyType({})
+
+
+def capability_overrides_from_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """``phlo/capability/<type>`` or ``capability/<type>`` run tags: provider overrides for this run."""
+    found: dict[str, str] = {}
+    for key, value in tags.items():
+        for prefix in ("phlo/capability/", "capability/"):
+            if key.startswith(prefix) and value and key[len(prefix) :].strip():
+                found[key[len(prefix) :].strip()] = value
+                break
+    return found
+
+
+class RuntimeContext:
+    """What a run or check function sees: run id, partition, tags, logger, resources and routing."""
+
+    __slots__ = (
+        "_capability_overrides",
+        "_resources",
+        "asset_key",
+        "logger",
+        "partition_key",
+        "raw",
+        "run_id",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -346,19 +455,59 @@ class RuntimeContext:
         resources: Mapping[str, Any],
         asset_key: str | None = None,
         raw: Any = None,
+        capability_overrides: Mapping[str, str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.partition_key = partition_key
         self.tags: Mapping[str, str] = MappingProxyType(dict(tags))
-        self.logger = logger
+        # A stdlib logger (Dagster's context.log is one) rejects keyword fields: wrap it; keep anything else.
+        self.logger = StructuredLogger(logger) if isinstance(logger, logging.Logger) else logger
         self._resources: Mapping[str, Any] = MappingProxyType(dict(resources))
         self.asset_key = asset_key
         self.raw = raw  # the orchestrator's own context, for what specs cannot express
+        self._capability_overrides = dict(capability_overrides or {})
 
     @property
     def resources(self) -> Mapping[str, Any]:
         """Resources this run declared, by name."""
         return self._resources
+
+    @property
+    def capability_overrides(self) -> Mapping[str, str]:
+        """Capability providers for this run: run tags first, then the asset spec's capability_overrides."""
+        merged = capability_overrides_from_tags(self.tags)
+        for capability, provider in self._capability_overrides.items():
+            merged.setdefault(capability, provider)
+        return MappingProxyType(merged)
+
+    @property
+    def routing(self) -> Any:
+        """Phlo's ``RuntimeRouting`` when phlo is installed (its plugins read it), else :class:`Routing`."""
+        overrides = dict(self.capability_overrides)
+        if "phlo.capabilities.runtime" in sys.modules or _phlo_installed():
+            try:
+                from dataclasses import replace
+
+                from phlo.capabilities.runtime import routing_from_context
+
+                shim = _RoutingInputs(self.run_id, self.partition_key, dict(self.tags), dict(self.resources))
+                return replace(routing_from_context(shim), capability_overrides=overrides)
+            except ImportError:
+                pass
+        tags = self.tags
+        return Routing(
+            environment=tags.get("environment") or tags.get("env"),
+            ref=next(
+                (tags[k] for k in ("phlo/wap_branch", "phlo/ref", "ref", "branch") if tags.get(k)), None
+            ),
+            partition_key=self.partition_key,
+            run_id=self.run_id,
+            resources=self.resources,
+            feature_flags=MappingProxyType(
+                {k.removeprefix("feature/"): v for k, v in tags.items() if k.startswith("feature/")}
+            ),
+            capability_overrides=MappingProxyType(overrides),
+        )
 
     def get_resource(self, name: str) -> Any:
         """The resource registered as ``name``; KeyError names what is available."""
@@ -370,6 +519,23 @@ class RuntimeContext:
                 f"resource {name!r} is not available to this run (declared: {available}); "
                 "list it in AssetSpec.resources"
             ) from None
+
+
+@dataclass(frozen=True)
+class _RoutingInputs:
+    run_id: str | None
+    partition_key: str | None
+    tags: dict[str, str]
+    resources: dict[str, Any]
+
+
+def _phlo_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("phlo") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # --- registry -----------------------------------------------------------------------------------------
@@ -415,35 +581,49 @@ def _put(table: dict[Any, tuple[Any, str]], key: Any, spec: _S, where: str, what
     """Store spec under key; the same key from another source raises DuplicateSpecError naming both."""
     with _STORE.lock:
         if key in table and table[key][1] != where:
+            if table[key][0] is spec:  # one spec seen through two channels (Phlo's registry and a provider)
+                return spec
             raise DuplicateSpecError(f"{what} is defined twice: in {table[key][1]} and in {where}")
         table[key] = (spec, where)
         _remember(spec, where)
     return spec
 
 
-def register_asset(spec: AssetSpec, *, source: str | None = None) -> AssetSpec:
+def _ours(spec: Any, converter: str, fn: str) -> Any:
+    """Our spec, or one converted from a Phlo spec object (``phlo.capabilities.specs``) by its attributes."""
+    from phlo_dagster import compat
+
+    try:
+        return getattr(compat, converter)(spec)
+    except SpecError as exc:
+        cls = type(spec)
+        raise SpecError(
+            f"{fn} expects a capability spec (phlo_dagster.capabilities or Phlo's), "
+            f"got {cls.__module__}.{cls.__qualname__}: {exc}"
+        ) from None
+
+
+def register_asset(spec: Any, *, source: str | None = None) -> AssetSpec:
     """Register an asset spec; the same key from another place raises DuplicateSpecError naming both.
 
     Registering again from the same source (a module imported twice) replaces the earlier spec.
     """
-    if not isinstance(spec, AssetSpec):
-        raise SpecError(f"register_asset expects an AssetSpec, got {type(spec).__name__}")
-    return _put(_STORE.assets, spec.key, spec, source or _caller(), f"asset key {spec.key!r}")
+    asset: AssetSpec = _ours(spec, "to_asset_spec", "register_asset")
+    return _put(_STORE.assets, asset.key, asset, source or _caller(), f"asset key {asset.key!r}")
 
 
-def register_check(spec: AssetCheckSpec, *, source: str | None = None) -> AssetCheckSpec:
+def register_check(spec: Any, *, source: str | None = None) -> AssetCheckSpec:
     """Register a check spec; the same (asset, name) twice raises DuplicateSpecError naming both."""
-    if not isinstance(spec, AssetCheckSpec):
-        raise SpecError(f"register_check expects an AssetCheckSpec, got {type(spec).__name__}")
-    key = (spec.asset_key, spec.name)
-    return _put(_STORE.checks, key, spec, source or _caller(), f"check {spec.name!r} on {spec.asset_key!r}")
+    check: AssetCheckSpec = _ours(spec, "to_check_spec", "register_check")
+    key = (check.asset_key, check.name)
+    what = f"check {check.name!r} on {check.asset_key!r}"
+    return _put(_STORE.checks, key, check, source or _caller(), what)
 
 
-def register_resource(spec: ResourceSpec, *, source: str | None = None) -> ResourceSpec:
+def register_resource(spec: Any, *, source: str | None = None) -> ResourceSpec:
     """Register a resource spec; the same name twice raises DuplicateSpecError naming both."""
-    if not isinstance(spec, ResourceSpec):
-        raise SpecError(f"register_resource expects a ResourceSpec, got {type(spec).__name__}")
-    return _put(_STORE.resources, spec.name, spec, source or _caller(), f"resource {spec.name!r}")
+    resource: ResourceSpec = _ours(spec, "to_resource_spec", "register_resource")
+    return _put(_STORE.resources, resource.name, resource, source or _caller(), f"resource {resource.name!r}")
 
 
 def clear_capabilities() -> None:

@@ -221,15 +221,12 @@ def load_definitions() -> Any:
     return definitions_module.defs
 
 
-def materialize_assets(assets: Sequence[str], select: str | None, partition: str | None) -> None:
+def resolve_asset_keys(graph: Any, assets: Sequence[str], select: str | None) -> set[Any]:
+    """The materializable keys named by ASSET arguments and --select; an unknown one is an error."""
     from dagster import AssetSelection
-    from dagster._core.definitions.partitions.context import partition_loading_context
 
     if not assets and not select:
         raise CliError("give at least one ASSET (e.g. raw/orders) or --select EXPR")
-    defs = load_definitions()
-    repo = defs.get_repository_def()
-    graph = repo.asset_graph
     known = graph.materializable_asset_keys
     keys = set()
     for text in assets:
@@ -246,6 +243,16 @@ def materialize_assets(assets: Sequence[str], select: str | None, partition: str
         if not chosen:
             raise CliError(f"--select {select!r}: matches no assets")
         keys |= {k for k in chosen if k in known}
+    return keys
+
+
+def materialize_assets(assets: Sequence[str], select: str | None, partition: str | None) -> None:
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    defs = load_definitions()
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    keys = resolve_asset_keys(graph, assets, select)
     job = repo.get_implicit_job_def_for_assets(keys)
     if job is None:
         raise CliError(
@@ -364,6 +371,45 @@ def failure_cause(result: Any) -> str:
 def materialize(assets: tuple[str, ...], select: str | None, partition: str | None) -> None:
     """Materialize assets in this process against the .phlo/ instance (the one `phlo dev` serves)."""
     materialize_assets(assets, select, partition)
+
+
+@cli.command()
+@click.argument("assets", nargs=-1)
+@click.option("--select", default=None, help="Dagster asset selection, e.g. 'group:ingestion'.")
+@click.option("--start", default=None, help="First partition key [default: the first partition].")
+@click.option("--end", default=None, help="Last partition key [default: the last partition].")
+def backfill(assets: tuple[str, ...], select: str | None, start: str | None, end: str | None) -> None:
+    """Materialize partitioned assets once per partition from --start to --end (in this process)."""
+    from phlo_dagster.cli_runs import backfill_partitions
+
+    backfill_partitions(
+        assets,
+        select,
+        start,
+        end,
+        load_definitions=load_definitions,
+        resolve_keys=resolve_asset_keys,
+        materialize=materialize_assets,
+    )
+
+
+@cli.command()
+def status() -> None:
+    """Each asset's last materialization in .phlo/, and the state of the local services."""
+    from phlo_dagster.cli_runs import print_status
+
+    print_status(load_definitions(), PhloHome(Path.cwd()))
+
+
+@cli.command()
+@click.option("--service", type=click.Choice([WEBSERVER_SERVICE, DAEMON_SERVICE]), default=None)
+@click.option("--run", "run_id", default=None, help="Show this run's event log instead.")
+@click.option("-n", "--lines", type=click.IntRange(0), default=50, show_default=True, help="0: all.")
+def logs(service: str | None, run_id: str | None, lines: int) -> None:
+    """The last lines of the local services' logs (.phlo/logs), or one run's events."""
+    from phlo_dagster.cli_runs import print_logs
+
+    print_logs(PhloHome(Path.cwd()), service, run_id, lines)
 
 
 # --- phlo services ---
@@ -534,21 +580,158 @@ def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: 
 
 
 def add_plugin_commands(group: click.Group) -> None:
-    """Commands from other distributions' `phlo.plugins.cli` entry points (ours are built in)."""
+    """Commands from other distributions' `phlo.plugins.cli` entry points (ours are built in).
+
+    An entry point may name a click command, a CliCommandPlugin class or instance (its get_cli_commands()).
+    One that fails to load, to instantiate or to list its commands is a warning line naming it, and skipped.
+    """
     from importlib.metadata import entry_points
 
-    for ep in sorted(entry_points(group="phlo.plugins.cli"), key=lambda e: e.name):
-        if ep.name in group.commands or ep.value.startswith("phlo_dagster."):
+    for ep in sorted(entry_points(group="phlo.plugins.cli"), key=lambda e: (e.name, e.value)):
+        if ep.value.startswith("phlo_dagster."):
             continue
         try:
             obj = ep.load()
+            if isinstance(obj, type) and not issubclass(obj, click.Command):
+                obj = obj()
+            commands = list(obj.get_cli_commands()) if hasattr(obj, "get_cli_commands") else [obj]
         except Exception as exc:
-            progress(f"warning: CLI plugin {ep.name} ({ep.value}) failed to load: {exc}")
+            progress(
+                f"warning: CLI plugin {ep.name} ({ep.value}) skipped: "
+                f"{type(exc).__name__}: {one_line(str(exc), 200)}"
+            )
             continue
-        commands = obj.get_cli_commands() if hasattr(obj, "get_cli_commands") else [obj]
         for command in commands:
-            if isinstance(command, click.Command) and command.name not in group.commands:
+            if isinstance(command, click.Command) and command.name and command.name not in group.commands:
                 group.add_command(command)
+
+
+# Our commands Phlo core's `phlo` mounts (its own services, plugin and logs win on a name clash).
+PHLO_COMMANDS = ("dev", "materialize", "webserver", "dbt", "backfill", "status", "logs")
+
+
+class _ClickError(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]
+
+
+def _guarded(command: click.Command) -> click.Command:
+    """Under Phlo's CLI our errors stay one line: CliError and domain errors become ClickException."""
+    if getattr(command, "_phlo_dagster_guarded", False):
+        return command
+    callback = command.callback
+    if callback is not None:
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except CliError as exc:
+                raise _ClickError(str(exc), exc.exit_code) from None
+            except click.ClickException:
+                raise
+            except Exception as exc:
+                if type(exc).__module__.startswith("phlo_dagster."):
+                    raise click.ClickException(one_line(str(exc)) or type(exc).__name__) from None
+                raise
+
+        command.callback = guarded
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _guarded(sub)
+    command._phlo_dagster_guarded = True  # type: ignore[attr-defined]
+    return command
+
+
+def phlo_commands() -> list[click.Command]:
+    """The commands DagsterCliPlugin.get_cli_commands() gives Phlo core."""
+    return [_guarded(cli.commands[name]) for name in PHLO_COMMANDS]
+
+
+def phlo_core_cli() -> click.Group | None:
+    """Phlo core's root command when phlo is installed, else None (phlo is never imported without it)."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("phlo") is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        from phlo.cli.main import cli as core
+    except Exception as exc:
+        progress(
+            f"warning: Phlo core's CLI failed to import ({type(exc).__name__}: {one_line(str(exc), 200)}); "
+            "running phlo-dagster's own commands"
+        )
+        return None
+    return core if isinstance(core, click.Group) else None
+
+
+def load_phlo_plugin_commands(core: click.Group) -> None:
+    """Every CLI plugin's commands onto Phlo's root command, as Phlo does, but one plugin at a time.
+
+    A plugin that fails to import or whose get_cli_commands() raises is one warning line naming it (Phlo
+    itself would stop there); Phlo's own commands keep their names. Afterwards Phlo has nothing left to load.
+    """
+    try:
+        from phlo.plugins.discovery import discover_plugins, get_global_registry
+    except ImportError:
+        load = getattr(core, "load_plugins", None)
+        if callable(load):
+            load()
+        return
+    failures: list[dict[str, str]] = []
+    try:
+        discover_plugins(
+            plugin_type="cli_command", auto_register=True, failure_level="debug", failure_sink=failures
+        )
+    except TypeError:  # a Phlo without failure_sink
+        discover_plugins(plugin_type="cli_command", auto_register=True)
+    for failure in failures:
+        progress(
+            f"warning: CLI plugin {failure.get('plugin_name')} ({failure.get('entry_point')}) skipped: "
+            f"{failure.get('error_type')}: {one_line(str(failure.get('error', '')), 200)}"
+        )
+    registry = get_global_registry()
+    taken = set(core.commands) | set(getattr(core, "lazy_commands", {}))
+    for name in registry.list("cli_command"):
+        plugin = registry.get("cli_command", name)
+        try:
+            commands = list(plugin.get_cli_commands())
+        except Exception as exc:
+            cls = type(plugin)
+            progress(
+                f"warning: CLI plugin {name} ({cls.__module__}.{cls.__qualname__}) skipped: "
+                f"get_cli_commands() raised {type(exc).__name__}: {one_line(str(exc), 200)}"
+            )
+            continue
+        for command in commands:
+            if isinstance(command, click.Command) and command.name and command.name not in taken:
+                core.add_command(command)
+                taken.add(command.name)
+    if hasattr(core, "load_plugins"):
+        core.load_plugins = None
+
+
+def run_phlo_core(core: click.Group, argv: Sequence[str] | None) -> None:
+    """Phlo's CLI with every plugin's commands loaded (ours through DagsterCliPlugin), so help lists them.
+
+    `phlo plugin ...` first discovers every plugin family: Phlo 0.18's `plugin list` shows only what an
+    earlier step of the same process discovered (from Phlo's own script it lists none).
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    load_phlo_plugin_commands(core)
+    if next((a for a in args if not a.startswith("-")), None) == "plugin":
+        try:
+            from phlo.plugins.discovery import discover_plugins
+
+            discover_plugins(auto_register=True, failure_level="debug")
+        except Exception as exc:
+            progress(
+                f"warning: Phlo plugin discovery failed: {type(exc).__name__}: {one_line(str(exc), 200)}"
+            )
+    core.main(args=args, prog_name="phlo")
 
 
 def one_line(text: str, limit: int = 400) -> str:
@@ -561,8 +744,18 @@ def first_line(text: str) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run `phlo`; any failure is one line on stderr and a non-zero exit, never a traceback."""
+def main(argv: Sequence[str] | None = None, *, own: bool = False) -> None:
+    """Run `phlo`; any failure is one line on stderr and a non-zero exit, never a traceback.
+
+    The `phlo` console script of both packages is one command: with Phlo core installed this runs Phlo's CLI
+    (our commands come in through the phlo.plugins.cli entry point), else ours. ``own`` (`python -m
+    phlo_dagster.cli`, used by our service definitions) always runs ours.
+    """
+    if not own:
+        core = phlo_core_cli()
+        if core is not None:
+            run_phlo_core(core, argv)
+            return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("phlo").setLevel(logging.INFO)
     try:
@@ -586,4 +779,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(own=True)

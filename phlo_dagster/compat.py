@@ -23,6 +23,7 @@ from phlo_dagster.capabilities import (
 __all__ = [
     "CAPABILITY_OVERRIDES_METADATA",
     "PHLO_DEFAULT_START_DATE",
+    "PHLO_DEFAULT_TIMEZONE",
     "to_asset_spec",
     "to_check_result",
     "to_check_spec",
@@ -33,6 +34,8 @@ __all__ = [
 # Phlo 0.16's PartitionSpec has no end date and may omit the start; its adapter pinned daily partitions
 # to this date, so a Phlo spec without a start keeps the partitions it had there.
 PHLO_DEFAULT_START_DATE = date(2025, 1, 1)
+# ... and to this time zone, when the spec names none.
+PHLO_DEFAULT_TIMEZONE = "Europe/London"
 
 _MISSING = object()
 # Phlo's per-asset capability_overrides (e.g. {"table_store": "iceberg"}) are kept as asset metadata.
@@ -64,13 +67,15 @@ def _partition(obj: Any) -> PartitionSpec | None:
     kind = _get(obj, "kind")
     values = _get(obj, "values") or ()
     start = _get(obj, "start_date")
-    if kind != "static" and start is None:
-        start = PHLO_DEFAULT_START_DATE
+    timezone = _get(obj, "timezone")
+    if kind != "static":
+        start = PHLO_DEFAULT_START_DATE if start is None else start
+        timezone = PHLO_DEFAULT_TIMEZONE if timezone is None else timezone
     return PartitionSpec(
         kind=kind,
         start_date=start,
         end_date=_get(obj, "end_date"),
-        timezone=_get(obj, "timezone"),
+        timezone=timezone,
         values=tuple(values),
     )
 

@@ -105,7 +105,7 @@ def _release_adapters() -> None:
         close_all = getattr(getattr(adapter, "connections", None), "close_all_connections", None)
         if callable(close_all):
             close_all()
-    reset_adapters()
+    reset_adapters()  # type: ignore[no-untyped-call]
     gc.collect()
 
 

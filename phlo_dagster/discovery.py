@@ -7,6 +7,8 @@ workflow module that fails stops the load with an error naming it (file and line
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import sys
@@ -31,6 +33,7 @@ from phlo_dagster.capabilities import (
     AssetSpec,
     DuplicateSpecError,
     ResourceSpec,
+    SpecError,
     clear_capabilities,
     register_asset,
     register_check,
@@ -134,32 +137,144 @@ def _call(plugin: Any, method: str, label: str) -> list[Any]:
     return list(result)
 
 
-def load_plugins() -> list[str]:
-    """Register specs from every ``phlo.plugins.assets`` and ``phlo.plugins.resources`` entry point."""
-    loaded: list[str] = []
-    for group, methods in (
-        (RESOURCES_GROUP, (("get_resources", compat.to_resource_spec, register_resource),)),
-        (
-            ASSETS_GROUP,
-            (
-                ("get_assets", compat.to_asset_spec, register_asset),
-                ("get_checks", compat.to_check_spec, register_check),
-            ),
-        ),
-    ):
+_PROVIDER_METHODS = {
+    RESOURCES_GROUP: (("get_resources", compat.to_resource_spec, register_resource),),
+    ASSETS_GROUP: (
+        ("get_assets", compat.to_asset_spec, register_asset),
+        ("get_checks", compat.to_check_spec, register_check),
+    ),
+}
+
+
+@dataclass
+class _Provider:
+    group: str
+    name: str
+    label: str
+    plugin: Any
+
+
+def _warn_plugin(label: str, exc: BaseException) -> None:
+    log.warning("plugin skipped: %s: %s: %s", label, type(exc).__name__, " ".join(str(exc).split())[:300])
+
+
+def load_providers() -> list[_Provider]:
+    """Instantiate every ``phlo.plugins.assets``/``resources`` entry point; a failing one is a warning.
+
+    A provider keeping its own registry (Phlo's ``clear_registries()``) is cleared here, before the workflow
+    modules that fill it are imported again, so a reload never sees last load's specs.
+    """
+    providers: list[_Provider] = []
+    for group in (RESOURCES_GROUP, ASSETS_GROUP):
         for ep in _entry_points(group):
             label = _ep_label(ep)
             try:
                 plugin = _instantiate(ep)
-                for method, convert, register in methods:
-                    for obj in _call(plugin, method, label):
-                        register(convert(obj), source=label)  # type: ignore[arg-type]
-            except DiscoveryError:
-                raise
+                clear = getattr(plugin, "clear_registries", None)
+                if callable(clear):
+                    clear()
             except Exception as exc:
-                raise PluginLoadError(f"{label}: {type(exc).__name__}: {exc}") from exc
-            loaded.append(f"{group}:{ep.name}")
+                _warn_plugin(label, exc)
+                continue
+            providers.append(_Provider(group, ep.name, label, plugin))
+    return providers
+
+
+_Memo = dict[int, tuple[Any, Any]]
+
+
+def _convert(memo: _Memo, convert: Callable[[Any], Any], obj: Any) -> Any:
+    """Convert once per object, so one Phlo spec reached through two channels is one spec (no duplicate)."""
+    hit = memo.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    spec = convert(obj)
+    memo[id(obj)] = (obj, spec)
+    return spec
+
+
+def register_provider_specs(providers: Iterable[_Provider], memo: _Memo | None = None) -> list[str]:
+    """Ask each provider for its specs (after the workflow modules are imported) and register them.
+
+    A provider whose methods fail or return something that is not a spec is a warning and adds nothing;
+    a spec clashing with another source raises DuplicateSpecError naming both.
+    """
+    loaded: list[str] = []
+    for provider in providers:
+        try:
+            specs = [
+                (_convert(memo if memo is not None else {}, convert, obj), register)
+                for method, convert, register in _PROVIDER_METHODS[provider.group]
+                for obj in _call(provider.plugin, method, provider.label)
+            ]
+        except Exception as exc:
+            _warn_plugin(provider.label, exc)
+            continue
+        for spec, register in specs:
+            register(spec, source=provider.label)
+        loaded.append(f"{provider.group}:{provider.name}")
     return loaded
+
+
+def load_plugins() -> list[str]:
+    """Register specs from every ``phlo.plugins.assets`` and ``phlo.plugins.resources`` entry point."""
+    return register_provider_specs(load_providers())
+
+
+# --- Phlo core's capability registry (phlo.capabilities.registry), read only when phlo is installed ---
+
+PHLO_FAMILIES = (
+    ("resource", compat.to_resource_spec, register_resource),
+    ("asset", compat.to_asset_spec, register_asset),
+    ("check", compat.to_check_spec, register_check),
+)
+
+
+def phlo_registry() -> Any | None:
+    """Phlo core's process-global capability registry, or None without phlo (which is then never imported)."""
+    if "phlo.capabilities.registry" not in sys.modules:
+        try:
+            if importlib.util.find_spec("phlo") is None:
+                return None
+        except (ImportError, ValueError):
+            return None
+    try:
+        from phlo.capabilities.registry import get_capability_registry
+    except Exception as exc:
+        log.warning("Phlo's capability registry is not readable: %s: %s", type(exc).__name__, exc)
+        return None
+    return get_capability_registry()
+
+
+def clear_phlo_registry(reg: Any | None) -> None:
+    """Forget the asset, check and resource specs in Phlo's registry (workflow imports register them anew)."""
+    if reg is None:
+        return
+    for family, _, _ in PHLO_FAMILIES:
+        reg.clear(family)
+
+
+def _phlo_source(spec: Any) -> str:
+    fn = getattr(getattr(spec, "run", None), "fn", None) or getattr(spec, "fn", None)
+    code = getattr(fn, "__code__", None)
+    where = f"{code.co_filename}:{code.co_firstlineno}, " if code is not None else ""
+    return f"Phlo capability registry ({where}phlo.capabilities.registry)"
+
+
+def register_phlo_registry_specs(reg: Any | None, memo: _Memo | None = None) -> int:
+    """Copy Phlo's registered asset, check and resource specs into ours; clashes name both sources."""
+    if reg is None:
+        return 0
+    count = 0
+    for family, convert, register in PHLO_FAMILIES:
+        for obj in reg.list(family):
+            try:
+                spec = _convert(memo if memo is not None else {}, convert, obj)
+            except SpecError as exc:
+                raise SpecError(f"{_phlo_source(obj)}: {exc}") from None
+            register(spec, source=_phlo_source(obj))
+            count += 1
+    return count
 
 
 def _workflow_files(root: Path) -> list[Path]:
@@ -184,8 +299,47 @@ def _module_name(root: Path, path: Path) -> str:
     return ".".join([WORKFLOWS_PACKAGE, *parts])
 
 
+class _AliasLoader(importlib.abc.Loader):
+    """Loads ``<alias>.x`` as the module ``phlo_workflows.x`` itself (one module object, imported once)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return importlib.import_module(self.target)
+
+    def exec_module(self, module: ModuleType) -> None:
+        return None
+
+
+class WorkflowAliasFinder(importlib.abc.MetaPathFinder):
+    """Makes the workflows directory importable by its own name, Phlo-style: ``from workflows.x import y``.
+
+    First on sys.meta_path, so a ``workflows`` directory that is also on sys.path is never imported twice.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != self.alias and not fullname.startswith(self.alias + "."):
+            return None
+        target_name = WORKFLOWS_PACKAGE + fullname[len(self.alias) :]
+        is_package = fullname == self.alias or hasattr(importlib.import_module(target_name), "__path__")
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(target_name), is_package=is_package)
+
+
+def _install_alias(root: Path) -> None:
+    for finder in [f for f in sys.meta_path if isinstance(f, WorkflowAliasFinder)]:
+        sys.meta_path.remove(finder)
+    alias = root.name
+    if alias.isidentifier() and alias != WORKFLOWS_PACKAGE and alias not in sys.builtin_module_names:
+        sys.meta_path.insert(0, WorkflowAliasFinder(alias))
+
+
 def _forget_workflow_modules() -> None:
-    for name in [n for n in sys.modules if n == WORKFLOWS_PACKAGE or n.startswith(WORKFLOWS_PACKAGE + ".")]:
+    prefixes = [WORKFLOWS_PACKAGE] + [f.alias for f in sys.meta_path if isinstance(f, WorkflowAliasFinder)]
+    for name in [n for n in sys.modules if any(n == p or n.startswith(p + ".") for p in prefixes)]:
         del sys.modules[name]
 
 
@@ -220,6 +374,7 @@ def import_workflows(root: Path) -> list[ModuleType]:
     """Import every module under ``root`` in sorted path order; a failure raises WorkflowImportError."""
     root = root.resolve()
     _forget_workflow_modules()
+    _install_alias(root)
     importlib.invalidate_caches()
     modules: list[ModuleType] = []
     current = root / "__init__.py"
@@ -277,10 +432,17 @@ def collect_dagster_objects(modules: Iterable[ModuleType], root: Path | None = N
 
 
 def discover(settings: Settings) -> Discovery:
-    """Clear the registry, load plugins, import workflows, and return a snapshot of all of it."""
+    """Specs from every place Phlo puts them, and the workflows' plain Dagster objects, from scratch.
+
+    Order: clear our registry and Phlo's (and providers' own registries); import the workflow modules (which
+    register specs with us or with Phlo); then ask the entry-point providers and read Phlo's registry. The
+    same inputs give the same result on every call in one process.
+    """
     clear_capabilities()
     try:
-        plugins = load_plugins() if settings.plugins_enabled else []
+        core = phlo_registry()
+        clear_phlo_registry(core)
+        providers = load_providers() if settings.plugins_enabled else []
         root = settings.workflows_path
         modules: list[ModuleType] = []
         if root.is_dir():
@@ -291,6 +453,10 @@ def discover(settings: Settings) -> Discovery:
             )
         else:
             log.info("no workflows directory at %s; loading plugins only", root.resolve())
+        memo: _Memo = {}
+        plugins = register_provider_specs(providers, memo)
+        core = core or phlo_registry()  # a workflow module may have imported phlo just now
+        register_phlo_registry_specs(core, memo)
         objects = collect_dagster_objects(modules, root.resolve())
         snapshot = registry()
     except BaseException:

@@ -334,21 +334,28 @@ def load_services(home: PhloHome, port: int | None = None) -> tuple[dict[str, An
 
 
 def plugin_definitions() -> list[ServiceDefinition]:
-    """Service definitions from every `phlo.plugins.services` entry point that yields one."""
+    """Ours, plus every other `phlo.plugins.services` entry point that defines a command to run.
+
+    Our own entry points name Phlo-facing classes (phlo_plugin.py), so ours come from this module directly.
+    Another plugin that fails to load is a warning line; one without a command (a Docker service of Phlo's)
+    is not ours to run and is left out.
+    """
     from importlib.metadata import entry_points
 
-    found: list[ServiceDefinition] = []
+    found: list[ServiceDefinition] = default_definitions()
     for ep in sorted(entry_points(group="phlo.plugins.services"), key=lambda e: e.name):
+        if ep.value.startswith("phlo_dagster.") or ep.name in {d.name for d in found}:
+            continue
         try:
             plugin = ep.load()
             obj = plugin() if isinstance(plugin, type) else plugin
+            data = obj.definition().to_dict() if hasattr(obj, "definition") else obj.service_definition
         except Exception as exc:
-            raise CliError(f"service plugin {ep.name} ({ep.value}): failed to load: {exc}") from exc
-        if hasattr(obj, "definition"):
-            found.append(obj.definition())
-        elif hasattr(obj, "service_definition"):
-            found.append(ServiceDefinition.from_dict(obj.service_definition))
-    return found or default_definitions()
+            progress(f"warning: service plugin {ep.name} ({ep.value}) skipped: {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(data, Mapping) and data.get("command"):
+            found.append(ServiceDefinition.from_dict({"name": ep.name, **data}))
+    return found
 
 
 # --- running them ---

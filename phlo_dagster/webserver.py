@@ -35,7 +35,7 @@ DB_POOL_MAX_OVERFLOW = 20
 LIVE_DATA_POLL_RATE_MS = 2000
 
 
-class MetricsWebserver(DagsterWebserver):
+class MetricsWebserver(DagsterWebserver[Any, Any]):
     """DagsterWebserver whose routes gain /metrics ahead of the UI's catch-all route."""
 
     def __init__(
@@ -56,7 +56,7 @@ class MetricsWebserver(DagsterWebserver):
         extra: list[BaseRoute] = [Route(METRICS_PATH, self.metrics_endpoint, methods=["GET"])]
         if self._metrics_prefix:
             extra.append(Route(self._metrics_prefix + METRICS_PATH, self.metrics_endpoint, methods=["GET"]))
-        return [*extra, *super().build_routes()]
+        return [*extra, *super().build_routes()]  # type: ignore[no-untyped-call]
 
 
 @contextlib.asynccontextmanager

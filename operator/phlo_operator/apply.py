@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -39,7 +39,6 @@ PLURALS: dict[tuple[str, str], str] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
     (m.API_VERSION, m.KIND): m.PLURAL,
 }
 DISCOVERY_TTL = 60.0
@@ -101,6 +100,22 @@ def _strip(obj: dict[str, Any]) -> dict[str, Any]:
     out["metadata"] = meta
     out.pop("status", None)
     return out
+
+
+class Api(Protocol):
+    """What the reconciler needs from the API server: Kube below, or a fake in the unit tests."""
+
+    def get(self, ref: Ref) -> dict[str, Any] | None: ...
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: str = ""
+    ) -> list[dict[str, Any]]: ...
+    def has_api(self, group_version: str, plural: str) -> bool: ...
+    def apply(self, desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[bool, dict[str, Any]]: ...
+    def create(self, obj: dict[str, Any]) -> bool: ...
+    def delete(self, ref: Ref, propagation: str = "Background") -> bool: ...
+    def merge_patch(self, ref: Ref, patch: dict[str, Any]) -> None: ...
+    def patch_status(self, cr: dict[str, Any], status: dict[str, Any]) -> None: ...
+    def event(self, cr: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
 class Kube:
@@ -170,9 +185,6 @@ class Kube:
             found = any(r.get("name") == plural for r in (body or {}).get("resources", []))
             self._discovery[key] = (found, self.clock())
         return self._discovery[key][0]
-
-    def forget_discovery(self) -> None:
-        self._discovery.clear()
 
     # -- writes
     def apply(self, desired: dict[str, Any], live: dict[str, Any] | None) -> tuple[bool, dict[str, Any]]:

@@ -34,6 +34,8 @@ class Options:
     clusterwide: bool = False
     priority: int = 0
     peering: bool = True
+    # Ready waits for the webserver to report the code location loaded (it must reach the webservers).
+    code_location_check: bool = True
 
 
 class Controller:
@@ -73,9 +75,11 @@ class Controller:
             while True:
                 with self._lock:
                     state.dirty = False
-                failed = self._run(key)
+                failed, again = self._run(key)
                 with self._lock:
                     self._schedule_retry(key, state, failed)
+                    if again is not None and not failed:
+                        self._schedule(key, state, again)
                     state.last = time.monotonic()
                     if not state.dirty:
                         return
@@ -96,6 +100,12 @@ class Controller:
             return
         delay = min(RETRY_SECONDS * 2 ** (state.failures - 1), MAX_RETRY_SECONDS)
         log.warning("reconcile %s/%s failed %d time(s), retrying in %.0fs", *key, state.failures, delay)
+        self._schedule(key, state, delay)
+
+    def _schedule(self, key: tuple[str, str], state: _KeyState, delay: float) -> None:
+        """One pending timer per workflow that triggers a pass after delay (lock held)."""
+        if state.retry is not None:
+            return
 
         def fire() -> None:
             with self._lock:
@@ -121,26 +131,26 @@ class Controller:
         except ApiError as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_SECONDS) from None
 
-    def _run(self, key: tuple[str, str]) -> bool:
-        """One pass; True when it failed and should be retried."""
+    def _run(self, key: tuple[str, str]) -> tuple[bool, float | None]:
+        """One pass: whether it failed (retried with backoff), and when to look again though it did not."""
         started = time.monotonic()
         try:
             result = self.reconciler.reconcile(*key)
         except ApiError as exc:
             metrics.RECONCILES.labels(result="error").inc()
             log.warning("reconcile %s/%s: %s", *key, exc)
-            return True
+            return True, None
         except Exception:  # a bug must not kill the operator; retried with backoff like an API failure
             metrics.RECONCILES.labels(result="error").inc()
             log.exception("reconcile %s/%s crashed", *key)
-            return True
+            return True, None
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         metrics.RECONCILES.labels(result=result.outcome).inc()
         metrics.observe_workflow(key, None if result.outcome == "gone" else result.conditions)
         if result.writes:
             log.info("reconciled %s/%s: %s, %d writes", *key, result.outcome, result.writes)
-        return False
+        return False, result.requeue_after
 
 
 _controller: Controller | None = None
@@ -157,13 +167,18 @@ def controller() -> Controller:
     return _controller
 
 
-def build(options: Options) -> Controller:
-    """Load credentials (in-cluster or KUBECONFIG) and wire the client, reconciler and metrics."""
+def connect() -> Kube:
+    """Load credentials (in-cluster or KUBECONFIG) into the one API client, which records API errors."""
     import kubernetes
 
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    kube = Kube(kubernetes.client.ApiClient(), on_error=metrics.api_error)
-    return Controller(Reconciler(kube), options)
+    return Kube(kubernetes.client.ApiClient(), on_error=metrics.api_error)
+
+
+def build(kube: Kube, options: Options) -> Controller:
+    if options.code_location_check:
+        return Controller(Reconciler(kube), options)
+    return Controller(Reconciler(kube, prober=None), options)

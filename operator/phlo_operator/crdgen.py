@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from phlo_operator import model as m
+from phlo_operator.schema_refs import inlined_schema
 from phlo_operator.status_model import PhloWorkflowStatus
 
 CRD_PATH = Path("crds") / f"{m.GROUP}_{m.PLURAL}.yaml"
@@ -29,19 +30,6 @@ _KEEP = {
     "required",
     "additionalProperties",
 }
-
-
-def _resolve(node: Any, defs: dict[str, Any]) -> Any:
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
-            extra = {k: v for k, v in node.items() if k != "$ref"}
-            target.update(extra)
-            return _resolve(target, defs)
-        return {k: _resolve(v, defs) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(v, defs) for v in node]
-    return node
 
 
 def _structural(node: dict[str, Any], *, field: bool = False) -> dict[str, Any]:
@@ -94,11 +82,9 @@ def _structural(node: dict[str, Any], *, field: bool = False) -> dict[str, Any]:
     return out
 
 
-def schema_for(model: type[m.BaseModel]) -> dict[str, Any]:
+def schema_for(model: type[BaseModel]) -> dict[str, Any]:
     """A model's JSON schema, inlined and made structural."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")
-    defs = raw.pop("$defs", {})
-    schema = _structural(_resolve(raw, defs))
+    schema = _structural(inlined_schema(model))
     schema.pop("default", None)
     return schema
 

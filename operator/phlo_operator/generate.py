@@ -7,15 +7,38 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from phlo_operator import crdgen
+from phlo_operator import crdgen, vocabulary
 from phlo_operator.chart import generate as chart_generate
+from phlo_operator.doctext import replace_block
 
 Generator = Callable[[Path], list[Path]]
+VOCABULARY_BLOCK = ("vocabulary", "operator/phlo_operator/vocabulary.py")
+VOCABULARY_FILES = (Path("docs/operator.md"),)
+
+
+def vocabulary_files(root: Path) -> dict[Path, str]:
+    """The docs with their vocabulary tables (condition types and reasons, Event reasons, components)."""
+    table = vocabulary.markdown()
+    return {
+        path: replace_block((root / path).read_text(), *VOCABULARY_BLOCK, table, path)
+        for path in VOCABULARY_FILES
+    }
+
+
+def write_vocabulary(root: Path) -> list[Path]:
+    written = []
+    for path, content in vocabulary_files(root).items():
+        if (root / path).read_text() != content:
+            (root / path).write_text(content)
+            written.append(path)
+    return written
+
 
 # name -> function(repo_root) returning the files it wrote. Other areas append their generators here.
 GENERATORS: dict[str, Generator] = {
     "crd": crdgen.write,
     "chart": chart_generate.write_files,  # after "crd": the chart embeds a copy of the CRD
+    "vocabulary": write_vocabulary,
 }
 
 

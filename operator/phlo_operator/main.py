@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import sys
+import time
 
 from phlo_operator import controller as ctl
 from phlo_operator import metrics
@@ -33,6 +34,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+# Default of --no-code-location-check's setting (the flag wins); "false" turns the check off.
+CODE_LOCATION_CHECK_ENV = "PHLO_OPERATOR_CODE_LOCATION_CHECK"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="phlo-dagster-operator", description="Reconcile PhloWorkflow resources into Dagster deployments."
@@ -54,7 +59,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--standalone", action="store_true", help="no peering: act even if other replicas run"
     )
     parser.add_argument(
+        "--peering-object",
+        choices=["create", "wait"],
+        default="create",
+        help="create the kopf peering object(s) (default), or wait for them to appear because another tool "
+        "(the Helm chart) creates them: creating them too would race its install",
+    )
+    parser.add_argument(
         "--resync-seconds", type=float, default=300.0, help="periodic full reconcile interval (default 300)"
+    )
+    parser.add_argument(
+        "--no-code-location-check",
+        dest="code_location_check",
+        action="store_false",
+        default=os.environ.get(CODE_LOCATION_CHECK_ENV, "true").lower() not in ("0", "false", "no", "off"),
+        help="Ready once the pods are available, without asking each webserver whether it loaded the code "
+        "location (for an operator that cannot reach the webservers)",
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help="log line format")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -69,12 +89,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def ensure_peering(kube: Kube, namespaces: list[str], clusterwide: bool) -> bool:
-    """Create the kopf peering object(s) when the peering CRDs exist; without them kopf runs standalone."""
+PEERING_WAIT_SECONDS = 120.0
+
+
+def ensure_peering(kube: Kube, namespaces: list[str], clusterwide: bool, create: bool = True) -> bool:
+    """Create (or with create=False wait for) the kopf peering object(s) when the peering CRDs exist;
+    without them kopf runs standalone."""
     plural = "clusterkopfpeerings" if clusterwide else "kopfpeerings"
     if not kube.has_api("kopf.dev/v1", plural):
         log.warning("kopf.dev peering CRDs not installed: running without peering (do not run 2 replicas)")
         return False
+    if not create:
+        return _wait_for_peering(kube, namespaces, clusterwide)
     body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": ctl.PEERING_NAME}}
     urls = (
         ["/apis/kopf.dev/v1/clusterkopfpeerings"]
@@ -89,6 +115,30 @@ def ensure_peering(kube: Kube, namespaces: list[str], clusterwide: bool) -> bool
             if exc.code != 409:
                 raise
     return True
+
+
+def _wait_for_peering(kube: Kube, namespaces: list[str], clusterwide: bool) -> bool:
+    urls = (
+        [f"/apis/kopf.dev/v1/clusterkopfpeerings/{ctl.PEERING_NAME}"]
+        if clusterwide
+        else [f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{ctl.PEERING_NAME}" for ns in namespaces]
+    )
+    deadline = time.monotonic() + PEERING_WAIT_SECONDS
+    while True:
+        missing = []
+        for url in urls:
+            try:
+                kube.request("GET", url)
+            except ApiError as exc:
+                if exc.code != 404:
+                    raise
+                missing.append(url)
+        if not missing:
+            return True
+        if time.monotonic() > deadline:
+            log.warning("peering object(s) %s did not appear: running without peering", missing)
+            return False
+        time.sleep(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,11 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     namespaces: list[str] = list(args.namespace or [])
     try:
         options = ctl.Options(
-            clusterwide=args.all_namespaces, priority=args.priority or random.randint(1, 10**6)
+            clusterwide=args.all_namespaces,
+            priority=args.priority or random.randint(1, 10**6),
+            code_location_check=args.code_location_check,
         )
-        controller = ctl.build(options)
+        kube = ctl.connect()
+        controller = ctl.build(kube, options)
         if not args.standalone:
-            options.peering = ensure_peering(controller.reconciler.kube, namespaces, args.all_namespaces)
+            create = args.peering_object == "create"
+            options.peering = ensure_peering(kube, namespaces, args.all_namespaces, create)
         else:
             options.peering = False
     except Exception as exc:  # no kubeconfig, API server unreachable: a clear one-line error

@@ -12,6 +12,8 @@ RUN_LAUNCHER_RULES: list[PolicyRule] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get"]},
+    # The daemon's run monitor reads the run Job's status (seen failing runs on a real node without it).
+    {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
 ]
 
 _OWN = ["get", "list", "watch", "create", "patch", "update", "delete"]
@@ -36,6 +38,8 @@ RULES: list[PolicyRule] = [
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "watch", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": _OWN},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _OWN},
+    # Granted on to the run launcher's Role (RBAC lets the operator grant only what it holds).
+    {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log", "pods/status"], "verbs": ["get"]},
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": _OWN},

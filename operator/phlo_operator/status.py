@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Literal
+
+from phlo_operator import vocabulary as v
 
 Obj = dict[str, Any]
 DbtState = Literal["Disabled", "Succeeded", "Running", "Pending", "Failed"]
@@ -39,64 +42,66 @@ class Observed:
     postgres: Obj | None = None
     managed_postgres: bool = True
     storage_problem: str | None = None
-    storage_reason: str = "StorageSecretInvalid"
+    storage_reason: str = v.STORAGE_SECRET_INVALID
     dbt: DbtObservation = DbtObservation("Disabled")
     code_server_gated: bool = False
+    # Set when the pass failed at the API: then nothing else here was observed, and status keeps the last
+    # observation, only marking Degraded (and, before any observation, Ready) ApplyFailed.
     apply_error: str | None = None
     webserver_url: str | None = None
+    # What the webserver says of the code location; None when not asked (--no-code-location-check).
+    code_location: Check | None = None
 
 
-COMPONENT_CONDITIONS = {
-    "webserver": "WebserverReady",
-    "daemon": "DaemonReady",
-    "code-server": "CodeServerReady",
-}
+COMPONENT_CONDITIONS = v.COMPONENT_CONDITIONS
 
 
 def deployment_check(dep: Obj | None, suspended: bool = False) -> Check:
     """Ready when the newest template is fully rolled out and available."""
     if suspended:
-        return Check(False, "Suspended", "scaled to 0 by spec.suspend")
+        return Check(False, v.SUSPENDED, "scaled to 0 by spec.suspend")
     if dep is None:
-        return Check(False, "NotFound", "Deployment does not exist yet")
+        return Check(False, v.NOT_FOUND, "Deployment does not exist yet")
     spec = dep.get("spec", {})
     st = dep.get("status", {})
     wanted = spec.get("replicas", 1)
     generation = dep.get("metadata", {}).get("generation", 0)
     for cond in st.get("conditions", []):
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return Check(False, "ProgressDeadlineExceeded", cond.get("message", "rollout stalled"))
+        if cond.get("type") == "Progressing" and cond.get("reason") == v.PROGRESS_DEADLINE_EXCEEDED:
+            return Check(False, v.PROGRESS_DEADLINE_EXCEEDED, cond.get("message", "rollout stalled"))
     if st.get("observedGeneration", 0) < generation:
-        return Check(False, "RollingOut", "the Deployment controller has not seen the latest spec yet")
+        return Check(False, v.ROLLING_OUT, "the Deployment controller has not seen the latest spec yet")
     updated, available, total = (st.get(k, 0) for k in ("updatedReplicas", "availableReplicas", "replicas"))
     if updated < wanted:
-        return Check(False, "RollingOut", f"{updated}/{wanted} pods updated")
+        return Check(False, v.ROLLING_OUT, f"{updated}/{wanted} pods updated")
     if total > updated:
-        return Check(False, "RollingOut", f"{total - updated} old pods still terminating")
+        return Check(False, v.ROLLING_OUT, f"{total - updated} old pods still terminating")
     if available < wanted:
-        return Check(False, "Unavailable", f"{available}/{wanted} pods available")
+        return Check(False, v.UNAVAILABLE, f"{available}/{wanted} pods available")
     if wanted == 0:
-        return Check(False, "ScaledToZero", "replicas is 0")
-    return Check(True, "Available", f"{available}/{wanted} pods available")
+        return Check(False, v.SCALED_TO_ZERO, "replicas is 0")
+    return Check(True, v.AVAILABLE, f"{available}/{wanted} pods available")
 
 
 def statefulset_check(sts: Obj | None) -> Check:
     if sts is None:
-        return Check(False, "NotFound", "StatefulSet does not exist yet")
+        return Check(False, v.NOT_FOUND, "StatefulSet does not exist yet")
     wanted = sts.get("spec", {}).get("replicas", 1)
     st = sts.get("status", {})
     if st.get("observedGeneration", 0) < sts.get("metadata", {}).get("generation", 0):
-        return Check(False, "RollingOut", "the StatefulSet controller has not seen the latest spec yet")
+        return Check(False, v.ROLLING_OUT, "the StatefulSet controller has not seen the latest spec yet")
     ready = st.get("readyReplicas", 0)
     if ready < wanted or st.get("updatedReplicas", 0) < wanted:
-        return Check(False, "Unavailable", f"{ready}/{wanted} PostgreSQL pods ready")
-    return Check(True, "Available", "PostgreSQL is ready")
+        return Check(False, v.UNAVAILABLE, f"{ready}/{wanted} PostgreSQL pods ready")
+    return Check(True, v.AVAILABLE, "PostgreSQL is ready")
 
 
 def job_observation(job: Obj | None, spec_hash: str, job_name: str) -> DbtObservation:
     """Outcome of the dbt-compile Job from its conditions (a failed Job is never treated as finished)."""
     if job is None:
-        return DbtObservation("Pending", job_name, spec_hash, "JobPending", "dbt-compile Job not created yet")
+        return DbtObservation(
+            "Pending", job_name, spec_hash, v.JOB_PENDING, "dbt-compile Job not created yet"
+        )
     for cond in job.get("status", {}).get("conditions", []):
         if cond.get("status") != "True":
             continue
@@ -105,12 +110,12 @@ def job_observation(job: Obj | None, spec_hash: str, job_name: str) -> DbtObserv
                 "Succeeded",
                 job_name,
                 spec_hash,
-                "Succeeded",
+                v.SUCCEEDED,
                 "dbt project compiled",
                 job.get("status", {}).get("completionTime") or cond.get("lastTransitionTime"),
             )
         if cond.get("type") in ("Failed", "FailureTarget"):
-            reason = cond.get("reason") or "Failed"
+            reason = cond.get("reason") or v.FAILED
             return DbtObservation(
                 "Failed",
                 job_name,
@@ -119,7 +124,7 @@ def job_observation(job: Obj | None, spec_hash: str, job_name: str) -> DbtObserv
                 f"Job {job_name} failed: {cond.get('message') or reason}",
             )
     return DbtObservation(
-        "Running", job_name, spec_hash, "Running", f"Job {job_name} is compiling the dbt project"
+        "Running", job_name, spec_hash, v.RUNNING, f"Job {job_name} is compiling the dbt project"
     )
 
 
@@ -131,68 +136,70 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
     """Ready, Progressing, Degraded and one per component, without timestamps."""
     if obs.invalid is not None:
         msg = obs.invalid
-        out = [
-            _condition("Ready", False, "InvalidSpec", msg),
-            _condition("Progressing", False, "InvalidSpec", "nothing is reconciled until the spec is fixed"),
-            _condition("Degraded", True, "InvalidSpec", msg),
+        return [
+            _condition(v.READY, False, v.INVALID_SPEC, msg),
+            _condition(v.PROGRESSING, False, v.INVALID_SPEC, "nothing is reconciled until the spec is fixed"),
+            _condition(v.DEGRADED, True, v.INVALID_SPEC, msg),
         ]
-        return out
     checks = {c: deployment_check(obs.deployments.get(c), obs.suspended) for c in COMPONENT_CONDITIONS}
     out = [_condition(COMPONENT_CONDITIONS[c], ch.ok, ch.reason, ch.message) for c, ch in checks.items()]
     dbt = obs.dbt
     if dbt.state == "Disabled":
-        out.append(_condition("DbtCompiled", True, "Disabled", "dbt is disabled"))
+        out.append(_condition(v.DBT_COMPILED, True, v.DISABLED, "dbt is disabled"))
     else:
-        out.append(_condition("DbtCompiled", dbt.state == "Succeeded", dbt.reason or dbt.state, dbt.message))
+        out.append(_condition(v.DBT_COMPILED, dbt.state == "Succeeded", dbt.reason or dbt.state, dbt.message))
     storage: Check
     if obs.storage_problem:
         storage = Check(False, obs.storage_reason, obs.storage_problem)
     elif obs.managed_postgres:
         storage = statefulset_check(obs.postgres)
     else:
-        storage = Check(True, "ExternalSecret", "using the PostgreSQL named by storage.postgres.secretName")
-    out.append(_condition("StorageReady", storage.ok, storage.reason, storage.message))
+        storage = Check(True, v.EXTERNAL_SECRET, "using the PostgreSQL named by storage.postgres.secretName")
+    out.append(_condition(v.STORAGE_READY, storage.ok, storage.reason, storage.message))
+    location = obs.code_location
+    if location is not None and not obs.suspended:
+        out.append(_condition(v.CODE_LOCATION_LOADED, location.ok, location.reason, location.message))
 
     degraded: tuple[str, str] | None = None
     if dbt.state == "Failed":
-        degraded = ("DbtCompileFailed", dbt.message)
-    elif obs.apply_error:
-        degraded = ("ApplyFailed", obs.apply_error)
+        degraded = (v.DBT_COMPILE_FAILED, dbt.message)
     elif obs.storage_problem:
         degraded = (obs.storage_reason, obs.storage_problem)
     else:
-        stalled = [c for c, ch in checks.items() if ch.reason == "ProgressDeadlineExceeded"]
+        stalled = [c for c, ch in checks.items() if ch.reason == v.PROGRESS_DEADLINE_EXCEEDED]
         if stalled:
-            degraded = ("ProgressDeadlineExceeded", f"rollout stalled: {', '.join(stalled)}")
+            degraded = (v.PROGRESS_DEADLINE_EXCEEDED, f"rollout stalled: {', '.join(stalled)}")
     out.append(
-        _condition("Degraded", True, *degraded)
+        _condition(v.DEGRADED, True, *degraded)
         if degraded
-        else _condition("Degraded", False, "AsExpected", "no problems observed")
+        else _condition(v.DEGRADED, False, v.AS_EXPECTED, "no problems observed")
     )
 
-    rolling = [c for c, ch in checks.items() if ch.reason == "RollingOut"]
+    rolling = [c for c, ch in checks.items() if ch.reason == v.ROLLING_OUT]
     if dbt.state in ("Running", "Pending"):
-        out.append(_condition("Progressing", True, "DbtCompiling", dbt.message))
+        out.append(_condition(v.PROGRESSING, True, v.DBT_COMPILING, dbt.message))
     elif rolling:
-        out.append(_condition("Progressing", True, "RollingOut", f"rolling out: {', '.join(rolling)}"))
+        out.append(_condition(v.PROGRESSING, True, v.ROLLING_OUT, f"rolling out: {', '.join(rolling)}"))
     else:
-        out.append(_condition("Progressing", False, "Idle", "no rollout in progress"))
+        out.append(_condition(v.PROGRESSING, False, v.IDLE, "no rollout in progress"))
 
     if obs.suspended:
-        ready = Check(False, "Suspended", "spec.suspend is true; Dagster is scaled to 0, data is kept")
+        ready = Check(False, v.SUSPENDED, "spec.suspend is true; Dagster is scaled to 0, data is kept")
     else:
         not_ready = [COMPONENT_CONDITIONS[c] for c, ch in checks.items() if not ch.ok]
         if not storage.ok:
-            not_ready.append("StorageReady")
-        if not not_ready:
-            ready = Check(True, "Available", "webserver, daemon and code server are available")
-        elif dbt.state == "Failed" and not checks["code-server"].ok:
-            ready = Check(False, "DbtCompileFailed", dbt.message)
-        elif dbt.state in ("Running", "Pending") and not checks["code-server"].ok:
-            ready = Check(False, "DbtCompiling", dbt.message)
+            not_ready.append(v.STORAGE_READY)
+        if not not_ready and location is not None and not location.ok:
+            ready = Check(False, v.CODE_LOCATION_NOT_LOADED, location.message)
+        elif not not_ready:
+            ready = Check(True, v.AVAILABLE, "webserver, daemon and code server are available")
+        elif dbt.state == "Failed" and not checks[v.CODE_SERVER].ok:
+            ready = Check(False, v.DBT_COMPILE_FAILED, dbt.message)
+        elif dbt.state in ("Running", "Pending") and not checks[v.CODE_SERVER].ok:
+            ready = Check(False, v.DBT_COMPILING, dbt.message)
         else:
-            ready = Check(False, "ComponentsNotReady", "not ready: " + ", ".join(not_ready))
-    out.insert(0, _condition("Ready", ready.ok, ready.reason, ready.message))
+            ready = Check(False, v.COMPONENTS_NOT_READY, "not ready: " + ", ".join(not_ready))
+    out.insert(0, _condition(v.READY, ready.ok, ready.reason, ready.message))
     return out
 
 
@@ -209,19 +216,36 @@ def with_timestamps(
     return out
 
 
+def api_failure_conditions(previous: list[dict[str, Any]], error: str) -> list[dict[str, Any]]:
+    """An API failure says nothing about the children: keep what was observed, mark Degraded ApplyFailed."""
+    degraded = _condition(v.DEGRADED, True, v.APPLY_FAILED, error)
+    kept = [c for c in previous if c.get("type") != v.DEGRADED]
+    out = [{k: c[k] for k in ("type", "status", "reason", "message") if k in c} for c in kept]
+    if not any(c.get("type") == v.READY for c in kept):  # nothing observed yet: not Ready, say why
+        out.insert(0, {**degraded, "type": v.READY, "status": "False"})
+    return [*out, degraded]
+
+
 def compute(
-    obs: Observed, previous: dict[str, Any], now: str, extra: dict[str, Any] | None = None
+    obs: Observed, previous: dict[str, Any], now: str, extra: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """The full status object to write; equal to `previous` when nothing changed (so no write is needed)."""
-    status: dict[str, Any] = {
-        "observedGeneration": obs.generation,
-        "conditions": with_timestamps(conditions(obs), previous.get("conditions", []), obs.generation, now),
-    }
-    if obs.webserver_url:
-        status["webserverUrl"] = obs.webserver_url
-    for key in ("dbt", "codeServer", "runLauncher", "metrics"):
-        if previous.get(key):
-            status[key] = previous[key]
+    """The full status object to write; equal to `previous` when nothing changed (so no write is needed).
+    `extra` is the pass's bookkeeping (dbt, codeServer, runLauncher, metrics), merged over the previous."""
+    before = previous.get("conditions", [])
+    status: dict[str, Any]
+    if obs.apply_error is not None:
+        status = dict(previous)
+        generation = previous.get("observedGeneration", obs.generation)
+        new = api_failure_conditions(before, obs.apply_error)
+    else:
+        status = {"observedGeneration": obs.generation}
+        if obs.webserver_url:
+            status["webserverUrl"] = obs.webserver_url
+        for key in ("dbt", "codeServer", "runLauncher", "metrics"):
+            if previous.get(key):
+                status[key] = previous[key]
+        generation, new = obs.generation, conditions(obs)
+    status["conditions"] = with_timestamps(new, before, generation, now)
     for key, value in (extra or {}).items():
         status[key] = {**status.get(key, {}), **value}
     return status
@@ -234,27 +258,28 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
 def transitions(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Events to post, (condition, type, reason, message), on each significant condition change."""
     events: list[tuple[str, str, str, str]] = []
-    for type_, good_reason, recovered in (
-        ("Ready", "Ready", "NotReady"),
-        ("Degraded", "Recovered", "Degraded"),
-        ("DbtCompiled", "DbtCompiled", "DbtNotCompiled"),
+    # condition type, the Event reason when it turns good, the Event reason when bad without a reason
+    for type_, good_reason, fallback in (
+        (v.READY, v.EVENT_READY, v.EVENT_NOT_READY),
+        (v.DEGRADED, v.EVENT_RECOVERED, v.EVENT_DEGRADED),
+        (v.DBT_COMPILED, v.EVENT_DBT_COMPILED, v.EVENT_DBT_NOT_COMPILED),
     ):
         old, new = condition(before, type_), condition(after, type_)
         if new is None:
             continue
-        good = (new["status"] == "True") != (type_ == "Degraded")
+        good = (new["status"] == "True") != (type_ == v.DEGRADED)
         flipped = old is None or old["status"] != new["status"]
         reason_changed = old is not None and old["reason"] != new["reason"]
-        if old is None and (good or type_ == "Ready"):
+        if old is None and (good or type_ == v.READY):
             continue  # the first status of a new workflow is not news
-        if type_ == "DbtCompiled" and new["reason"] in ("Running", "JobPending", "Suspended"):
+        if type_ == v.DBT_COMPILED and new["reason"] in (v.RUNNING, v.JOB_PENDING, v.SUSPENDED):
             continue
-        if not flipped and not (type_ == "Degraded" and reason_changed and not good):
+        if not flipped and not (type_ == v.DEGRADED and reason_changed and not good):
             continue
         if good:
             events.append((type_, "Normal", good_reason, f"{type_}={new['status']}: {new['message']}"))
         else:
-            reason = new["reason"] if new["reason"] not in ("AsExpected",) else recovered
-            kind = "Normal" if reason in ("Suspended", "DbtCompiling") else "Warning"
+            reason = new["reason"] if new["reason"] != v.AS_EXPECTED else fallback
+            kind = "Normal" if reason in (v.SUSPENDED, v.DBT_COMPILING) else "Warning"
             events.append((type_, kind, reason, f"{type_}={new['status']}: {new['message']}"))
     return events

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-CONDITION_TYPES = (
-    "Ready",
-    "Progressing",
-    "Degraded",
-    "WebserverReady",
-    "DaemonReady",
-    "CodeServerReady",
-    "DbtCompiled",
-    "StorageReady",
-)
+from phlo_operator import vocabulary as v
+
+
+def _one_of(names: Iterable[str]) -> str:
+    return ", ".join(names)
 
 
 class _Model(BaseModel):
@@ -26,9 +22,12 @@ class _Model(BaseModel):
 class Condition(_Model):
     """A metav1.Condition."""
 
-    type: str = Field(description="Condition type, e.g. Ready, Degraded, CodeServerReady.")
+    type: str = Field(description=f"Condition type: one of {_one_of(v.CONDITIONS)}.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason for the last transition.")
+    reason: str = Field(
+        description=f"CamelCase reason for the last transition: one of {_one_of(v.REASONS)}; or, for "
+        "DbtCompiled, the failed Job's own reason."
+    )
     message: str = Field(default="", description="Human-readable details.")
     last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
     observed_generation: int | None = Field(

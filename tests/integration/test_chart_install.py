@@ -388,7 +388,7 @@ def test_operator_with_the_chart_service_account_reconciles_quickstart(testbed, 
 def test_example_workflow_hook_is_created_and_outlives_uninstall(testbed, namespace, crds):
     _install(testbed, namespace, "exampleWorkflow.enabled=true", "exampleWorkflow.name=example")
     workflow = _get(testbed, "pwf", "example", "-n", namespace)
-    assert workflow["spec"]["image"] == "phlo-dagster:0.1.0"
+    assert workflow["spec"]["image"] == "phlo-dagster:0.4.0"
     assert workflow["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
     testbed.helm("upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values", "--wait", timeout=240)
     # an upgrade leaves the workflow alone (re-creating it would restart every Dagster component)

@@ -1,4 +1,4 @@
-"""The kind e2e scripts without Docker: materialize.py against `phlo dev`; e2e.sh syntax and refusal."""
+"""The kind e2e scripts without Docker: the shared flow's GraphQL steps against `phlo dev`; e2e.sh refusal."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e import flow
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +45,12 @@ def test_materialize_script_runs_an_asset_through_graphql(tmp_path):
             start_new_session=True,
         )
     try:
-        result = subprocess.run(
-            [sys.executable, str(REPO / "tests" / "kind" / "materialize.py"), f"http://127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            timeout=540,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-3000:]
-        assert "materialized " in result.stdout
+        base = f"http://127.0.0.1:{port}"
+        flow.wait("phlo dev's webserver", lambda: flow.http_get(base + "/server_info", 5)[0] == 200, 300)
+        assert "raw/orders" in flow.asset_keys(base), log.read_text()[-3000:]
+        run_id = flow.launch(base, "raw/orders")
+        assert flow.wait_run(base, run_id, 540) == "SUCCESS", log.read_text()[-3000:]
+        assert any("loaded" in m for m in flow.run_messages(base, run_id))
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         try:

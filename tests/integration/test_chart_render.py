@@ -62,7 +62,7 @@ def test_chart_works_as_a_dependency_of_an_umbrella_chart(tmp_path):
     (umbrella / "charts").mkdir(parents=True)
     (umbrella / "Chart.yaml").write_text(
         "apiVersion: v2\nname: platform\nversion: 1.0.0\n"
-        "dependencies:\n  - name: phlo-dagster\n    version: 0.1.0\n"
+        "dependencies:\n  - name: phlo-dagster\n    version: 0.4.0\n"
     )
     (umbrella / "values.yaml").write_text("global:\n  team: data\nphlo-dagster:\n  replicaCount: 2\n")
     shutil.copytree(CHART, umbrella / "charts" / "phlo-dagster")
@@ -128,8 +128,9 @@ def test_deployment_passes_restricted_pod_security_and_probes_health(tmp_path):
         "--metrics-port=8080",
         "--health-port=8081",
         "--log-level=INFO",
+        "--peering-object=wait",
     ]
-    assert container["image"] == "phlo-dagster-operator:0.1.0"
+    assert container["image"] == "phlo-dagster-operator:0.4.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     for probe in ("livenessProbe", "readinessProbe"):
@@ -227,7 +228,7 @@ def test_log_level_and_peering_flags(tmp_path):
 
 def test_packaged_chart_renders_the_same(tmp_path):
     packaged = helm("package", str(CHART), "--destination", str(tmp_path)).stdout
-    archive = tmp_path / "phlo-dagster-0.1.0.tgz"
+    archive = tmp_path / "phlo-dagster-0.4.0.tgz"
     assert archive.exists(), packaged
     direct = helm("template", "r", str(CHART), "-n", "phlo", "--include-crds").stdout
     from_archive = helm("template", "r", str(archive), "-n", "phlo", "--include-crds").stdout

@@ -173,7 +173,7 @@ def test_plugin_list_shows_our_entry_points() -> None:
     result = phlo("plugin", "list", cwd=Path.cwd())
     assert result.returncode == 0, result.stderr
     rows = [ln.split() for ln in result.stdout.splitlines()[1:]]
-    assert ["services", "dagster", "phlo_dagster.services:DagsterServicePlugin", "phlo-dagster"] in [
+    assert ["services", "dagster", "phlo_dagster.phlo_plugin:DagsterServicePlugin", "phlo-dagster"] in [
         r[:4] for r in rows
     ]
     assert ["services", "dagster-daemon"] in [r[:2] for r in rows]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end on a real cluster: kind (needs Docker; not part of `make test`).
-#   kind create cluster -> docker build + kind load both images -> helm install -> apply the quickstart
-#   PhloWorkflow -> wait for Ready -> materialize an asset through the webserver's GraphQL API.
+#   kind create cluster -> docker build + kind load both images -> the flow the real-node suite runs
+#   (tests/e2e/flow.py: helm install, quickstart Ready, helm test, GraphQL, a run as a Job, a screenshot).
 # Environment: KIND_CLUSTER (default phlo-dagster), NAMESPACE (phlo), KIND_NODE_IMAGE (kind's default),
 # KEEP_CLUSTER=1 keeps the cluster afterwards, ARTIFACTS=<dir> receives logs on failure.
 set -euo pipefail
@@ -16,7 +16,6 @@ artifacts="${ARTIFACTS:-${TMPDIR:-/tmp}/phlo-kind-e2e}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
 operator_image="phlo-dagster-operator:${version}"
 runtime_image="phlo-dagster:${version}"
-local_port="${LOCAL_PORT:-13000}"
 
 log() { printf '[kind-e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -26,7 +25,6 @@ for tool in docker kind kubectl helm python3; do
 done
 docker info >/dev/null 2>&1 || die "no Docker engine answers 'docker info'"
 
-pf_pid=""
 collect() {
 	mkdir -p "$artifacts"
 	kubectl get all,pwf,jobs,events -A -o wide >"$artifacts/objects.txt" 2>&1 || true
@@ -38,7 +36,6 @@ collect() {
 }
 cleanup() {
 	local status=$?
-	[[ -n "$pf_pid" ]] && kill "$pf_pid" 2>/dev/null || true
 	[[ $status -ne 0 ]] && collect
 	if [[ "${KEEP_CLUSTER:-0}" != "1" ]]; then
 		kind delete cluster --name "$cluster" >/dev/null 2>&1 || true
@@ -58,24 +55,10 @@ docker build -f operator/Dockerfile -t "$operator_image" .
 docker build -f Dockerfile -t "$runtime_image" .
 kind load docker-image --name "$cluster" "$operator_image" "$runtime_image"
 
-log "helm install"
-helm upgrade --install phlo-dagster charts/phlo-dagster --namespace "$ns" --create-namespace \
-	--set image.pullPolicy=Never --wait --timeout 5m
-kubectl -n "$ns" rollout status deployment/phlo-dagster --timeout=120s
-helm test phlo-dagster --namespace "$ns" --timeout 3m
-
-log "applying the quickstart PhloWorkflow with image $runtime_image"
-kubectl -n "$ns" create --dry-run=client -o json -f examples/quickstart/workflow.yaml | python3 -c '
-import json, sys
-doc = json.load(sys.stdin)
-doc["spec"].update(image=sys.argv[1], imagePullPolicy="IfNotPresent")
-json.dump(doc, sys.stdout)
-' "$runtime_image" | kubectl -n "$ns" apply -f -
-kubectl -n "$ns" wait --for=condition=Ready pwf/quickstart --timeout=15m
-kubectl -n "$ns" get pwf quickstart
-
-log "materializing an asset through GraphQL"
-kubectl -n "$ns" port-forward svc/quickstart-webserver "$local_port:3000" >/dev/null 2>&1 &
-pf_pid=$!
-python3 "$here/materialize.py" "http://127.0.0.1:$local_port"
-log "passed"
+# From here on the flow is the real-node suite's (tests/e2e/flow.py): install, quickstart Ready, probes,
+# helm test, UI/GraphQL through port-forward, a run as a Kubernetes Job, a screenshot of the asset graph.
+log "running the shared end-to-end flow"
+kubeconfig="$artifacts/kubeconfig"
+mkdir -p "$artifacts"
+kind get kubeconfig --name "$cluster" >"$kubeconfig"
+python3 -m tests.e2e.flow --kubeconfig "$kubeconfig" --namespace "$ns" --image "$runtime_image" --artifacts "$artifacts"

@@ -8,6 +8,9 @@ K8S_VERSION=v1.36.3   # k8s.io/kubernetes; staging modules pinned to v0.36.3 in 
 ETCD_VERSION=v3.6.8   # go.etcd.io/etcd/server/v3, the version Kubernetes v1.36.3 pins
 KWOK_VERSION=v0.8.0   # sigs.k8s.io/kwok
 HELM_VERSION=v3.21.4  # helm.sh/helm/v3 (helm 4 changes install to server-side apply: pin the major)
+CONTAINERD_VERSION=v2.4.2  # github.com/containerd/containerd/v2, the real node's runtime (gomod-containerd/)
+COREDNS_VERSION=v1.15.0    # github.com/coredns/coredns, the real node's DNS, trimmed plugin list (coredns/)
+KUBE_ROUTER_VERSION=v2.1.0 # github.com/cloudnativelabs/kube-router/v2: the node's NetworkPolicy enforcement
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -35,6 +38,9 @@ hash_of() { cat "$@" | sha256sum | cut -c1-12; }
 k8s_key="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-${go_version}-$(
 	{ cat "$here/gomod/go.mod" "$here/gomod/go.sum"; echo "$K8S_VERSION $ETCD_VERSION"; } | sha256sum | cut -c1-12)"
 kwok_key="kwok-${KWOK_VERSION}-${go_version}"
+containerd_key="containerd-${CONTAINERD_VERSION}-${go_version}-$(hash_of "$here/gomod-containerd/go.mod" "$here/gomod-containerd/go.sum")"
+kube_router_key="kube-router-${KUBE_ROUTER_VERSION}-${go_version}-$(hash_of "$here/gomod-kube-router/go.mod" "$here/gomod-kube-router/go.sum")"
+coredns_key="coredns-${COREDNS_VERSION}-${go_version}-$(hash_of "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go")"
 helm_key="helm-${HELM_VERSION}-${go_version}"
 
 # ensure KEY FUNCTION: unless the cache has KEY, runs FUNCTION into a temporary dir, then moves it into
@@ -76,12 +82,14 @@ build_k8s() {
 	done
 	(
 		cd "$here/gomod"
-		log "go build kube-apiserver kube-controller-manager kube-scheduler kubectl ($K8S_VERSION)"
+		log "go build kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy ($K8S_VERSION)"
 		go build -ldflags "$ldflags" -o "$bin/" \
 			k8s.io/kubernetes/cmd/kube-apiserver \
 			k8s.io/kubernetes/cmd/kube-controller-manager \
 			k8s.io/kubernetes/cmd/kube-scheduler \
-			k8s.io/kubernetes/cmd/kubectl
+			k8s.io/kubernetes/cmd/kubectl \
+			k8s.io/kubernetes/cmd/kubelet \
+			k8s.io/kubernetes/cmd/kube-proxy
 		log "go build etcd ($ETCD_VERSION)"
 		go build -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
 	)
@@ -98,14 +106,44 @@ build_helm() {
 -X helm.sh/helm/v3/internal/version.gitTreeState=clean" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+build_containerd() {
+	local bin="$1"
+	(
+		cd "$here/gomod-containerd"
+		local pkg=github.com/containerd/containerd/v2
+		local ldflags="-s -w -X $pkg/version.Version=$CONTAINERD_VERSION -X $pkg/version.Package=$pkg"
+		log "go build containerd containerd-shim-runc-v2 ctr ($CONTAINERD_VERSION)"
+		# no_btrfs: no btrfs headers needed (CGO is off anyway); the node uses the overlayfs snapshotter.
+		go build -tags no_btrfs,no_devmapper,no_zfs -ldflags "$ldflags" -o "$bin/" \
+			$pkg/cmd/containerd $pkg/cmd/containerd-shim-runc-v2 $pkg/cmd/ctr
+	)
+}
+
+build_coredns() {
+	local bin="$1"
+	(cd "$here/coredns" && log "go build coredns ($COREDNS_VERSION)" && go build -ldflags "-s -w" -o "$bin/coredns" .)
+}
+
+build_kube_router() {
+	local bin="$1"
+	(
+		cd "$here/gomod-kube-router"
+		log "go build kube-router ($KUBE_ROUTER_VERSION)"
+		go build -ldflags "-s -w" -o "$bin/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+	)
+}
+
 total_start=$SECONDS
 log "cache: $cache_root (go $go_version)"
 ensure "$k8s_key" build_k8s
 ensure "$kwok_key" build_kwok
 ensure "$helm_key" build_helm
+ensure "$containerd_key" build_containerd
+ensure "$coredns_key" build_coredns
+ensure "$kube_router_key" build_kube_router
 
 mkdir -p "$out_bin"
-for key in "$k8s_key" "$kwok_key" "$helm_key"; do
+for key in "$k8s_key" "$kwok_key" "$helm_key" "$containerd_key" "$coredns_key" "$kube_router_key"; do
 	for f in "$cache_root/$key/bin/"*; do
 		ln -sfn "$f" "$out_bin/$(basename "$f")"
 	done

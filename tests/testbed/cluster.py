@@ -194,10 +194,10 @@ def client_cert_user(pki: Pki, stem: str) -> dict[str, str]:
     }
 
 
-def fake_node(name: str) -> dict[str, Any]:
-    """A Node kwok manages (by annotation), with generous allocatable resources and no taints."""
+def fake_node(name: str, tainted: bool = False) -> dict[str, Any]:
+    """A Node kwok manages (by annotation), with generous allocatable resources; tainted by a real node."""
     resources = {"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti"}
-    return {
+    node: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -213,6 +213,9 @@ def fake_node(name: str) -> dict[str, Any]:
         },
         "status": {"allocatable": resources, "capacity": resources},
     }
+    if tainted:
+        node["spec"] = {"taints": [FAKE_NODE_TAINT]}
+    return node
 
 
 def missing_binaries(bin_dir: Path = BIN_DIR) -> list[str]:
@@ -230,8 +233,31 @@ def ensure_binaries(bin_dir: Path = BIN_DIR) -> None:
         raise TestbedError(f"tests/testbed/build.sh failed (exit {result.returncode}); missing: {still}")
 
 
-def _component_argv(name: str, bin_dir: Path, d: Path, pki: Pki, ports: dict[str, int]) -> list[str]:
-    """Command line of one control-plane component, every listener on 127.0.0.1."""
+@dataclass(frozen=True)
+class Placement:
+    """Where the control plane runs. The default is the kwok bed: every listener on the host's 127.0.0.1.
+    The real node (realnode.py) runs it inside its own network and mount namespaces (wrap enters them),
+    the API server on the node's address so pods and the host both reach it, and taints the kwok nodes."""
+
+    address: str = LOOPBACK
+    wrap: tuple[str, ...] = ()
+    taint_fake_nodes: bool = False
+    extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+# Taint on kwok's fake nodes while a real node is present: nothing lands there unless it tolerates this.
+FAKE_NODE_TAINT = {"key": FAKE_NODE_ANNOTATION, "value": "fake", "effect": "NoSchedule"}
+
+
+def _component_argv(
+    name: str, bin_dir: Path, d: Path, pki: Pki, ports: dict[str, int], placement: Placement
+) -> list[str]:
+    """Command line of one control-plane component (extra arguments from the placement appended)."""
+    return [*_base_argv(name, bin_dir, d, pki, ports, placement.address), *placement.extra_args.get(name, ())]
+
+
+def _base_argv(name: str, bin_dir: Path, d: Path, pki: Pki, ports: dict[str, int], address: str) -> list[str]:
+    """Command line of one control-plane component; only the API server listens beyond 127.0.0.1."""
     b = str(bin_dir / name)
     if name == "etcd":
         peer = f"http://{LOOPBACK}:{ports['etcd-peer']}"
@@ -254,8 +280,8 @@ def _component_argv(name: str, bin_dir: Path, d: Path, pki: Pki, ports: dict[str
         return [
             b,
             f"--etcd-servers=http://{LOOPBACK}:{ports['etcd']}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--secure-port={ports['kube-apiserver']}",
             f"--cert-dir={d / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}",
@@ -309,16 +335,18 @@ def _component_argv(name: str, bin_dir: Path, d: Path, pki: Pki, ports: dict[str
     raise ValueError(f"unknown component {name!r}")
 
 
-def _start_once(directory: Path, bin_dir: Path) -> Testbed:
+def _start_once(directory: Path, bin_dir: Path, placement: Placement | None = None) -> Testbed:
     """One attempt at starting the control plane in directory; stops what it started on failure."""
+    placement = placement or Placement()
     for stale in ("etcd-data", "pki", "tokens"):
         shutil.rmtree(directory / stale, ignore_errors=True)
     logs = directory / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    pki = create_pki(directory / "pki")
+    extra_ips = () if placement.address == LOOPBACK else (placement.address,)
+    pki = create_pki(directory / "pki", extra_ips=extra_ips)
     names = ["etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
-    server = f"https://{LOOPBACK}:{ports['kube-apiserver']}"
+    server = f"https://{placement.address}:{ports['kube-apiserver']}"
     ca_pem = pki.ca_cert.read_bytes()
     kubeconfig = directory / "kubeconfig"
     kubeconfig.write_text(render_kubeconfig(server, ca_pem, client_cert_user(pki, "admin")))
@@ -344,9 +372,12 @@ def _start_once(directory: Path, bin_dir: Path) -> Testbed:
     )
     try:
         for name in COMPONENTS:
-            argv = _component_argv(name, bin_dir, directory, pki, ports)
-            bed.processes.append(spawn(name, argv, logs / f"{name}.log", cwd=directory))
-            if name == "etcd":
+            argv = _component_argv(name, bin_dir, directory, pki, ports, placement)
+            bed.processes.append(
+                spawn(name, [*placement.wrap, *argv], logs / f"{name}.log", cwd=directory, executable=name)
+            )
+            # Inside the node's namespaces etcd's loopback is not ours: the API server's /readyz covers it.
+            if name == "etcd" and not placement.wrap:
                 wait_for(
                     "etcd /health",
                     lambda: (
@@ -363,7 +394,7 @@ def _start_once(directory: Path, bin_dir: Path) -> Testbed:
         nodes = {
             "apiVersion": "v1",
             "kind": "List",
-            "items": [fake_node(f"kwok-node-{i}") for i in range(NODE_COUNT)],
+            "items": [fake_node(f"kwok-node-{i}", placement.taint_fake_nodes) for i in range(NODE_COUNT)],
         }
         bed.kubectl("apply", "-f", "-", input=json.dumps(nodes))
         wait_for("the default ServiceAccount", lambda: _has_default_sa(bed), 120, bed.processes)
@@ -393,7 +424,13 @@ def _ready_nodes(bed: Testbed) -> int:
     return count
 
 
-def start(directory: Path, bin_dir: Path = BIN_DIR, attempts: int = 3) -> Testbed:
+def start(
+    directory: Path,
+    bin_dir: Path = BIN_DIR,
+    attempts: int = 3,
+    placement: Placement | None = None,
+    state_key: str = "cluster",
+) -> Testbed:
     """Start a fresh bed in directory (retrying with new ports), record it in directory/state.json."""
     ensure_binaries(bin_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -401,12 +438,12 @@ def start(directory: Path, bin_dir: Path = BIN_DIR, attempts: int = 3) -> Testbe
     for attempt in range(1, attempts + 1):
         started = time.monotonic()
         try:
-            bed = _start_once(directory, bin_dir)
+            bed = _start_once(directory, bin_dir, placement)
         except TestbedError as error:
             errors.append(f"attempt {attempt}: {error}")
             print(f"testbed: start attempt {attempt} failed: {str(error).splitlines()[0]}", file=sys.stderr)
             continue
-        state.update(directory, "cluster", bed.to_json())
+        state.update(directory, state_key, bed.to_json())
         print(
             f"testbed: control plane ready in {time.monotonic() - started:.1f}s at {bed.server}",
             file=sys.stderr,

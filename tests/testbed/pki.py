@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = dt.timedelta(days=2)
+# The real node's name (realnode.py); its kubelet's client certificate carries it.
+NODE_NAME = "phlo-node"
 
 # Client identities: file stem -> (common name, organisation). The control-plane components get the
 # identities Kubernetes' bootstrap RBAC policy already grants, so their permissions are the real ones.
@@ -21,6 +23,15 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
     "kwok": ("phlo-testbed-kwok", "system:masters"),
+    # The real node (realnode.py): kubelet as a Node identity (NodeRestriction applies), kube-proxy as the
+    # user Kubernetes' node-proxier binding names, the API server's client for kubelet logs/exec/port-forward,
+    # and CoreDNS (cluster-wide reads only, granted by the bed).
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", None),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
+    "coredns": ("phlo-testbed-coredns", None),
+    # kube-router's policy controller reads pods, namespaces, NetworkPolicies and its Node (bed-wide admin).
+    "kube-router": ("phlo-testbed-kube-router", "system:masters"),
 }
 
 
@@ -152,8 +163,9 @@ def make_leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def create_pki(directory: Path) -> Pki:
-    """Write the CA, the API server's serving cert, one client cert per CLIENTS entry and the SA key pair."""
+def create_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Write the CA, the API server's serving cert (also valid for extra_ips), one client cert per CLIENTS
+    entry and the SA key pair."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     ca_cert, ca_key = make_ca()
@@ -172,7 +184,7 @@ def create_pki(directory: Path) -> Pki:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        ip_addresses=("127.0.0.1", "10.96.0.1"),
+        ip_addresses=("127.0.0.1", "10.96.0.1", *extra_ips),
     )
     _write(pki.serving_cert, serving.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_key, _key_pem(serving_key), private=True)

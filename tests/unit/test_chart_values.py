@@ -142,7 +142,7 @@ def test_values_table_lists_every_leaf_with_its_default():
     table = schema.render_values_table()
     assert "| `watch.allNamespaces` | boolean | `false` |" in table
     assert "| `metrics.port` | integer | `8080` |" in table
-    assert table in (REPO / "README.md").read_text()
+    assert table in (REPO / "docs/chart.md").read_text()
 
 
 def test_dashboard_queries_parse_as_promql():

@@ -35,7 +35,17 @@ def test_one_line_folds_and_truncates() -> None:
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run(capsys, "--help")
     assert code == 0
-    for command in ("dev", "materialize", "services", "plugin", "dbt", "webserver"):
+    for command in (
+        "dev",
+        "materialize",
+        "services",
+        "plugin",
+        "dbt",
+        "webserver",
+        "backfill",
+        "status",
+        "logs",
+    ):
         assert command in out
 
 
@@ -128,21 +138,40 @@ def test_demo_bad_port_is_one_line(
     assert capsys.readouterr().err == "phlo: error: DAGSTER_PORT='abc': not a port number\n"
 
 
-def test_cli_entry_points_are_the_phlo_commands() -> None:
-    """phlo.plugins.cli publishes our commands, so Phlo's own `phlo` can mount them by name."""
+def test_cli_entry_point_is_one_phlo_cli_plugin() -> None:
+    """phlo.plugins.cli names our CliCommandPlugin (the target Phlo's help knows); it gives our commands."""
     from importlib.metadata import entry_points
 
     import click
 
-    from phlo_dagster.cli import cli
+    from phlo_dagster.cli import PHLO_COMMANDS, cli, phlo_commands
 
     eps = {
-        ep.name: ep for ep in entry_points(group="phlo.plugins.cli") if ep.value.startswith("phlo_dagster.")
+        ep.name: ep.value
+        for ep in entry_points(group="phlo.plugins.cli")
+        if ep.value.startswith("phlo_dagster.")
     }
-    assert set(eps) == {"dev", "materialize", "services", "plugin", "dbt", "webserver"}
-    for name, ep in eps.items():
-        command = ep.load()
-        assert isinstance(command, click.Command) and command is cli.commands[name], name
+    assert eps == {"dagster": "phlo_dagster.cli_plugin:DagsterCliPlugin"}
+    commands = phlo_commands()
+    assert [c.name for c in commands] == list(PHLO_COMMANDS)
+    assert {"backfill", "status", "logs"} <= set(PHLO_COMMANDS)
+    for command in commands:
+        assert isinstance(command, click.Command) and command is cli.commands[command.name]
+
+
+def test_exported_commands_fail_in_one_line_under_another_cli(tmp_path: Path, monkeypatch) -> None:
+    """Under Phlo's root command our CliError must be a ClickException (one line, exit code kept)."""
+    import click
+
+    from phlo_dagster.cli import phlo_commands
+
+    monkeypatch.chdir(tmp_path)
+    root = click.Group("phlo")
+    for command in phlo_commands():
+        root.add_command(command)
+    with pytest.raises(click.ClickException) as info:
+        root.main(["materialize"], standalone_mode=False)
+    assert "give at least one ASSET" in info.value.format_message()
 
 
 def test_plugin_install_never_prints_url_credentials(

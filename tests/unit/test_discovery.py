@@ -165,10 +165,9 @@ def test_installed_quickstart_plugin_is_found():
     assert "entry point phlo.plugins.assets:quickstart" in source_of(spec)
 
 
-def test_adapter_is_registered_as_orchestrator_plugin():
+def test_orchestrator_entry_point_names_the_phlo_adapter_class():
+    """Phlo's docs and discovery expect phlo_dagster.adapter:DagsterOrchestratorAdapter (it needs phlo)."""
     from importlib.metadata import entry_points
 
-    from phlo_dagster.adapter import DagsterAdapter
-
-    eps = {ep.name: ep for ep in entry_points(group="phlo.plugins.orchestrators")}
-    assert eps["dagster"].load() is DagsterAdapter
+    eps = {ep.name: ep.value for ep in entry_points(group="phlo.plugins.orchestrators")}
+    assert eps["dagster"] == "phlo_dagster.adapter:DagsterOrchestratorAdapter"

@@ -75,3 +75,32 @@ def test_build_args_point_at_existing_directories():
         assert (REPO / default).is_dir(), (
             f"ARG {name} default {default!r} is not a directory of the repository"
         )
+
+
+@pytest.mark.parametrize("path", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
+def test_images_build_from_python_3_12_slim(path):
+    assert parse(path).all("FROM") == ["python:3.12-slim"]
+
+
+def test_image_cache_key_covers_what_the_dockerfile_copies():
+    from tests.images import build
+
+    files = {str(p.relative_to(REPO)) for p in build.context_files(RUNTIME, {})}
+    assert {"pyproject.toml", "README.md", "requirements.lock"} <= files
+    for directory in ("phlo_dagster/", "operator/phlo_operator/", "examples/quickstart/workflows/"):
+        assert any(f.startswith(directory) for f in files), directory
+    assert not any("__pycache__" in f or f.endswith(".duckdb") for f in files)
+    other = build.context_files(RUNTIME, {"WORKFLOWS_DIR": "tests/images"})
+    baked = {str(p.relative_to(REPO)) for p in other}
+    assert "tests/images/build.py" in baked
+    assert not any(f.startswith("examples/quickstart/workflows/") for f in baked)
+
+
+def test_image_names_are_the_references_the_kubelet_asks_for():
+    from tests.images import build
+
+    assert build.normalize("python:3.12-slim") == "docker.io/library/python:3.12-slim"
+    assert build.normalize("postgres:17-alpine") == build.POSTGRES_IMAGE
+    assert build.normalize("acme/flows") == "docker.io/acme/flows:latest"
+    assert build.normalize("registry.k8s.io/pause:3.10.1") == "registry.k8s.io/pause:3.10.1"
+    assert build.normalize("localhost:5000/x:1") == "localhost:5000/x:1"

@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 import yaml
 from phlo_operator.model import parse_spec
-from phlo_operator.render import Facts, Workflow, components, config, dbt, policy, postgres, render_all
+from phlo_operator.render import (
+    Facts,
+    Workflow,
+    components,
+    config,
+    dbt,
+    policy,
+    postgres,
+    render_all,
+    shared,
+)
 from phlo_operator.render.workflow import CHECKSUM_ANNOTATION
 
 pytestmark = pytest.mark.unit
@@ -17,6 +27,11 @@ DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 def wf(name: str = "demo", **spec: Any) -> Workflow:
     return Workflow(name=name, namespace="team", uid="uid-1", spec=parse_spec({"image": "img:1", **spec}))
+
+
+def instance_yaml(w: Workflow) -> Any:
+    """dagster.yaml as the instance ConfigMap carries it."""
+    return yaml.safe_load(config.instance_configmap(w, shared(w))["data"]["dagster.yaml"])
 
 
 def pod_specs(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,9 +59,11 @@ def test_every_pod_is_hardened() -> None:
 
 
 def test_no_secret_value_is_rendered_outside_the_generated_secret() -> None:
-    doc = yaml.safe_load(config.instance_configmap(wf())["data"]["dagster.yaml"])
+    doc = instance_yaml(wf())
     assert doc["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
-    env = components.webserver_deployment(wf())["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = components.webserver_deployment(wf(), shared(wf()))["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
     pg_password = next(e for e in env if e["name"] == "DAGSTER_PG_PASSWORD")
     assert pg_password["valueFrom"]["secretKeyRef"] == {"name": "demo-postgres", "key": "password"}
 
@@ -72,7 +89,7 @@ def test_dagster_yaml_is_valid_for_dagster_and_has_run_ttl(monkeypatch: pytest.M
     from dagster_k8s import K8sRunLauncher
     from dagster_postgres import DagsterPostgresStorage
 
-    doc = yaml.safe_load(config.instance_configmap(wf())["data"]["dagster.yaml"])
+    doc = instance_yaml(wf())
     launcher = doc["run_launcher"]
     assert launcher["class"] == "K8sRunLauncher" and doc["run_coordinator"]["class"] == "QueuedRunCoordinator"
     result = process_config(K8sRunLauncher.config_type(), launcher["config"])
@@ -86,7 +103,7 @@ def test_dagster_yaml_is_valid_for_dagster_and_has_run_ttl(monkeypatch: pytest.M
 
 def test_workspace_points_at_the_code_server_service() -> None:
     w = wf(codeServer={"port": 4100})
-    doc = yaml.safe_load(config.workspace_configmap(w)["data"]["workspace.yaml"])
+    doc = yaml.safe_load(config.workspace_configmap(w, shared(w))["data"]["workspace.yaml"])
     grpc = doc["load_from"][0]["grpc_server"]
     assert grpc == {"host": "demo-code-server", "port": 4100, "location_name": "phlo"}
     svc = components.code_server_service(w)
@@ -95,10 +112,10 @@ def test_workspace_points_at_the_code_server_service() -> None:
 
 def test_commands_follow_the_runtime_contract() -> None:
     w = wf()
-    ws = components.webserver_deployment(w)["spec"]["template"]["spec"]["containers"][0]
+    ws = components.webserver_deployment(w, shared(w))["spec"]["template"]["spec"]["containers"][0]
     assert ws["command"][:2] == ["phlo", "webserver"] and "3000" in ws["command"]
     assert ws["readinessProbe"]["httpGet"]["path"] == "/server_info"
-    cs = components.code_server_deployment(w, None)["spec"]["template"]["spec"]["containers"][0]
+    cs = components.code_server_deployment(w, shared(w))["spec"]["template"]["spec"]["containers"][0]
     assert cs["command"][:8] == [
         "dagster",
         "api",
@@ -110,19 +127,19 @@ def test_commands_follow_the_runtime_contract() -> None:
         "-p",
     ]
     assert cs["readinessProbe"]["grpc"] == {"port": 4000, "service": "DagsterApi"}
-    d = components.daemon_deployment(w)
+    d = components.daemon_deployment(w, shared(w))
     assert d["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["dagster-daemon", "run"]
     assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_dbt_job_and_init_container_share_inputs_and_hash() -> None:
     w = wf(dbt={"enabled": True, "projectDir": "/app/dbt", "podAnnotations": {"kwok.phlo.dev/fail": "true"}})
-    job = dbt.job(w)
+    job = dbt.job(w, shared(w))
     assert job is not None
     h = dbt.spec_hash(w)
-    assert job["metadata"]["name"] == f"demo-dbt-{h}"
+    assert h is not None and dbt.hash_of(job) == h and job["metadata"]["name"] == f"demo-dbt-{h}"
     assert job["spec"]["template"]["metadata"]["annotations"]["kwok.phlo.dev/fail"] == "true"
-    init = components.code_server_deployment(w, h)["spec"]["template"]["spec"]["initContainers"][0]
+    init = components.code_server_deployment(w, shared(w))["spec"]["template"]["spec"]["initContainers"][0]
     jc = job["spec"]["template"]["spec"]["containers"][0]
     assert init["command"] == jc["command"] == ["phlo", "dbt", "compile"]
     assert init["env"] == jc["env"] and init["image"] == jc["image"]
@@ -135,12 +152,12 @@ def test_dbt_hash_tracks_what_affects_the_compile_only() -> None:
     assert base != dbt.spec_hash(wf(dbt={"enabled": True, "target": "prod"}))
     assert base != dbt.spec_hash(wf(dbt={"enabled": True}, image="img:2"))
     assert base != dbt.spec_hash(wf(dbt={"enabled": True}, env=[{"name": "X", "value": "1"}]))
-    assert dbt.spec_hash(wf()) is None and dbt.job(wf()) is None
+    assert dbt.spec_hash(wf()) is None and dbt.job(wf(), shared(wf())) is None
 
 
 def test_checksum_annotation_rolls_pods_on_config_change() -> None:
     def checksum(w: Workflow) -> str:
-        return components.webserver_deployment(w)["spec"]["template"]["metadata"]["annotations"][
+        return components.webserver_deployment(w, shared(w))["spec"]["template"]["metadata"]["annotations"][
             CHECKSUM_ANNOTATION
         ]
 
@@ -159,9 +176,9 @@ def test_suspend_scales_dagster_to_zero_but_keeps_postgres() -> None:
 
 def test_replicas_are_left_to_an_hpa() -> None:
     w = wf(webserver={"replicas": 3})
-    dep = components.webserver_deployment(w, frozenset({"demo-webserver"}))
+    dep = components.webserver_deployment(w, shared(w), frozenset({"demo-webserver"}))
     assert "replicas" not in dep["spec"]
-    assert components.webserver_deployment(w)["spec"]["replicas"] == 3
+    assert components.webserver_deployment(w, shared(w))["spec"]["replicas"] == 3
 
 
 def test_pdbs_only_for_replicated_components() -> None:
@@ -249,7 +266,7 @@ def test_rendering_is_pure() -> None:
 
 
 def test_run_pods_get_the_dbt_init_container_and_psycopg2_storage() -> None:
-    doc = yaml.safe_load(config.instance_configmap(wf(dbt={"enabled": True}))["data"]["dagster.yaml"])
+    doc = instance_yaml(wf(dbt={"enabled": True}))
     run = doc["run_launcher"]["config"]["run_k8s_config"]
     assert run["pod_spec_config"]["initContainers"][0]["command"] == ["phlo", "dbt", "compile"]
     assert {"name": "dbt-target", "emptyDir": {}} in run["pod_spec_config"]["volumes"]
@@ -260,7 +277,7 @@ def test_run_pods_get_the_dbt_init_container_and_psycopg2_storage() -> None:
 
 def test_runs_in_another_namespace_read_a_copy_of_the_storage_secret() -> None:
     def run_env(w: Workflow) -> set[str]:
-        doc = yaml.safe_load(config.instance_configmap(w)["data"]["dagster.yaml"])
+        doc = instance_yaml(w)
         env = doc["run_launcher"]["config"]["run_k8s_config"]["container_config"]["env"]
         return {e["valueFrom"]["secretKeyRef"]["name"] for e in env if e["name"].startswith("DAGSTER_PG_")}
 
@@ -300,7 +317,7 @@ def test_dagster_yaml_passes_instance_schema(monkeypatch: pytest.MonkeyPatch) ->
     for var, value in (("HOST", "h"), ("PORT", "5432"), ("USER", "u"), ("PASSWORD", "p"), ("DB", "d")):
         monkeypatch.setenv(f"DAGSTER_PG_{var}", value)
 
-    doc = yaml.safe_load(config.instance_configmap(wf())["data"]["dagster.yaml"])
+    doc = instance_yaml(wf())
     result = process_config(dagster_instance_config_schema(), doc)
     assert result.success, result.errors
     # max_runtime_seconds from RunSpec is enforced by the daemon's run monitor only when it is on.

@@ -81,7 +81,7 @@ def test_every_listener_binds_loopback(tmp_path: Path) -> None:
         )
     )
     for name in cluster.COMPONENTS:
-        argv = cluster._component_argv(name, tmp_path / "bin", tmp_path, pki, ports)
+        argv = cluster._component_argv(name, tmp_path / "bin", tmp_path, pki, ports, cluster.Placement())
         joined = " ".join(argv)
         assert "0.0.0.0" not in joined, name
         for flag in ("--bind-address", "--advertise-address", "--listen-client-urls", "--listen-peer-urls"):
@@ -91,7 +91,9 @@ def test_every_listener_binds_loopback(tmp_path: Path) -> None:
 
 
 def test_apiserver_enforces_rbac_and_pod_security() -> None:
-    argv = cluster._component_argv("kube-apiserver", Path("/b"), Path("/d"), Pki(Path("/pki")), _ports())
+    argv = cluster._component_argv(
+        "kube-apiserver", Path("/b"), Path("/d"), Pki(Path("/pki")), _ports(), cluster.Placement()
+    )
     assert "--authorization-mode=Node,RBAC" in argv
     admission = next(a for a in argv if a.startswith("--enable-admission-plugins="))
     assert "PodSecurity" in admission

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from phlo_operator.chart.values import ChartValues
+from phlo_operator.schema_refs import inlined_schema
 
 YAML_HEADER = (
     "# Default values of the phlo-dagster chart.\n"
@@ -18,33 +19,9 @@ YAML_HEADER = (
 )
 
 
-def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
-    """Replaces every $ref with its definition, so the schema reads top-down and needs no $defs."""
-    if isinstance(node, list):
-        return [_inline_refs(item, defs) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        target = defs[node["$ref"].rsplit("/", 1)[-1]]
-        merged = {**_inline_refs(target, defs), **{k: v for k, v in node.items() if k != "$ref"}}
-        return _inline_refs(merged, defs)
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "title" and isinstance(value, str):
-            continue  # pydantic's titles repeat the key names; descriptions carry the meaning
-        if key == "properties":
-            out[key] = {name: _inline_refs(prop, defs) for name, prop in value.items()}
-        else:
-            out[key] = _inline_refs(value, defs)
-    return out
-
-
 def values_schema() -> dict[str, Any]:
     """The JSON schema Helm validates values against (draft-07, so older Helm 3 releases read it too)."""
-    raw = ChartValues.model_json_schema(by_alias=True, mode="validation")
-    defs = raw.pop("$defs", {})
-    schema: dict[str, Any] = _inline_refs(raw, defs)
-    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **inlined_schema(ChartValues)}
 
 
 def render_schema_json() -> str:

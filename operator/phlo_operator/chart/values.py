@@ -246,7 +246,7 @@ class ExampleWorkflow(StrictModel):
     )
     spec: dict[str, Any] = Field(
         default_factory=lambda: {
-            "image": "phlo-dagster:0.1.0",
+            "image": "phlo-dagster:0.4.0",
             "dbt": {"enabled": True},
             "storage": {"postgres": {"managed": True}},
         },

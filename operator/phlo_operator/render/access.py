@@ -7,6 +7,7 @@ from typing import Any
 
 from phlo_operator.rbac import RUN_LAUNCHER_RULES
 from phlo_operator.render.workflow import Workflow
+from phlo_operator.vocabulary import RBAC
 
 
 def service_account(wf: Workflow) -> dict[str, Any] | None:
@@ -16,7 +17,7 @@ def service_account(wf: Workflow) -> dict[str, Any] | None:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": wf.metadata("dagster", "rbac"),
+        "metadata": wf.metadata("dagster", RBAC),
         "automountServiceAccountToken": False,
     }
 
@@ -26,7 +27,7 @@ def role(wf: Workflow) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": wf.metadata("run-launcher", "rbac", namespace=wf.run_namespace),
+        "metadata": wf.metadata("run-launcher", RBAC, namespace=wf.run_namespace),
         "rules": copy.deepcopy(RUN_LAUNCHER_RULES),
     }
 
@@ -35,7 +36,7 @@ def role_binding(wf: Workflow) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": wf.metadata("run-launcher", "rbac", namespace=wf.run_namespace),
+        "metadata": wf.metadata("run-launcher", RBAC, namespace=wf.run_namespace),
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",

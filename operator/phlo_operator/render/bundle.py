@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from phlo_operator.render import access, components, config, dbt, monitoring, policy, postgres
-from phlo_operator.render.workflow import Workflow
+from phlo_operator.render import access, components, config, dbt, monitoring, pods, policy, postgres
+from phlo_operator.render.shared import Shared
+from phlo_operator.render.workflow import Workflow, digest
 
 Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
@@ -21,12 +22,12 @@ class Facts:
 
 @dataclasses.dataclass(frozen=True)
 class Desired:
-    """objects are applied every pass; code_server waits for dbt; absent must be deleted when present."""
+    """objects are applied every pass; code_server waits for dbt (dbt_job carries the input hash it was
+    named by); absent must be deleted when present."""
 
     objects: list[dict[str, Any]]
     code_server: dict[str, Any]
     dbt_job: dict[str, Any] | None
-    dbt_hash: str | None
     absent: list[Ref]
 
 
@@ -35,14 +36,32 @@ def ref(obj: dict[str, Any]) -> Ref:
     return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
+def shared(wf: Workflow) -> Shared:
+    """What several renderers need, each computed once."""
+    dbt_init = dbt.dbt_init_container(wf) if wf.spec.dbt.enabled else None
+    instance, workspace = config.dagster_yaml(wf, dbt_init), config.workspace_yaml(wf)
+    return Shared(
+        env=pods.dagster_env(wf),
+        dbt_hash=dbt.spec_hash(wf),
+        dbt_init=dbt_init,
+        instance=instance,
+        workspace=workspace,
+        checksum=digest([instance, workspace, wf.postgres_secret]),
+    )
+
+
 def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
     """Pure: the same inputs always give the same manifests."""
     spec = wf.spec
     facts = facts or Facts()
-    objects: list[dict[str, Any]] = [config.instance_configmap(wf), config.workspace_configmap(wf)]
+    once = shared(wf)
+    objects: list[dict[str, Any]] = [
+        config.instance_configmap(wf, once),
+        config.workspace_configmap(wf, once),
+    ]
     absent: list[Ref] = []
     if wf.run_namespace != wf.namespace:
-        objects.append(config.instance_configmap(wf, namespace=wf.run_namespace))
+        objects.append(config.instance_configmap(wf, once, namespace=wf.run_namespace))
     sa = access.service_account(wf)
     if sa is not None:
         objects.append(sa)
@@ -59,8 +78,8 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
     objects += [
         components.code_server_service(wf),
         components.webserver_service(wf),
-        components.webserver_deployment(wf, facts.hpa_targets),
-        components.daemon_deployment(wf),
+        components.webserver_deployment(wf, once, facts.hpa_targets),
+        components.daemon_deployment(wf, once),
         policy.code_server_network_policy(wf),
     ]
     pdbs = policy.pod_disruption_budgets(wf)
@@ -75,11 +94,9 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
         objects.append(monitoring.service_monitor(wf))
     elif facts.service_monitor_api:
         absent.append(monitor_ref)
-    dbt_hash = dbt.spec_hash(wf)
     return Desired(
         objects=objects,
-        code_server=components.code_server_deployment(wf, dbt_hash, facts.hpa_targets),
-        dbt_job=dbt.job(wf),
-        dbt_hash=dbt_hash,
+        code_server=components.code_server_deployment(wf, once, facts.hpa_targets),
+        dbt_job=dbt.job(wf, once),
         absent=absent,
     )

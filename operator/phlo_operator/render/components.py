@@ -6,18 +6,11 @@ from typing import Any
 
 from phlo_dagster import constants as c
 from phlo_operator.render import pods
-from phlo_operator.render.config import dagster_yaml, workspace_yaml
-from phlo_operator.render.dbt import dbt_init_container
+from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Workflow, digest
+from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
 
-CODE_SERVER = "code-server"
-WEBSERVER = "webserver"
-DAEMON = "daemon"
-
-
-def config_checksum(wf: Workflow) -> str:
-    """Changes whenever a mounted config file or the storage Secret reference changes, rolling the pods."""
-    return digest([dagster_yaml(wf), workspace_yaml(wf), wf.postgres_secret])
+__all__ = ["CODE_SERVER", "DAEMON", "WEBSERVER"]
 
 
 def _replicas(wf: Workflow, wanted: int, name: str, hpa_targets: frozenset[str]) -> dict[str, Any]:
@@ -29,7 +22,12 @@ def _replicas(wf: Workflow, wanted: int, name: str, hpa_targets: frozenset[str])
 
 
 def _deployment(
-    wf: Workflow, component: str, pod: dict[str, Any], annotations: dict[str, str], **spec: Any
+    wf: Workflow,
+    component: str,
+    pod: dict[str, Any],
+    annotations: dict[str, str],
+    checksum: str,
+    **spec: Any,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
@@ -40,39 +38,40 @@ def _deployment(
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": wf.selector(component)},
             "template": {
-                "metadata": pods.template_metadata(wf, component, annotations, config_checksum(wf)),
+                "metadata": pods.template_metadata(wf, component, annotations, checksum),
                 "spec": pod,
             },
         },
     }
 
 
-def code_server_server_id(wf: Workflow, dbt_hash: str | None) -> str:
+def code_server_server_id(wf: Workflow, shared: Shared) -> str:
     """One id per code version, shared by every replica, so the webserver does not see replicas as changes."""
     return digest(
-        [wf.spec.image, pods.dagster_env(wf), pods.user_env_from(wf), wf.spec.workflows.path, dbt_hash]
+        [wf.spec.image, shared.env, pods.user_env_from(wf), wf.spec.workflows.path, shared.dbt_hash]
     )
 
 
 def code_server_deployment(
-    wf: Workflow, dbt_hash: str | None, hpa_targets: frozenset[str] = frozenset()
+    wf: Workflow, shared: Shared, hpa_targets: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """gRPC code server; with dbt, an init container compiles the project (inputs the dbt Job proved)."""
     spec = wf.spec
     port = spec.code_server.port
     command = ["dagster", "api", "grpc", "-m", c.DEFINITIONS_MODULE, "-h", "0.0.0.0", "-p", str(port)]
-    command += ["--fixed-server-id", code_server_server_id(wf, dbt_hash)]
+    command += ["--fixed-server-id", code_server_server_id(wf, shared)]
     mounts = pods.base_mounts()
     volumes = [*pods.base_volumes(), pods.instance_volume(wf)]
     init: list[dict[str, Any]] = []
-    if spec.dbt.enabled:
+    if shared.dbt_init is not None:
         mounts.append(pods.dbt_target_mount())
         volumes.append(pods.dbt_target_volume())
-        init.append(dbt_init_container(wf))
+        init.append(shared.dbt_init)
     main = pods.container(
         wf,
         "code-server",
         command,
+        [*shared.env, {"name": "DAGSTER_CURRENT_IMAGE", "value": spec.image}],
         ports=[{"name": "grpc", "containerPort": port, "protocol": "TCP"}],
         readinessProbe={
             "grpc": {"port": port, "service": "DagsterApi"},
@@ -83,18 +82,18 @@ def code_server_deployment(
         volumeMounts=mounts,
         resources=pods.resources(spec.code_server.resources),
     )
-    main["env"] = [*main["env"], {"name": "DAGSTER_CURRENT_IMAGE", "value": spec.image}]
     extra: dict[str, Any] = {"initContainers": init} if init else {}
     pod = pods.pod_spec(wf, [main], volumes, **extra)
     annotations = dict(spec.code_server.pod_annotations)
-    if dbt_hash:
-        annotations[DBT_HASH_ANNOTATION] = dbt_hash
+    if shared.dbt_hash:
+        annotations[DBT_HASH_ANNOTATION] = shared.dbt_hash
     name = wf.child(CODE_SERVER)
     return _deployment(
         wf,
         CODE_SERVER,
         pod,
         annotations,
+        shared.checksum,
         **_replicas(wf, spec.code_server.replicas, name, hpa_targets),
         strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
     )
@@ -114,7 +113,9 @@ def code_server_service(wf: Workflow) -> dict[str, Any]:
     }
 
 
-def webserver_deployment(wf: Workflow, hpa_targets: frozenset[str] = frozenset()) -> dict[str, Any]:
+def webserver_deployment(
+    wf: Workflow, shared: Shared, hpa_targets: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """UI, /graphql and Prometheus /metrics on one port; no liveness probe that could kill a busy process."""
     spec = wf.spec
     port = spec.webserver.port
@@ -123,6 +124,7 @@ def webserver_deployment(wf: Workflow, hpa_targets: frozenset[str] = frozenset()
         wf,
         WEBSERVER,
         command,
+        shared.env,
         ports=[{"name": "http", "containerPort": port, "protocol": "TCP"}],
         readinessProbe={
             "httpGet": {"path": "/server_info", "port": "http"},
@@ -149,6 +151,7 @@ def webserver_deployment(wf: Workflow, hpa_targets: frozenset[str] = frozenset()
         WEBSERVER,
         pod,
         annotations,
+        shared.checksum,
         **_replicas(wf, spec.webserver.replicas, name, hpa_targets),
         strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
     )
@@ -169,15 +172,31 @@ def webserver_service(wf: Workflow) -> dict[str, Any]:
     }
 
 
-def daemon_deployment(wf: Workflow) -> dict[str, Any]:
+def daemon_deployment(wf: Workflow, shared: Shared) -> dict[str, Any]:
     """Exactly one daemon, ever: 1 replica and Recreate, so two never overlap during a rollout."""
     spec = wf.spec
     main = pods.container(
         wf,
         DAEMON,
         ["dagster-daemon", "run", "-w", WORKSPACE_FILE],
+        shared.env,
         volumeMounts=[*pods.base_mounts(), pods.workspace_mount()],
         resources=pods.resources(spec.daemon.resources),
+        # Ready once every daemon (scheduler, sensors, run queue, monitor) wrote a heartbeat to the instance;
+        # restarted when heartbeats stop for good. An exec probe starts Python: probe rarely.
+        readinessProbe={
+            "exec": {"command": ["dagster-daemon", "liveness-check"]},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 30,
+            "timeoutSeconds": 30,
+        },
+        livenessProbe={
+            "exec": {"command": ["dagster-daemon", "liveness-check"]},
+            "initialDelaySeconds": 300,
+            "periodSeconds": 60,
+            "timeoutSeconds": 30,
+            "failureThreshold": 5,
+        },
     )
     volumes = [*pods.base_volumes(), pods.instance_volume(wf), pods.workspace_volume(wf)]
     pod = pods.pod_spec(wf, [main], volumes, automount=True)
@@ -186,6 +205,7 @@ def daemon_deployment(wf: Workflow) -> dict[str, Any]:
         DAEMON,
         pod,
         dict(spec.daemon.pod_annotations),
+        shared.checksum,
         replicas=0 if spec.suspend else 1,
         strategy={"type": "Recreate"},
     )

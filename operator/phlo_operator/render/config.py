@@ -8,15 +8,16 @@ import yaml
 
 from phlo_dagster import constants as c
 from phlo_operator.render import pods
-from phlo_operator.render.dbt import dbt_init_container
+from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DAGSTER_HOME, Workflow
+from phlo_operator.vocabulary import CONFIG, RUN
 
 
 def _env(name: str) -> dict[str, str]:
     return {"env": name}
 
 
-def run_k8s_config(wf: Workflow) -> dict[str, Any]:
+def run_k8s_config(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
     """Raw Kubernetes config for run Jobs: TTL, labels for the NetworkPolicy, hardened pods, the same env."""
     container: dict[str, Any] = {
         "env": pods.dagster_env(wf, wf.run_postgres_secret),
@@ -32,31 +33,26 @@ def run_k8s_config(wf: Workflow) -> dict[str, Any]:
         "securityContext": pods.pod_security_context(),
         "volumes": pods.base_volumes(),
     }
-    if wf.spec.dbt.enabled:
+    if dbt_init is not None:
         # Run workers load the definitions too: they get the code server's dbt init container.
         container["volumeMounts"].append(pods.dbt_target_mount())
         pod_spec["volumes"] = [*pod_spec["volumes"], pods.dbt_target_volume()]
-        pod_spec["initContainers"] = [dbt_init_container(wf)]
-    if wf.spec.node_selector:
-        pod_spec["nodeSelector"] = dict(wf.spec.node_selector)
-    if wf.spec.tolerations:
-        pod_spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations
-        ]
-    if wf.spec.affinity:
-        pod_spec["affinity"] = dict(wf.spec.affinity)
+        pod_spec["initContainers"] = [dbt_init]
+    pod_spec.update(pods.scheduling(wf))
     return {
         "job_spec_config": {
             "ttlSecondsAfterFinished": wf.spec.run_launcher.job_ttl_seconds,
             "backoffLimit": 0,
         },
-        "pod_template_spec_metadata": {"labels": wf.selector("run")},
+        # Labelled like the pods, so deleting the PhloWorkflow finds (and deletes) the Jobs it launched.
+        "job_metadata": {"labels": wf.selector(RUN)},
+        "pod_template_spec_metadata": {"labels": wf.selector(RUN)},
         "container_config": container,
         "pod_spec_config": pod_spec,
     }
 
 
-def dagster_yaml(wf: Workflow) -> dict[str, Any]:
+def dagster_yaml(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
     """The Dagster instance config; secrets are read from env at runtime, never written here."""
     return {
         "storage": {
@@ -87,7 +83,7 @@ def dagster_yaml(wf: Workflow) -> dict[str, Any]:
                 "image_pull_policy": wf.spec.image_pull_policy,
                 "service_account_name": wf.service_account,
                 "load_incluster_config": True,
-                "run_k8s_config": run_k8s_config(wf),
+                "run_k8s_config": run_k8s_config(wf, dbt_init),
             },
         },
         # The daemon's run monitor enforces max_runtime_seconds (the dagster/max_runtime tag) and fails
@@ -116,19 +112,19 @@ def _dump(value: dict[str, Any]) -> str:
     return yaml.safe_dump(value, sort_keys=True)
 
 
-def instance_configmap(wf: Workflow, namespace: str | None = None) -> dict[str, Any]:
+def instance_configmap(wf: Workflow, shared: Shared, namespace: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": wf.metadata("instance", "config", namespace=namespace),
-        "data": {"dagster.yaml": _dump(dagster_yaml(wf))},
+        "metadata": wf.metadata("instance", CONFIG, namespace=namespace),
+        "data": {"dagster.yaml": _dump(shared.instance)},
     }
 
 
-def workspace_configmap(wf: Workflow) -> dict[str, Any]:
+def workspace_configmap(wf: Workflow, shared: Shared) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": wf.metadata("workspace", "config"),
-        "data": {"workspace.yaml": _dump(workspace_yaml(wf))},
+        "metadata": wf.metadata("workspace", CONFIG),
+        "data": {"workspace.yaml": _dump(shared.workspace)},
     }

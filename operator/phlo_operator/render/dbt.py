@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from phlo_operator.render import pods
+from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, Workflow, digest
+from phlo_operator.vocabulary import DBT_COMPILE
 
-COMPONENT = "dbt-compile"
+COMPONENT = DBT_COMPILE
 
 
 def spec_hash(wf: Workflow) -> str | None:
@@ -21,6 +23,11 @@ def spec_hash(wf: Workflow) -> str | None:
     )
 
 
+def hash_of(job: dict[str, Any]) -> str:
+    """The input hash a compile Job carries (the reconciler reads it from the Job, not recomputes it)."""
+    return str(job["metadata"]["annotations"][DBT_HASH_ANNOTATION])
+
+
 def dbt_env(wf: Workflow) -> list[dict[str, Any]]:
     """The compile needs no storage credentials: runtime settings, user env, a log path."""
     return [*pods.runtime_env(wf), *pods.user_env(wf), {"name": "DBT_LOG_PATH", "value": "/tmp/dbt-logs"}]
@@ -28,28 +35,26 @@ def dbt_env(wf: Workflow) -> list[dict[str, Any]]:
 
 def dbt_init_container(wf: Workflow) -> dict[str, Any]:
     """`phlo dbt compile` into the target emptyDir: the init container of code-server and run pods."""
-    ctr = pods.container(
+    return pods.container(
         wf,
         "dbt-compile",
         ["phlo", "dbt", "compile"],
+        dbt_env(wf),
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
         resources=pods.resources(wf.spec.code_server.resources),
     )
-    ctr["env"] = dbt_env(wf)
-    return ctr
 
 
 def job_name(wf: Workflow, hash_: str) -> str:
     return wf.child(f"dbt-{hash_}")
 
 
-def job(wf: Workflow) -> dict[str, Any] | None:
+def job(wf: Workflow, shared: Shared) -> dict[str, Any] | None:
     """`phlo dbt compile` with the same image, env and paths as the code server's init container."""
-    hash_ = spec_hash(wf)
-    if hash_ is None:
+    hash_, main = shared.dbt_hash, shared.dbt_init
+    if hash_ is None or main is None:
         return None
     spec = wf.spec
-    main = dbt_init_container(wf)
     pod = pods.pod_spec(
         wf, [main], [{"name": "tmp", "emptyDir": {}}, pods.dbt_target_volume()], restartPolicy="Never"
     )

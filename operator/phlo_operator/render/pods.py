@@ -133,14 +133,16 @@ def dbt_target_mount() -> dict[str, Any]:
     return {"name": "dbt-target", "mountPath": DBT_TARGET_PATH}
 
 
-def container(wf: Workflow, name: str, command: list[str], **extra: Any) -> dict[str, Any]:
-    """A Dagster container with the common image, env, envFrom and security settings."""
+def container(
+    wf: Workflow, name: str, command: list[str], env: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """A Dagster container with the common image, envFrom and security settings."""
     body: dict[str, Any] = {
         "name": name,
         "image": wf.spec.image,
         "imagePullPolicy": wf.spec.image_pull_policy,
         "command": command,
-        "env": dagster_env(wf),
+        "env": env,
         "securityContext": container_security_context(),
     }
     if wf.spec.env_from:
@@ -160,14 +162,21 @@ def pod_spec(
         "containers": containers,
         "volumes": volumes,
     }
-    if wf.spec.node_selector:
-        spec["nodeSelector"] = dict(wf.spec.node_selector)
-    if wf.spec.tolerations:
-        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations]
-    if wf.spec.affinity:
-        spec["affinity"] = dict(wf.spec.affinity)
+    spec.update(scheduling(wf))
     spec.update(extra)
     return spec
+
+
+def scheduling(wf: Workflow) -> dict[str, Any]:
+    """nodeSelector, tolerations and affinity as set in the spec: every pod of the workflow gets them."""
+    out: dict[str, Any] = {}
+    if wf.spec.node_selector:
+        out["nodeSelector"] = dict(wf.spec.node_selector)
+    if wf.spec.tolerations:
+        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations]
+    if wf.spec.affinity:
+        out["affinity"] = dict(wf.spec.affinity)
+    return out
 
 
 def template_metadata(

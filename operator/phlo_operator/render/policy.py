@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from phlo_dagster import constants as c
-from phlo_operator.render.components import CODE_SERVER, DAEMON, WEBSERVER
 from phlo_operator.render.workflow import Workflow
+from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
 
 
 def pod_disruption_budgets(wf: Workflow) -> list[dict[str, Any]]:

@@ -6,8 +6,9 @@ from typing import Any
 
 from phlo_operator.render import pods
 from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, Workflow
+from phlo_operator.vocabulary import POSTGRES
 
-COMPONENT = "postgres"
+COMPONENT = POSTGRES
 SECRET_KEYS = ("host", "port", "user", "password", "database")
 PORT = 5432
 USER = "dagster"
@@ -110,13 +111,8 @@ def statefulset(wf: Workflow) -> dict[str, Any]:
         "securityContext": pods.pod_security_context(POSTGRES_UID),
         "containers": [container],
         "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        **pods.scheduling(wf),
     }
-    if wf.spec.node_selector:
-        pod["nodeSelector"] = dict(wf.spec.node_selector)
-    if wf.spec.tolerations:
-        pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations]
-    if wf.spec.affinity:
-        pod["affinity"] = dict(wf.spec.affinity)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

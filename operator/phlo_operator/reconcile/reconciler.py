@@ -1,0 +1,169 @@
+"""One reconcile pass: parse -> the steps -> status and Events, reported once. Level-based: any pass can be
+killed and re-run; an unchanged PhloWorkflow costs reads only."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from phlo_operator import model as m
+from phlo_operator import status as st
+from phlo_operator import vocabulary as v
+from phlo_operator.apply import Api, ApiError
+from phlo_operator.reconcile import steps
+from phlo_operator.reconcile.steps import Ledger, Previous
+from phlo_operator.reload import location_state, reload_location
+from phlo_operator.render import Facts, Workflow, render_all
+from phlo_operator.render import components as comp
+from phlo_operator.render import postgres as pg_render
+from phlo_operator.render.workflow import digest
+
+log = logging.getLogger(__name__)
+
+
+LOCATION_RECHECK_SECONDS = 3.0
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass
+class Result:
+    outcome: str  # ok | invalid | error | gone
+    conditions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    writes: int = 0
+    # Look again after this many seconds though nothing in the cluster changed (the webserver loading code).
+    requeue_after: float | None = None
+
+
+class Reconciler:
+    """Holds the API client and side-effect hooks; each call to reconcile() is independent."""
+
+    def __init__(
+        self,
+        kube: Api,
+        clock: Callable[[], str] = now_rfc3339,
+        reloader: steps.Reloader = reload_location,
+        prober: steps.Prober | None = location_state,
+    ) -> None:
+        """prober None: Ready does not wait for the webserver to report the code location loaded."""
+        self.kube, self.clock, self.reloader, self.prober = kube, clock, reloader, prober
+
+    def reconcile(self, namespace: str, name: str) -> Result:
+        cr = self.kube.get((m.API_VERSION, m.KIND, namespace, name))
+        if cr is None or cr["metadata"].get("deletionTimestamp"):
+            return Result("gone")
+        generation = int(cr["metadata"].get("generation", 1))
+        ledger = Ledger()
+        try:
+            spec = m.parse_spec(cr.get("spec") or {})
+        except m.InvalidSpec as exc:
+            return self._report(cr, st.Observed(generation, invalid=str(exc)), ledger, "invalid")
+        wf = Workflow(name, namespace, cr["metadata"]["uid"], spec, generation)
+        try:
+            observed = self.converge(wf, dict(cr.get("status") or {}), ledger)
+        except ApiError as exc:
+            log.warning("reconcile %s/%s: %s", namespace, name, exc)
+            with contextlib.suppress(ApiError):  # the status write failing too changes nothing: retried
+                self._report(cr, st.Observed(generation, apply_error=str(exc)), ledger, "error")
+            raise
+        result = self._report(cr, observed, ledger, "ok")
+        location = observed.code_location
+        # Pods becoming available is a watch event; the webserver finishing a load is not: look again.
+        if location is not None and not location.ok and location.reason != v.WAITING_FOR_PODS:
+            result.requeue_after = LOCATION_RECHECK_SECONDS
+        return result
+
+    def converge(self, wf: Workflow, previous: Previous, ledger: Ledger) -> st.Observed:
+        """What a pass does, in order. Each step returns what it found; the ledger keeps what it did."""
+        kube, take = self.kube, ledger.take
+        facts = Facts(
+            hpa_targets=take(steps.hpa_targets(kube, wf)),
+            service_monitor_api=take(steps.service_monitor_api(kube, wf, previous)),
+        )
+        storage = take(steps.storage(kube, wf))
+        desired = render_all(wf, facts)
+        workloads = take(steps.children(kube, desired))
+        take(steps.absent(kube, desired.absent))
+        dbt = take(steps.dbt_compile(kube, wf, desired.dbt_job, previous))
+        template_hash = digest(desired.code_server["spec"]["template"])
+        may_roll = dbt.code_server_may_roll
+        code_server = take(steps.code_server(kube, desired.code_server, template_hash, may_roll, previous))
+        if may_roll:
+            take(steps.reload_location(wf, code_server, template_hash, previous, self.reloader))
+        location = None
+        if self.prober is not None and not wf.spec.suspend:
+            webserver = workloads.get(comp.WEBSERVER)
+            expected = steps.server_id_of(code_server)
+            location = take(
+                steps.code_location(wf, webserver, code_server, self.prober, self.reloader, expected)
+            )
+        take(steps.old_run_namespace(kube, wf, previous))
+        return st.Observed(
+            generation=wf.generation,
+            suspended=wf.spec.suspend,
+            deployments={
+                comp.WEBSERVER: workloads.get(comp.WEBSERVER),
+                comp.DAEMON: workloads.get(comp.DAEMON),
+                comp.CODE_SERVER: code_server,
+            },
+            postgres=workloads.get(pg_render.COMPONENT),
+            managed_postgres=wf.spec.storage.postgres.is_managed,
+            storage_problem=storage.message if storage else None,
+            storage_reason=storage.reason if storage else v.STORAGE_SECRET_INVALID,
+            dbt=dbt.observation,
+            code_server_gated=not dbt.code_server_may_roll,
+            webserver_url=wf.webserver_url,
+            code_location=location,
+        )
+
+    def _report(self, cr: dict[str, Any], obs: st.Observed, ledger: Ledger, outcome: str) -> Result:
+        """The one status writer, for every outcome: status from `obs`, then the pass's Events and the
+        transitions. The pass's own Events go out even when the status write fails (which is raised)."""
+        previous = dict(cr.get("status") or {})
+        new = st.compute(obs, previous, self.clock(), ledger.status)
+        events = list(ledger.events)
+        try:
+            if new != previous:
+                self.kube.patch_status(cr, new)
+                ledger.writes += 1
+            events += [steps.Event(k, r, msg) for _t, k, r, msg in st.transitions(previous, new)]
+        finally:
+            for event in events:
+                self.kube.event(cr, *event)
+        return Result(outcome, new["conditions"], ledger.writes)
+
+    def cleanup(
+        self, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any] | None = None
+    ) -> None:
+        """Objects in another run namespace cannot carry an owner reference; delete them on CR deletion
+        (in the spec's run namespace and the last one status recorded, even if the spec is now invalid)."""
+        run_namespaces = {((status or {}).get("runLauncher") or {}).get("namespace")}
+        try:
+            run_namespaces.add(m.parse_spec(spec).run_launcher.namespace)
+        except m.InvalidSpec:
+            pass
+        # The Dagster run Jobs it launched (and through them their pods), wherever they run.
+        jobs_in = {str(n) for n in run_namespaces if n} | {namespace}
+        try:
+            deleted = steps.delete_run_jobs(self.kube, name, jobs_in)
+        except ApiError as exc:
+            if exc.code not in (401, 403):
+                raise
+            log.warning("cannot delete the run Jobs of %s/%s: %s", namespace, name, exc)
+        else:
+            if deleted:
+                log.info("deleted %d run Job(s) of %s/%s", deleted, namespace, name)
+        for run_ns in run_namespaces - {None, namespace}:
+            try:
+                steps.delete_run_objects(self.kube, name, str(run_ns))
+            except ApiError as exc:
+                if exc.code not in (401, 403):
+                    raise  # transient: kopf retries the deletion handler
+                # No rights there (any more): retrying forever would block the CR's deletion.
+                log.warning("cannot clean up run namespace %s of %s/%s: %s", run_ns, namespace, name, exc)

@@ -1,0 +1,343 @@
+"""The steps of one reconcile pass. Each takes what it needs (the API client, the workflow, the last
+status) and returns a Found: its finding plus what it did (writes, Events to post, status bookkeeping to
+record). No step writes status or posts Events itself: reconciler.py composes the steps and reports once."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from phlo_dagster import constants as c
+from phlo_operator import names
+from phlo_operator import status as st
+from phlo_operator import vocabulary as v
+from phlo_operator.apply import Api, ApiError, Ref, ref_of
+from phlo_operator.reload import LocationState, ReloadFailed, webserver_base
+from phlo_operator.render import Desired, Workflow
+from phlo_operator.render import dbt as dbt_render
+from phlo_operator.render import postgres as pg_render
+from phlo_operator.render.workflow import RUN_SECRET_SUFFIX
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Obj = dict[str, Any]
+Previous = Mapping[str, Any]  # the PhloWorkflow's status as this pass found it
+Reloader = Callable[[str, str], str]
+Prober = Callable[[str, str, str | None], LocationState]
+
+
+class Event(NamedTuple):
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Found(Generic[T]):
+    """A step's finding (value) and its side effects: API writes made, Events and status bookkeeping."""
+
+    value: T
+    writes: int = 0
+    events: tuple[Event, ...] = ()
+    status: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Ledger:
+    """What the steps of one pass did so far; kept when a later step fails, so its Events still go out."""
+
+    writes: int = 0
+    events: list[Event] = dataclasses.field(default_factory=list)
+    status: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def take(self, found: Found[T]) -> T:
+        self.writes += found.writes
+        self.events += found.events
+        for key, value in found.status.items():
+            self.status.setdefault(key, {}).update(value)
+        return found.value
+
+
+class StorageProblem(NamedTuple):
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Compile:
+    """The dbt compile for the current inputs, and whether the code server may roll to them."""
+
+    observation: st.DbtObservation
+    code_server_may_roll: bool
+
+
+def apply(kube: Api, obj: Obj) -> tuple[int, Obj]:
+    """Server-side apply unless live already matches; returns (writes, the live object)."""
+    live = kube.get(ref_of(obj))
+    if live and obj["kind"] == "Deployment" and "replicas" not in obj["spec"]:
+        # An HPA owns replicas: echo the live value so dropping the field never resets it to the default.
+        obj = {**obj, "spec": {**obj["spec"], "replicas": live.get("spec", {}).get("replicas", 1)}}
+    written, result = kube.apply(obj, live)
+    return int(written), result
+
+
+# -- facts about the cluster the renderers need
+def hpa_targets(kube: Api, wf: Workflow) -> Found[frozenset[str]]:
+    """Deployments an HPA scales: their replicas are left to it."""
+    targets: set[str] = set()
+    try:
+        for hpa in kube.list("autoscaling/v2", "HorizontalPodAutoscaler", wf.namespace):
+            target = hpa.get("spec", {}).get("scaleTargetRef", {})
+            if target.get("kind") == "Deployment":
+                targets.add(target.get("name", ""))
+    except ApiError as exc:
+        log.debug("cannot list HPAs: %s", exc)
+    return Found(frozenset(targets))
+
+
+def service_monitor_api(kube: Api, wf: Workflow, previous: Previous) -> Found[bool]:
+    """Whether the ServiceMonitor API exists; a Warning Event when one is asked for but cannot be made."""
+    before = (previous.get("metrics") or {}).get("serviceMonitor") or "Disabled"
+    try:
+        found = kube.has_api("monitoring.coreos.com/v1", "servicemonitors")
+    except ApiError:
+        return Found(before == "Applied", status={"metrics": {"serviceMonitor": before}})
+    wanted = wf.spec.metrics.enabled and wf.spec.metrics.service_monitor.enabled
+    state = "Disabled" if not wanted else ("Applied" if found else "CRDMissing")
+    events: tuple[Event, ...] = ()
+    if state == "CRDMissing" and before != state:
+        message = (
+            "metrics.serviceMonitor.enabled is true but the monitoring.coreos.com/v1 ServiceMonitor API "
+            "is not installed; the webserver stays scrapable through its metrics port and pod annotations"
+        )
+        events = (Event("Warning", v.EVENT_SERVICE_MONITOR_UNAVAILABLE, message),)
+    return Found(found, events=events, status={"metrics": {"serviceMonitor": state}})
+
+
+# -- storage
+def storage(kube: Api, wf: Workflow) -> Found[StorageProblem | None]:
+    """Check (or create once) the storage Secret and copy it into another run namespace."""
+    secret = storage_secret(kube, wf)
+    problem, live = secret.value
+    writes = secret.writes
+    if problem is None and live is not None:
+        missing = [k for k in pg_render.SECRET_KEYS if k not in (live.get("data") or {})]
+        if missing:
+            message = f"Secret {wf.postgres_secret!r} lacks keys: {', '.join(missing)}"
+            problem = StorageProblem(v.STORAGE_SECRET_INVALID, message)
+        elif wf.run_namespace != wf.namespace:
+            writes += apply(kube, pg_render.run_secret_copy(wf, live["data"]))[0]
+    return Found(problem, writes)
+
+
+def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[StorageProblem | None, Obj | None]]:
+    """The live storage Secret; the generated one is created once and never overwritten."""
+    pg = wf.spec.storage.postgres
+    ref: Ref = ("v1", "Secret", wf.namespace, wf.postgres_secret)
+    live = kube.get(ref)
+    if not pg.is_managed:
+        if live is None:
+            message = f"Secret {wf.postgres_secret!r} (storage.postgres.secretName) not found"
+            return Found((StorageProblem(v.STORAGE_SECRET_INVALID, message), None))
+        return Found((None, live))
+    if live is None:
+        claim = pg_render.claim_name(wf)
+        if kube.get(("v1", "PersistentVolumeClaim", wf.namespace, claim)) is not None:
+            # A new password would not open the existing database: never regenerate over data.
+            message = (
+                f"Secret {wf.postgres_secret!r} (the managed PostgreSQL password) is missing while "
+                f"volume {claim!r} still holds the database; a new password would not match it. "
+                f"Restore the Secret (keys {', '.join(pg_render.SECRET_KEYS)}), or delete the PVC to start "
+                "with an empty database"
+            )
+            return Found((StorageProblem(v.STORAGE_SECRET_LOST, message), None))
+        created = kube.create(pg_render.secret(wf, secrets.token_urlsafe(24)))
+        return Found((None, kube.get(ref)), int(created))
+    # deletionPolicy decides whether the Secret goes with the CR; it may change after creation.
+    owned = any(o.get("uid") == wf.uid for o in live["metadata"].get("ownerReferences") or [])
+    if owned == (pg.deletion_policy == "Delete"):
+        return Found((None, live))
+    kube.merge_patch(ref, {"metadata": {"ownerReferences": None if owned else [wf.owner_reference()]}})
+    return Found((None, live), 1)
+
+
+# -- children
+def children(kube: Api, desired: Desired) -> Found[dict[str, Obj]]:
+    """Apply every child that does not wait for dbt; returns the live workloads by component."""
+    writes = 0
+    workloads: dict[str, Obj] = {}
+    for obj in desired.objects:
+        written, live = apply(kube, obj)
+        writes += written
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            workloads[obj["metadata"]["labels"].get(c.LABEL_COMPONENT, "")] = live
+    return Found(workloads, writes)
+
+
+def absent(kube: Api, refs: list[Ref]) -> Found[None]:
+    """Delete children the spec no longer wants."""
+    writes = 0
+    for ref in refs:
+        if kube.get(ref) is not None:
+            writes += int(kube.delete(ref))
+    return Found(None, writes)
+
+
+# -- dbt compile, then the code server
+def dbt_compile(kube: Api, wf: Workflow, job: Obj | None, previous: Previous) -> Found[Compile]:
+    """Run the compile Job once per input hash; the code server may roll only after it succeeded."""
+    if job is None:
+        return Found(Compile(st.DbtObservation("Disabled"), True))
+    hash_ = dbt_render.hash_of(job)
+    name = job["metadata"]["name"]
+    recorded = previous.get("dbt") or {}
+    status = {"dbt": {"jobName": name}}  # the Job for the current inputs, whatever its outcome
+    live = kube.get(ref_of(job))
+    suspended = wf.spec.suspend
+    if live is None and recorded.get("specHash") == hash_:
+        when = recorded.get("lastSuccessTime")
+        obs = st.DbtObservation("Succeeded", name, hash_, v.SUCCEEDED, "dbt project compiled", when)
+        return Found(Compile(obs, True), status=status)
+    if live is None and suspended:
+        msg = "suspended: the dbt compile waits for spec.suspend=false"
+        return Found(
+            Compile(st.DbtObservation("Pending", name, hash_, v.SUSPENDED, msg), True), status=status
+        )
+    if live is None:
+        created = kube.create(job)
+        started = Event("Normal", v.EVENT_DBT_COMPILE_STARTED, f"Job {name} compiles the dbt project")
+        obs = st.DbtObservation("Running", name, hash_, v.RUNNING, f"Job {name} is compiling the dbt project")
+        return Found(Compile(obs, False), int(created), (started,), status)
+    obs = st.job_observation(live, hash_, name)
+    if obs.state != "Succeeded":
+        return Found(Compile(obs, suspended), status=status)
+    deleted = superseded_jobs(kube, wf, name)
+    status = {"dbt": {"specHash": hash_, "lastSuccessTime": obs.completion_time, "jobName": name}}
+    return Found(Compile(obs, True), deleted.writes, status=status)
+
+
+def superseded_jobs(kube: Api, wf: Workflow, keep: str) -> Found[None]:
+    """Delete the compile Jobs of older inputs once the current one succeeded."""
+    selector = f"{c.LABEL_INSTANCE}={wf.labels(dbt_render.COMPONENT)[c.LABEL_INSTANCE]}"
+    selector += f",{c.LABEL_COMPONENT}={dbt_render.COMPONENT}"
+    writes = 0
+    for old in kube.list("batch/v1", "Job", wf.namespace, selector):
+        if old["metadata"]["name"] != keep:
+            writes += int(kube.delete(ref_of({**old, "apiVersion": "batch/v1", "kind": "Job"})))
+    return Found(None, writes)
+
+
+def code_server(
+    kube: Api, desired: Obj, template_hash: str, may_roll: bool, previous: Previous
+) -> Found[Obj | None]:
+    """Apply the code-server Deployment when dbt allows it, else only read the one that keeps serving."""
+    if not may_roll:
+        return Found(kube.get(ref_of(desired)))
+    written, live = apply(kube, desired)
+    before = (previous.get("codeServer") or {}).get("templateHash")
+    events: tuple[Event, ...] = ()
+    if written and before and before != template_hash:
+        events = (Event("Normal", v.EVENT_CODE_SERVER_ROLLOUT, "rolling out a new code-server template"),)
+    return Found(live or None, written, events, {"codeServer": {"templateHash": template_hash}})
+
+
+def reload_location(
+    wf: Workflow, live: Obj | None, template_hash: str, previous: Previous, reloader: Reloader
+) -> Found[None]:
+    """After a completed code-server rollout, ask the webserver to reload the location (once per template)."""
+    reloaded = (previous.get("codeServer") or {}).get("reloadedHash")
+    if reloaded == template_hash or not st.deployment_check(live, wf.spec.suspend).ok:
+        return Found(None)
+    status = {"codeServer": {"reloadedHash": template_hash}}
+    if reloaded is None:
+        return Found(None, status=status)  # first rollout: the webserver loads the location when it starts
+    try:
+        reloader(webserver_base(wf.webserver_url), c.DEFAULT_CODE_LOCATION_NAME)
+    except ReloadFailed as exc:
+        failed = Event("Warning", v.EVENT_RELOAD_FAILED, f"code location reload failed: {exc}")
+        return Found(None, events=(failed,), status=status)
+    done = Event("Normal", v.EVENT_CODE_LOCATION_RELOADED, "webserver reloaded the code location")
+    return Found(None, events=(done,), status=status)
+
+
+def code_location(
+    wf: Workflow,
+    webserver: Obj | None,
+    code_server: Obj | None,
+    prober: Prober,
+    reloader: Reloader,
+    server_id: str | None = None,
+) -> Found[st.Check]:
+    """Ready means usable: once the pods are available, ask the webserver whether it loaded the code
+    location (a run launched before that fails with PipelineNotFoundError). A location whose load failed
+    (the webserver started before the code server answered) is reloaded; the next pass looks again."""
+    if not (st.deployment_check(webserver).ok and st.deployment_check(code_server).ok):
+        return Found(st.Check(False, v.WAITING_FOR_PODS, "waiting for the webserver and code-server pods"))
+    base = webserver_base(wf.webserver_url)
+    state = prober(base, c.DEFAULT_CODE_LOCATION_NAME, server_id)
+    if state.reason in (v.LOAD_ERROR, v.OUTDATED):
+        try:
+            reloader(base, c.DEFAULT_CODE_LOCATION_NAME)
+        except ReloadFailed as exc:
+            log.info("reload of %s/%s after a load error failed: %s", wf.namespace, wf.name, exc)
+    return Found(st.Check(state.loaded, state.reason, state.message))
+
+
+def delete_run_jobs(kube: Api, cr_name: str, namespaces: set[str]) -> int:
+    """Delete the Dagster run Jobs this workflow launched (labelled by its run_k8s_config); their pods
+    follow by garbage collection. Returns how many were deleted."""
+    selector = ",".join(f"{k}={val}" for k, val in names.selector(cr_name, v.RUN).items())
+    deleted = 0
+    for namespace in sorted(namespaces):
+        for job in kube.list("batch/v1", "Job", namespace, selector):
+            # List items carry no apiVersion/kind of their own.
+            deleted += kube.delete(
+                ("batch/v1", "Job", namespace, job["metadata"]["name"]), propagation="Background"
+            )
+    return deleted
+
+
+def server_id_of(deployment: Obj | None) -> str | None:
+    """The --fixed-server-id the code-server Deployment runs with (one per code version)."""
+    for container in (
+        (deployment or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    ) or []:
+        command = list(container.get("command") or []) + list(container.get("args") or [])
+        if "--fixed-server-id" in command[:-1]:
+            return str(command[command.index("--fixed-server-id") + 1])
+    return None
+
+
+# -- run namespaces
+# What a PhloWorkflow keeps in another runLauncher.namespace, by child suffix.
+RUN_NAMESPACE_OBJECTS = (
+    ("v1", "ConfigMap", "instance"),
+    ("v1", "Secret", RUN_SECRET_SUFFIX),
+    ("rbac.authorization.k8s.io/v1", "Role", "run-launcher"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", "run-launcher"),
+)
+
+
+def delete_run_objects(kube: Api, cr_name: str, run_namespace: str) -> int:
+    """Delete this workflow's objects in a run namespace it no longer uses; returns how many existed."""
+    deleted = 0
+    for api_version, kind, suffix in RUN_NAMESPACE_OBJECTS:
+        deleted += kube.delete((api_version, kind, run_namespace, names.child(cr_name, suffix)))
+    return deleted
+
+
+def old_run_namespace(kube: Api, wf: Workflow, previous: Previous) -> Found[None]:
+    """runLauncher.namespace changed: what the old one held (unowned) is deleted, then status moves on."""
+    old = (previous.get("runLauncher") or {}).get("namespace")
+    status = {"runLauncher": {"namespace": wf.run_namespace}}
+    if not old or old in (wf.run_namespace, wf.namespace):
+        return Found(None, status=status)
+    try:
+        return Found(None, delete_run_objects(kube, wf.name, old), status=status)
+    except ApiError as exc:  # e.g. no rights there any more: say so once, do not block the workflow
+        message = f"could not delete this workflow's objects in the old run namespace {old}: {exc}"
+        failed = Event("Warning", v.EVENT_RUN_NAMESPACE_CLEANUP_FAILED, message)
+        return Found(None, events=(failed,), status=status)
