@@ -41,6 +41,13 @@ def test_make_target_and_ci_workflow_run_the_script():
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "kind-e2e.yaml").read_text())
     steps = workflow["jobs"]["kind-e2e"]["steps"]
     assert any(step.get("run") == "make kind-e2e" for step in steps)
+    # The project's interpreter (the Makefile picks 3.12 too).
+    pythons = [
+        s["with"]["python-version"]
+        for s in steps
+        if str(s.get("uses", "")).startswith("actions/setup-python")
+    ]
+    assert pythons == ["3.12"]
 
 
 def test_shared_flow_is_stdlib_only():
