@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import NoReturn, TextIO
 
+from phlo_dagster.text import one_line
+
 
 class CliError(Exception):
     """A failure the user can act on: one line naming the input and the problem, never a traceback."""
@@ -26,6 +28,5 @@ def progress(message: str, stream: TextIO | None = None) -> None:
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:
     """Print the one-line cause and exit non-zero."""
-    first_line = " ".join(str(message).split()) or "failed"
-    print(f"phlo: error: {first_line}", file=sys.stderr, flush=True)
+    print(f"phlo: error: {one_line(str(message)) or 'failed'}", file=sys.stderr, flush=True)
     raise SystemExit(exit_code)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from phlo_dagster.settings import Settings, load_settings
+from phlo_dagster.text import nonblank_lines
 
 __all__ = [
     "HASH_FILE",
@@ -87,7 +88,7 @@ def _recorded_hash(target_path: Path) -> str | None:
 
 def _one_line(text: str) -> str:
     """A traceback's last line, or the first lines of a dbt error ('Compilation Error in model x' + why)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not set(ln.strip()) <= set("^~ ")]
+    lines = [ln for ln in nonblank_lines(text) if not set(ln) <= set("^~ ")]
     if not lines:
         return "unknown error"
     if any(ln.startswith("Traceback (most recent call last)") for ln in lines):

@@ -22,7 +22,8 @@ from phlo_dagster.constants import (
     ENV_DBT_PROJECT_DIR,
     ENV_WORKFLOWS_PATH,
 )
-from phlo_dagster.services import http_ok, last_line_of
+from phlo_dagster.services import http_ok
+from phlo_dagster.text import last_line
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 INGESTION_ASSET = "raw/orders"
@@ -77,8 +78,8 @@ def run_demo(project: Path = QUICKSTART) -> None:
             text=True,
         )
         if run.returncode != 0:
-            raise CliError(last_line_of(run.stderr).removeprefix("phlo: error: ") or "materialization failed")
-        out(last_line_of(run.stdout))
+            raise CliError(last_line(run.stderr).removeprefix("phlo: error: ") or "materialization failed")
+        out(last_line(run.stdout))
         out(f"open {url} (runs, assets, checks); metrics at {url}/metrics")
         if os.environ.get("PHLO_DEMO_EXIT") == "1":
             return

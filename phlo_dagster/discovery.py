@@ -41,6 +41,7 @@ from phlo_dagster.capabilities import (
     registry,
 )
 from phlo_dagster.settings import Settings
+from phlo_dagster.text import one_line
 
 __all__ = [
     "ASSETS_GROUP",
@@ -155,7 +156,7 @@ class _Provider:
 
 
 def _warn_plugin(label: str, exc: BaseException) -> None:
-    log.warning("plugin skipped: %s: %s: %s", label, type(exc).__name__, " ".join(str(exc).split())[:300])
+    log.warning("plugin skipped: %s: %s: %s", label, type(exc).__name__, one_line(str(exc), 300))
 
 
 def load_providers() -> list[_Provider]:

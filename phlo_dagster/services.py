@@ -7,7 +7,6 @@ pidfiles and logs under `.phlo/`, the same layout `phlo dev` uses in the foregro
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from phlo_dagster import graphql
 from phlo_dagster.console import CliError, progress
 from phlo_dagster.constants import (
     DEFAULT_CODE_LOCATION_NAME,
@@ -33,6 +33,7 @@ from phlo_dagster.constants import (
     ENV_DBT_ENABLED,
     ENV_WORKFLOWS_PATH,
 )
+from phlo_dagster.text import last_line, one_line
 
 PHLO_DIR = ".phlo"
 SERVICES_FILE = "services.yaml"
@@ -238,10 +239,7 @@ class PhloHome:
         try:
             return DagsterInstance.from_config(str(self.root))
         except Exception as exc:
-            cause = " ".join(str(exc).split())
-            if len(cause) > 300:
-                cause = cause[:297] + "..."
-            raise CliError(f"{self.dagster_yaml}: {type(exc).__name__}: {cause}") from None
+            raise CliError(f"{self.dagster_yaml}: {type(exc).__name__}: {one_line(str(exc), 300)}") from None
 
     def init_storage(self) -> None:
         """Create or migrate the storage once, before several processes open it at the same time."""
@@ -526,7 +524,7 @@ class LocalServices:
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 self.home.pidfile(definition.name).unlink(missing_ok=True)
-                tail = last_line(self.home.logfile(definition.name))
+                tail = last_log_line(self.home.logfile(definition.name))
                 raise CliError(f"{definition.name} exited during start: {tail}")
             if url is not None and http_ok(url):
                 progress(f"{definition.name} healthy at {url.rsplit('/', 1)[0]}")
@@ -568,12 +566,17 @@ class LocalServices:
         return ServiceStatus(definition.name, "running", pid, healthy, url or "")
 
 
-def last_line(path: Path) -> str:
+def last_log_line(path: Path) -> str:
+    """A log file's last line, for a failure message ('no log', 'no output' when there is none)."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        text = path.read_text(errors="replace")
     except FileNotFoundError:
         return "no log"
-    return lines[-1].strip() if lines else "no output"
+    return last_line(text) or "no output"
+
+
+# cli.py still imports the old name; phlo_dagster.text.last_line is the one implementation.
+last_line_of = last_line
 
 
 def run_hook_command(
@@ -585,17 +588,12 @@ def run_hook_command(
         argv, cwd=services.home.project, env=services.env_for(definition), capture_output=True, text=True
     )
     if result.returncode != 0:
-        cause = last_line_of(result.stderr) or last_line_of(result.stdout) or f"exit code {result.returncode}"
+        cause = last_line(result.stderr) or last_line(result.stdout) or f"exit code {result.returncode}"
         raise CliError(f"{definition.name}: post-start hook {name} failed: {cause}")
-    last = last_line_of(result.stdout)
+    last = last_line(result.stdout)
     if last:
         progress(f"{name}: {last}")
     return last
-
-
-def last_line_of(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 def dbt_compile_hook(services: LocalServices, definition: ServiceDefinition, hook: Hook) -> None:
@@ -611,26 +609,11 @@ def dbt_compile_hook(services: LocalServices, definition: ServiceDefinition, hoo
         return
     port = definition.ports.get("http")
     if port is not None:
-        reload_code_location(f"http://127.0.0.1:{port}/graphql", DEFAULT_CODE_LOCATION_NAME)
-
-
-RELOAD_MUTATION = """
-mutation Reload($name: String!) {
-  reloadRepositoryLocation(repositoryLocationName: $name) { __typename }
-}
-"""
-
-
-def reload_code_location(graphql_url: str, location: str) -> str:
-    """Ask the webserver to reload one code location; returns the GraphQL result type name."""
-    body = json.dumps({"query": RELOAD_MUTATION, "variables": {"name": location}}).encode()
-    request = urllib.request.Request(graphql_url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            data = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise CliError(f"reload of code location {location} at {graphql_url} failed: {exc}") from exc
-    return str(((data.get("data") or {}).get("reloadRepositoryLocation") or {}).get("__typename", ""))
+        try:
+            # A reload loads the definitions again (dbt models included) before it answers: allow a minute.
+            graphql.reload_location(f"http://127.0.0.1:{port}", DEFAULT_CODE_LOCATION_NAME, timeout=60)
+        except graphql.ReloadFailed as exc:
+            raise CliError(f"{definition.name}: post-start hook {hook.name}: {exc}") from None
 
 
 HOOKS: dict[str, Callable[[LocalServices, ServiceDefinition, Hook], None]] = {

@@ -1,53 +1,30 @@
-"""Ask the Dagster webserver to reload the code location after a code-server rollout (dagster#12376)."""
+"""What the operator asks the Dagster webserver: reload a code location after a code-server rollout
+(dagster#12376), and whether it has loaded it. Both go through phlo_dagster.graphql, the one GraphQL client
+(standard library only, so the operator imports it without Dagster)."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from phlo_dagster.graphql import ReloadFailed, post, reload_location
+from phlo_dagster.text import first_line
+
+__all__ = [
+    "URL_OVERRIDE_ENV",
+    "LocationState",
+    "ReloadFailed",
+    "location_state",
+    "reload_location",
+    "webserver_base",
+]
 
 # Tests (and operators running outside the cluster) point this at a reachable webserver base URL.
 URL_OVERRIDE_ENV = "PHLO_OPERATOR_WEBSERVER_URL"
-MUTATION = (
-    "mutation Reload($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) {"
-    " __typename ... on WorkspaceLocationEntry { name } ... on PythonError { message } } }"
-)
-
-
-class ReloadFailed(Exception):
-    """The webserver could not be asked to reload; the rollout itself is fine."""
 
 
 def webserver_base(in_cluster_url: str) -> str:
     return os.environ.get(URL_OVERRIDE_ENV) or in_cluster_url
-
-
-def _post(base_url: str, query: str, variables: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """POST one GraphQL document to the webserver; the decoded payload (OSError, ValueError on failure)."""
-    body = json.dumps({"query": query, "variables": variables}).encode()
-    req = urllib.request.Request(
-        base_url.rstrip("/") + "/graphql",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        payload = json.loads(resp.read() or b"{}")
-    return payload if isinstance(payload, dict) else {}
-
-
-def reload_location(base_url: str, location: str, timeout: float = 5.0) -> str:
-    """POST the reloadRepositoryLocation mutation; returns the result's __typename."""
-    try:
-        payload = _post(base_url, MUTATION, {"name": location}, timeout)
-    except (OSError, ValueError) as exc:
-        raise ReloadFailed(f"{base_url}: {exc}") from None
-    result = (payload.get("data") or {}).get("reloadRepositoryLocation") or {}
-    typename = str(result.get("__typename", ""))
-    if payload.get("errors") or typename != "WorkspaceLocationEntry":
-        raise ReloadFailed(f"{base_url}: {payload.get('errors') or result}")
-    return typename
 
 
 WORKSPACE_QUERY = (
@@ -72,7 +49,7 @@ def location_state(
     """Ask the webserver's GraphQL API whether it has loaded the location with at least one repository, from
     the code server with server_id when given (the webserver may still hold the previous code's snapshot)."""
     try:
-        payload = _post(base_url, WORKSPACE_QUERY, {}, timeout)
+        payload = post(base_url, WORKSPACE_QUERY, {}, timeout)
     except (OSError, ValueError) as exc:
         return LocationState(
             False, "WebserverUnreachable", f"the webserver does not answer GraphQL yet ({exc})"
@@ -85,10 +62,8 @@ def location_state(
             continue
         result = entry.get("locationOrLoadError") or {}
         if result.get("__typename") == "PythonError":
-            first = str(result.get("message", "")).strip().splitlines()[:1]
-            return LocationState(
-                False, "LoadError", f"code location {location} failed to load: {''.join(first)}"
-            )
+            first = first_line(str(result.get("message", "")))
+            return LocationState(False, "LoadError", f"code location {location} failed to load: {first}")
         repositories = result.get("repositories") or []
         if entry.get("loadStatus") != "LOADED" or result.get("__typename") != "RepositoryLocation":
             return LocationState(False, "Loading", f"the webserver is loading code location {location}")

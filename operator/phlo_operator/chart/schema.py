@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from phlo_dagster.text import one_line
 from phlo_operator.chart.values import ChartValues
 from phlo_operator.schema_refs import inlined_schema
 
@@ -96,7 +97,7 @@ def _rows(schema: dict[str, Any], defaults: Any, prefix: str, out: list[tuple[st
             _rows(prop, value, path + ".", out)
             continue
         default = json.dumps(value, separators=(", ", ": "))
-        description = " ".join(str(prop.get("description", "")).split()).replace("|", "\\|")
+        description = one_line(str(prop.get("description", ""))).replace("|", "\\|")
         out.append((path, _type_name(prop), default, description))
 
 
