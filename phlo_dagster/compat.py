@@ -5,11 +5,11 @@ Installed Phlo plugins return those dataclasses; converting them here lets them 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from phlo_dagster.capabilities import (
+from phlo_dagster.specs import (
     AssetCheckSpec,
     AssetSpec,
     CheckResult,
@@ -169,14 +169,3 @@ def to_check_result(obj: Any) -> CheckResult:
         metadata=_meta(obj),
         description=_get(obj, "description"),
     )
-
-
-def convert_all(objs: Iterable[Any], convert: Any, origin: str) -> list[Any]:
-    """Convert many objects; an error names where they came from."""
-    out = []
-    for obj in objs:
-        try:
-            out.append(convert(obj))
-        except SpecError as exc:
-            raise SpecError(f"{origin}: {exc}") from None
-    return out

@@ -13,11 +13,12 @@ from typing import Any
 
 import dagster as dg
 
-from phlo_dagster.adapter import DagsterAdapter, Translation, gc_paused
-from phlo_dagster.capabilities import DuplicateSpecError, SpecError
+from phlo_dagster.constants import DEFINITIONS_BUILD_SECONDS_METADATA_KEY
 from phlo_dagster.dbt import DbtCompileError
 from phlo_dagster.discovery import DagsterObjects, DiscoveryError, discover
 from phlo_dagster.settings import Settings, SettingsError, load_settings
+from phlo_dagster.specs import DuplicateSpecError, SpecError, claim
+from phlo_dagster.translate import DagsterAdapter, Translation, gc_paused
 
 __all__ = ["BUILD_SECONDS_METADATA", "LOAD_ERRORS", "build_definitions", "defs"]
 
@@ -32,7 +33,8 @@ LOAD_ERRORS: tuple[type[Exception], ...] = (
 
 log = logging.getLogger(__name__)
 
-BUILD_SECONDS_METADATA = "phlo/definitions_build_seconds"
+# The webserver's /metrics reads it back (metrics.py), so both take it from constants.py.
+BUILD_SECONDS_METADATA = DEFINITIONS_BUILD_SECONDS_METADATA_KEY
 
 
 def _keys_of(obj: Any) -> list[dg.AssetKey]:
@@ -46,11 +48,7 @@ def _refuse_duplicates(owned: dict[dg.AssetKey, str], objs: list[Any], source: A
     for obj in objs:
         for key in _keys_of(obj):
             where = source(obj) if callable(source) else source.get(key, "?")
-            if key in owned:
-                raise DuplicateSpecError(
-                    f"asset key {key.to_user_string()!r} is defined twice: in {owned[key]} and in {where}"
-                )
-            owned[key] = where
+            claim(owned, key, where, f"asset key {key.to_user_string()!r}")
 
 
 def _generated_names(translation: Translation) -> dict[tuple[str, str], str]:

@@ -2,7 +2,7 @@
 
 Only Phlo core's discovery loads this module (through our ``phlo.plugins.*`` entry points), so it may import
 phlo; the rest of phlo_dagster never imports it, and works without phlo installed. Each class wraps the plain
-implementation (services.py, adapter.py, cli.py) and adds the base class and metadata Phlo validates.
+implementation (services.py, translate.py, cli.py) and adds the base class and metadata Phlo validates.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from phlo.plugins.base import PluginMetadata as PhloPluginMetadata
 from phlo.plugins.base.cli import CliCommandPlugin
 
 from phlo_dagster import services
-from phlo_dagster.adapter import DagsterAdapter
+from phlo_dagster.translate import DagsterAdapter
 
 __all__ = [
     "DagsterCliPlugin",

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from phlo_dagster.graphql import ReloadFailed, post, reload_location
 from phlo_dagster.text import first_line
+from phlo_operator import vocabulary as v
 
 __all__ = [
     "URL_OVERRIDE_ENV",
@@ -39,7 +40,7 @@ class LocationState(NamedTuple):
     """What the webserver says of one code location: loaded (with what), failed to load, or unknown."""
 
     loaded: bool
-    reason: str  # Loaded | LoadError | Loading | NotInWorkspace | WebserverUnreachable
+    reason: str  # a CodeLocationLoaded reason of vocabulary.py (LOADED, LOAD_ERROR, LOADING, ...)
     message: str
 
 
@@ -52,27 +53,27 @@ def location_state(
         payload = post(base_url, WORKSPACE_QUERY, {}, timeout)
     except (OSError, ValueError) as exc:
         return LocationState(
-            False, "WebserverUnreachable", f"the webserver does not answer GraphQL yet ({exc})"
+            False, v.WEBSERVER_UNREACHABLE, f"the webserver does not answer GraphQL yet ({exc})"
         )
     workspace = (payload.get("data") or {}).get("workspaceOrError") or {}
     if workspace.get("__typename") != "Workspace":
-        return LocationState(False, "WebserverUnreachable", f"the webserver has no workspace: {workspace}")
+        return LocationState(False, v.WEBSERVER_UNREACHABLE, f"the webserver has no workspace: {workspace}")
     for entry in workspace.get("locationEntries") or []:
         if entry.get("name") != location:
             continue
         result = entry.get("locationOrLoadError") or {}
         if result.get("__typename") == "PythonError":
             first = first_line(str(result.get("message", "")))
-            return LocationState(False, "LoadError", f"code location {location} failed to load: {first}")
+            return LocationState(False, v.LOAD_ERROR, f"code location {location} failed to load: {first}")
         repositories = result.get("repositories") or []
         if entry.get("loadStatus") != "LOADED" or result.get("__typename") != "RepositoryLocation":
-            return LocationState(False, "Loading", f"the webserver is loading code location {location}")
+            return LocationState(False, v.LOADING, f"the webserver is loading code location {location}")
         if not repositories:
-            return LocationState(False, "Loading", f"code location {location} has no repository yet")
+            return LocationState(False, v.LOADING, f"code location {location} has no repository yet")
         if server_id and result.get("serverId") and result.get("serverId") != server_id:
             return LocationState(
-                False, "Outdated", f"the webserver still serves an earlier code server for {location}"
+                False, v.OUTDATED, f"the webserver still serves an earlier code server for {location}"
             )
         jobs = sum(len(r.get("jobs") or []) for r in repositories)
-        return LocationState(True, "Loaded", f"code location {location} loaded ({jobs} jobs)")
-    return LocationState(False, "NotInWorkspace", f"the webserver's workspace has no location {location}")
+        return LocationState(True, v.LOADED, f"code location {location} loaded ({jobs} jobs)")
+    return LocationState(False, v.NOT_IN_WORKSPACE, f"the webserver's workspace has no location {location}")

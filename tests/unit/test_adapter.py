@@ -1,13 +1,14 @@
-"""Adapter: every spec field becomes the matching Dagster field; runs and checks execute in process."""
+"""translate.py: every spec field becomes the matching Dagster field; runs and checks execute in process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
 
-from phlo_dagster.adapter import MAX_RUNTIME_TAG, SEVERITY_METADATA, TAGS_METADATA, DagsterAdapter
 from phlo_dagster.capabilities import (
     AssetCheckSpec,
     AssetSpec,
@@ -21,6 +22,7 @@ from phlo_dagster.capabilities import (
     clear_capabilities,
     register_asset,
 )
+from phlo_dagster.translate import MAX_RUNTIME_TAG, SEVERITY_METADATA, TAGS_METADATA, DagsterAdapter
 
 pytestmark = pytest.mark.unit
 
@@ -298,6 +300,41 @@ def test_duplicates_name_both_sources():
         _build(a, b)
     assert "one.py:1" in str(info.value) and "assets[1]" in str(info.value)
     clear_capabilities()
+
+
+def test_duplicate_resources_and_checks_name_both_places():
+    with pytest.raises(
+        DuplicateSpecError, match=r"resource 'db' is defined twice: in resources\[0\] and in resources\[1\]"
+    ):
+        _build(resources=[ResourceSpec(name="db", resource=1), ResourceSpec(name="db", resource=2)])
+    clear_capabilities()
+    spec = register_asset(
+        AssetSpec(
+            key="raw.orders", run=RunSpec(fn=_ok), checks=[AssetCheckSpec(name="c", asset_key="raw.orders")]
+        ),
+        source="orders.py:3",
+    )
+    again = AssetCheckSpec(name="c", asset_key="raw.orders", fn=lambda context: True)
+    with pytest.raises(
+        DuplicateSpecError, match=r"check 'c' on 'raw.orders' is defined twice: in orders.py:3 and in"
+    ):
+        _build(spec, checks=[again])
+    clear_capabilities()
+
+
+def test_adapter_is_the_entry_point_path_and_imports_phlo_plugin_only_when_asked():
+    code = (
+        "import sys\n"
+        "import phlo_dagster.adapter as a, phlo_dagster.translate as t\n"
+        "assert a.DagsterAdapter is t.DagsterAdapter and a.SEVERITY_METADATA == t.SEVERITY_METADATA\n"
+        "assert 'phlo_dagster.phlo_plugin' not in sys.modules\n"
+        "try:\n"
+        "    a.DagsterOrchestratorAdapter\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    assert exc.name == 'phlo' or exc.name.startswith('phlo.'), exc.name\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_unknown_resource_is_refused():
