@@ -38,6 +38,12 @@ def original() -> envs.Env:
     return envs.original()
 
 
+@pytest.fixture(scope="module")
+def oldest() -> envs.Env:
+    """phlo 0.16.2 (the oldest Phlo this package is a plugin of) and this package."""
+    return envs.oldest_phlo()
+
+
 def make_project(tmp_path: Path, name: str = "project") -> Path:
     project = tmp_path / name
     shutil.copytree(FIXTURE / "project", project)
@@ -224,27 +230,40 @@ def test_pandera_checks_run_and_pass_under_phlo_materialize(ours, tmp_path):
 # --- Phlo core and its CLI ---
 
 
-def test_phlo_core_discovers_a_valid_plugin(ours, tmp_path):
+CORE_SCRIPT = "import sys; from phlo.cli.main import cli; sys.exit(cli())"  # Phlo core's bin/phlo
+
+
+def listed_commands(help_text: str) -> set[str]:
+    return {ln.split()[0] for ln in help_text.splitlines() if ln.startswith("  ") and ln.strip()}
+
+
+@pytest.mark.parametrize("phlo_env", ["ours", "oldest"], ids=["phlo-0.18.0", "phlo-0.16.2"])
+def test_phlo_core_discovers_a_valid_plugin(phlo_env, request, tmp_path):
+    env: envs.Env = request.getfixturevalue(phlo_env)
     code = "from phlo.orchestrators import get_active_orchestrator as get; print(type(get()).__name__)"
-    done = run(ours, tmp_path, [ours.python, "-c", code])
+    done = run(env, tmp_path, [env.python, "-c", code])
     assert done.stdout.strip().splitlines()[-1] == "DagsterOrchestratorAdapter", done.stderr[-2000:]
-    check = run(ours, tmp_path, ["phlo", "plugin", "check"])
+    check = run(env, tmp_path, ["phlo", "plugin", "check"])
     assert check.returncode == 0, check.stderr[-2000:]
     for entry in ("service:dagster", "service:dagster-daemon", "orchestrator:dagster", "cli_command:dagster"):
         assert f"✓ {entry}\n" in check.stdout, entry
     assert "All plugins are valid" in check.stdout
-    listed = run(ours, tmp_path, ["phlo", "plugin", "list", "--type", "all", "--json"])
+    listed = run(env, tmp_path, ["phlo", "plugin", "list", "--type", "all", "--json"])
     assert listed.returncode == 0, listed.stderr[-2000:]
     rows = {(p["type"], p["name"]) for p in json.loads(listed.stdout)["data"]["installed"]}
     assert {("service", "dagster"), ("service", "dagster-daemon"), ("cli", "dagster")} <= rows, rows
     assert any(name == "dagster" and "orchestrator" in kind for kind, name in rows), rows
-    services = run(ours, tmp_path, ["phlo", "services", "list"])
-    # Phlo lists the services, then exits 1 here only because no container runtime (Docker) answers.
-    assert services.returncode == 0 or "Runtime status unavailable" in services.stderr, services.stderr[
-        -2000:
-    ]
-    names = {line.split()[0] for line in services.stdout.splitlines() if line.startswith("    ")}
-    assert {"dagster", "dagster-daemon"} <= names
+    for argv in (["phlo"], [env.python, "-c", CORE_SCRIPT]):  # ours and Phlo core's script
+        services = run(env, tmp_path, [*argv, "services", "list"])
+        # Phlo lists the services, then exits 1 here only because no container runtime (Docker) answers.
+        assert services.returncode == 0 or "Runtime status unavailable" in services.stderr, services.stderr[
+            -2000:
+        ]
+        names = {line.split()[0] for line in services.stdout.splitlines() if line.startswith("    ")}
+        assert {"dagster", "dagster-daemon"} <= names, (argv[0], services.stdout)
+
+
+CORE_COMMANDS = ("doctor", "workflow", "services", "plugin", "commands")
 
 
 def test_one_phlo_command_whichever_was_installed_last(ours, tmp_path):
@@ -252,18 +271,35 @@ def test_one_phlo_command_whichever_was_installed_last(ours, tmp_path):
     assert "phlo_dagster.cli" in script  # this package was installed last, so bin/phlo is its
     ours_help = run(ours, tmp_path, ["phlo", "--help"])
     assert ours_help.returncode == 0, ours_help.stderr[-2000:]
-    listed = {ln.split()[0] for ln in ours_help.stdout.splitlines() if ln.startswith("  ") and ln.strip()}
-    assert {"doctor", "workflow", "services", "plugin", *OUR_COMMANDS} <= listed
+    assert {*CORE_COMMANDS, *OUR_COMMANDS} <= listed_commands(ours_help.stdout)
     # Phlo core's own script (what `pip install phlo` last would leave in bin/phlo):
-    core = [ours.python, "-c", "import sys; from phlo.cli.main import cli; sys.exit(cli())"]
+    core = [ours.python, "-c", CORE_SCRIPT]
     core_help = run(ours, tmp_path, [*core, "--help"])
     assert core_help.returncode == 0, core_help.stderr[-2000:]
-    core_listed = {
-        ln.split()[0] for ln in core_help.stdout.splitlines() if ln.startswith("  ") and ln.strip()
-    }
-    assert {"dev", "materialize", "backfill", "status", "logs", "dbt"} <= core_listed
+    # Phlo 0.18's root help is a fixed table keyed by entry-point target (phlo/cli/_plugin_help.py): for
+    # phlo_dagster.cli_plugin:DagsterCliPlugin it has dev, materialize, backfill and status, not webserver;
+    # logs is core's, dbt here phlo-dbt's. Nothing of this package runs before that help is printed.
+    assert {*CORE_COMMANDS, *(c for c in OUR_COMMANDS if c != "webserver")} <= listed_commands(
+        core_help.stdout
+    )
+    catalogue = run(ours, tmp_path, [*core, "commands"])  # Phlo's full command list loads every plugin
+    assert catalogue.returncode == 0, catalogue.stderr[-2000:]
+    entries = [ln.strip() for ln in catalogue.stdout.splitlines() if ln.startswith("phlo ")]
+    for name in OUR_COMMANDS:  # a command, or a group's subcommands (phlo dbt compile)
+        assert any(e == f"phlo {name}" or e.startswith(f"phlo {name} ") for e in entries), name
     webserver = run(ours, tmp_path, [*core, "webserver", "--help"])
     assert webserver.returncode == 0 and "--path-prefix" in webserver.stdout, webserver.stderr[-2000:]
+
+
+def test_phlo_0162_help_lists_every_command_from_either_script(oldest, tmp_path):
+    """Phlo 0.16/0.17 load plugin commands before help: both scripts list all of ours, webserver too."""
+    assert "phlo_dagster.cli" in Path(oldest.bin("phlo")).read_text()
+    for argv in (["phlo"], [oldest.python, "-c", CORE_SCRIPT]):
+        helped = run(oldest, tmp_path, [*argv, "--help"])
+        assert helped.returncode == 0, helped.stderr[-2000:]
+        assert {*CORE_COMMANDS, *OUR_COMMANDS} <= listed_commands(helped.stdout), (argv[0], helped.stdout)
+        webserver = run(oldest, tmp_path, [*argv, "webserver", "--help"])
+        assert webserver.returncode == 0 and "--path-prefix" in webserver.stdout, webserver.stderr[-2000:]
 
 
 BAD_PLUGINS = {
