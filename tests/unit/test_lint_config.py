@@ -26,6 +26,12 @@ def test_pre_commit_runs_what_make_lint_runs() -> None:
     assert entries == _lint_recipe()
 
 
+def test_make_venv_installs_pre_commit() -> None:
+    """The dev extra (what `make venv` installs) has pre-commit: `.venv/bin/pre-commit install` works."""
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert any(re.match(r"pre-commit\b", requirement) for requirement in dev), dev
+
+
 def test_both_packages_get_every_per_module_flag_of_mypy_strict() -> None:
     from mypy.main import define_options
     from mypy.options import PER_MODULE_OPTIONS
