@@ -17,6 +17,8 @@ from phlo_operator.reconcile import Reconciler
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 10.0  # first retry after an API failure; doubles per consecutive failure
 MAX_RETRY_SECONDS = 300.0
+# How long a deletion waits for the pass in flight before kopf retries the deletion handler.
+CLEANUP_WAIT_SECONDS = 60.0
 PEERING_NAME = "phlo-dagster-operator"
 
 
@@ -27,6 +29,7 @@ class _KeyState:
     last: float = 0.0
     failures: int = 0
     retry: threading.Timer | None = None
+    deleting: bool = False  # the deletion handler runs (or ran): no pass starts any more
 
 
 @dataclasses.dataclass
@@ -44,6 +47,7 @@ class Controller:
     def __init__(self, reconciler: Reconciler, options: Options) -> None:
         self.reconciler, self.options = reconciler, options
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified whenever a pass ends
         self._state: dict[tuple[str, str], _KeyState] = {}
 
     def configure_kopf(self, settings: kopf.OperatorSettings) -> None:
@@ -65,7 +69,7 @@ class Controller:
         key = (namespace, name)
         with self._lock:
             state = self._state.setdefault(key, _KeyState())
-            if min_age and time.monotonic() - state.last < min_age:
+            if state.deleting or (min_age and time.monotonic() - state.last < min_age):
                 return
             if state.running:
                 state.dirty = True
@@ -81,11 +85,12 @@ class Controller:
                     if again is not None and not failed:
                         self._schedule(key, state, again)
                     state.last = time.monotonic()
-                    if not state.dirty:
+                    if not state.dirty or state.deleting:
                         return
         finally:
             with self._lock:
                 state.running = False
+                self._idle.notify_all()
 
     def _schedule_retry(self, key: tuple[str, str], state: _KeyState, failed: bool) -> None:
         """At most one pending retry per workflow, backing off while the API keeps failing (lock held)."""
@@ -126,6 +131,15 @@ class Controller:
     def cleanup(
         self, namespace: str, name: str, spec: dict[str, Any], status: dict[str, Any] | None = None
     ) -> None:
+        """The deletion handler: no pass starts any more, the one in flight ends, then the objects in other
+        run namespaces are deleted. A pass in flight read the workflow before the deletion and may still
+        write those objects; a cleanup that did not wait for it would leave them behind, owned by nothing."""
+        with self._lock:
+            state = self._state.setdefault((namespace, name), _KeyState())
+            state.deleting = True
+            if not self._idle.wait_for(lambda: not state.running, timeout=CLEANUP_WAIT_SECONDS):
+                busy = f"a reconcile pass of {namespace}/{name} is still running"
+                raise kopf.TemporaryError(busy, delay=RETRY_SECONDS)
         try:
             self.reconciler.cleanup(namespace, name, spec, status)
         except ApiError as exc:

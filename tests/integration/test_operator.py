@@ -851,6 +851,13 @@ def test_runs_in_another_namespace_get_rbac_and_config_there(
         wait_for(
             "old run namespace emptied", lambda: not other.items("roles,rolebindings,configmaps,secrets")
         )
+        wait_for(
+            "status records the new run namespace",
+            lambda: (kc.must("pwf", NAME).get("status") or {}).get("runLauncher") == {"namespace": runs2},
+        )
+        # Passes may still be in flight (each status write is a watch event): the deletion handler waits for
+        # the one running and starts no other, so none re-creates what cleanup deleted (once seen: a pass
+        # that read the workflow before the deletion wrote runs2's objects after cleanup, orphaning them).
         kc("delete", "pwf", NAME, "--timeout=60s")
         wait_for(
             "cross-namespace objects cleaned up",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+import kopf
 import pytest
+from phlo_operator import controller as controller_module
 from phlo_operator import metrics
 from phlo_operator.controller import Controller, Options
 from phlo_operator.reconcile import Result
@@ -106,3 +110,51 @@ def test_shuffled_apply_errors_give_one_stable_message() -> None:
     b = "failed to create typed patch object (x): errors:\n  .a: bad\n  .b: bad"
     assert stable_message(a) == stable_message(b) == b
     assert stable_message("plain message") == "plain message"
+
+
+def test_cleanup_waits_for_the_pass_in_flight_and_no_pass_starts_after_it() -> None:
+    """A pass that read the workflow before its deletion may still write the run-namespace objects: cleanup
+    deletes them only after that pass ended, and nothing (watch event, timer, retry) starts another one."""
+    order: list[str] = []
+    in_pass, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def reconcile(self, namespace: str, name: str) -> Result:
+            order.append("pass")
+            in_pass.set()
+            assert release.wait(10)
+            order.append("pass ended")
+            return Result("ok", [])
+
+        def cleanup(self, namespace: str, name: str, spec: Any, status: Any) -> None:
+            order.append("cleanup")
+
+    ctl = Controller(Slow(), Options())  # type: ignore[arg-type]
+    passing = threading.Thread(target=ctl.trigger, args=("ns", "a"))
+    passing.start()
+    assert in_pass.wait(10)
+    deleting = threading.Thread(target=ctl.cleanup, args=("ns", "a", {}, {}))
+    deleting.start()
+    deadline = time.monotonic() + 10
+    while not ctl._state[("ns", "a")].deleting:  # the deletion handler has begun
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ctl.trigger("ns", "a")  # an event during the deletion: no further pass is queued
+    assert order == ["pass"]
+    release.set()
+    deleting.join(10)
+    passing.join(10)
+    assert order == ["pass", "pass ended", "cleanup"]
+    ctl.trigger("ns", "a")
+    assert order[-1] == "cleanup"
+    ctl.forget("ns", "a")  # the workflow is gone; one created again with its name is reconciled
+    ctl.trigger("ns", "a")
+    assert order[-1] == "pass ended"
+
+
+def test_cleanup_gives_up_waiting_with_a_temporary_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_module, "CLEANUP_WAIT_SECONDS", 0.01)
+    ctl = Controller(Recorder(), Options())  # type: ignore[arg-type]
+    ctl._state[("ns", "a")] = controller_module._KeyState(running=True)
+    with pytest.raises(kopf.TemporaryError, match="still running"):
+        ctl.cleanup("ns", "a", {}, {})
