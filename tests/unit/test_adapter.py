@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -320,21 +318,6 @@ def test_duplicate_resources_and_checks_name_both_places():
     ):
         _build(spec, checks=[again])
     clear_capabilities()
-
-
-def test_adapter_is_the_entry_point_path_and_imports_phlo_plugin_only_when_asked():
-    code = (
-        "import sys\n"
-        "import phlo_dagster.adapter as a, phlo_dagster.translate as t\n"
-        "assert a.DagsterAdapter is t.DagsterAdapter and a.SEVERITY_METADATA == t.SEVERITY_METADATA\n"
-        "assert 'phlo_dagster.phlo_plugin' not in sys.modules\n"
-        "try:\n"
-        "    a.DagsterOrchestratorAdapter\n"
-        "except ModuleNotFoundError as exc:\n"
-        "    assert exc.name == 'phlo' or exc.name.startswith('phlo.'), exc.name\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_unknown_resource_is_refused():
