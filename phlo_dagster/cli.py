@@ -657,6 +657,8 @@ def phlo_core_cli() -> click.Group | None:
             return None
     except (ImportError, ValueError):
         return None
+    if _phlo_loads_cli_plugins_on_import():
+        guard_cli_plugins_before_phlo_import()
     try:
         from phlo.cli.main import cli as core
     except Exception as exc:
@@ -666,6 +668,49 @@ def phlo_core_cli() -> click.Group | None:
         )
         return None
     return core if isinstance(core, click.Group) else None
+
+
+def _phlo_loads_cli_plugins_on_import() -> bool:
+    """Phlo before 0.18 calls every CLI plugin's get_cli_commands() while `phlo.cli.main` is imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = version("phlo").split(".")
+        return (int(parts[0]), int(parts[1])) < (0, 18)
+    except (PackageNotFoundError, ValueError, IndexError):
+        return False
+
+
+def guard_cli_plugins_before_phlo_import() -> None:
+    """Keep one CLI plugin whose get_cli_commands() raises from failing the import of Phlo's CLI.
+
+    Phlo 0.16 and 0.17 collect every CLI plugin's commands at import time, so one raising plugin would take
+    all of Phlo's commands with it. Each is asked first: one that raises is one warning line naming it, and
+    its class then answers no commands (Phlo's import-time load skips it; nothing else changes).
+    """
+    try:
+        from phlo.plugins.discovery import discover_plugins
+    except ImportError:
+        return
+    try:
+        found = discover_plugins(plugin_type="cli_command", auto_register=False, failure_level="debug")
+    except Exception:
+        return  # Phlo's own import reports what is wrong
+    for plugin in found.get("cli_command", []):
+        try:
+            list(plugin.get_cli_commands())
+        except Exception as exc:
+            cls = type(plugin)
+            name = getattr(getattr(plugin, "metadata", None), "name", cls.__name__)
+            progress(
+                f"warning: CLI plugin {name} ({cls.__module__}.{cls.__qualname__}) skipped: "
+                f"get_cli_commands() raised {type(exc).__name__}: {one_line(str(exc), 200)}"
+            )
+            cls.get_cli_commands = _no_commands
+
+
+def _no_commands(_self: Any) -> list[click.Command]:
+    return []
 
 
 def load_phlo_plugin_commands(core: click.Group) -> None:

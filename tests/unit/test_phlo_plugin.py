@@ -255,3 +255,50 @@ def test_backfill_range_names_bad_bounds() -> None:
         partition_range(pdef, "x", None)
     with pytest.raises(CliError, match=r"--start c is after --end b"):
         partition_range(pdef, "c", "b")
+
+
+def test_a_raising_cli_plugin_is_kept_from_phlo_016s_import_time_load(monkeypatch, capsys) -> None:
+    """Phlo < 0.18 collects CLI commands as its CLI imports: a raising plugin is one warning, then []."""
+    import types
+
+    from phlo_dagster import cli
+
+    class Raising:
+        metadata = types.SimpleNamespace(name="raising")
+
+        def get_cli_commands(self):
+            raise RuntimeError("backend down")
+
+    class Fine:
+        metadata = types.SimpleNamespace(name="fine")
+
+        def get_cli_commands(self):
+            return [click.Command("fine-command", callback=lambda: None)]
+
+    asked: list[dict[str, object]] = []
+
+    def discover_plugins(**kwargs):
+        asked.append(kwargs)
+        return {"cli_command": [Raising(), Fine()]}
+
+    fake = types.ModuleType("phlo.plugins.discovery")
+    fake.discover_plugins = discover_plugins  # type: ignore[attr-defined]
+    for name in ("phlo", "phlo.plugins"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "phlo.plugins.discovery", fake)
+    cli.guard_cli_plugins_before_phlo_import()
+    assert asked == [{"plugin_type": "cli_command", "auto_register": False, "failure_level": "debug"}]
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and "CLI plugin raising" in warnings[0] and "backend down" in warnings[0]
+    assert Raising().get_cli_commands() == []  # what Phlo's import-time load then gets
+    assert [c.name for c in Fine().get_cli_commands()] == ["fine-command"]
+
+
+@pytest.mark.parametrize(("installed", "eager"), [("0.16.2", True), ("0.17.0", True), ("0.18.0", False)])
+def test_which_phlo_loads_cli_plugins_on_import(monkeypatch, installed, eager) -> None:
+    import importlib.metadata
+
+    from phlo_dagster import cli
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
+    assert cli._phlo_loads_cli_plugins_on_import() is eager
