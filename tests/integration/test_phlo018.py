@@ -324,7 +324,8 @@ BAD_PLUGINS = {
 }
 
 
-def test_third_party_plugins_cannot_break_the_cli_or_code_location(ours, tmp_path):
+def bad_plugin_site(tmp_path: Path) -> Path:
+    """A directory for PYTHONPATH holding a distribution with broken and good Phlo plugins."""
     site = tmp_path / "site"
     dist = site / "phlo_bad_plugins-1.0.dist-info"
     dist.mkdir(parents=True)
@@ -335,14 +336,31 @@ def test_third_party_plugins_cannot_break_the_cli_or_code_location(ours, tmp_pat
     )
     for name, text in BAD_PLUGINS.items():
         (site / name).write_text(text)
-    project = make_project(tmp_path)
-    extra = {"PYTHONPATH": str(site)}
-    helped = run(ours, project, ["phlo", "--help"], **extra)
+    return site
+
+
+def assert_cli_survives_bad_plugins(env: envs.Env, cwd: Path, extra: dict[str, str]) -> None:
+    """`phlo --help` works, lists Phlo's, ours and the good plugin's commands; one warning per bad plugin."""
+    helped = run(env, cwd, ["phlo", "--help"], **extra)
     assert helped.returncode == 0, helped.stderr[-3000:]
-    assert "hello-good" in helped.stdout and "materialize" in helped.stdout
+    assert {*CORE_COMMANDS, *OUR_COMMANDS, "hello-good"} <= listed_commands(helped.stdout), helped.stderr
     warnings = [ln for ln in helped.stderr.splitlines() if ln.startswith("phlo: warning: CLI plugin")]
     assert len([w for w in warnings if "broken (bad_import:Thing)" in w and "no such backend" in w]) == 1
     assert len([w for w in warnings if "failing" in w and "commands unavailable" in w]) == 1
+    assert len(warnings) == 2, warnings
+    good = run(env, cwd, ["phlo", "hello-good"], **extra)
+    assert good.returncode == 0 and good.stdout.strip() == "good", good.stderr[-2000:]
+
+
+def test_third_party_plugins_cannot_break_phlo_0162s_cli(oldest, tmp_path):
+    """Phlo 0.16/0.17 collect plugin commands while their CLI imports: a raising plugin must not stop that."""
+    assert_cli_survives_bad_plugins(oldest, tmp_path, {"PYTHONPATH": str(bad_plugin_site(tmp_path))})
+
+
+def test_third_party_plugins_cannot_break_the_cli_or_code_location(ours, tmp_path):
+    project = make_project(tmp_path)
+    extra = {"PYTHONPATH": str(bad_plugin_site(tmp_path))}
+    assert_cli_survives_bad_plugins(ours, project, extra)
     built = run(ours, project, [ours.python, str(PROBE), MODULES["ours"]], **extra)
     assert built.returncode == 0, built.stderr[-3000:]
     assert "events" in json.loads(built.stdout.strip().splitlines()[-1])["assets"]
@@ -360,6 +378,17 @@ def test_pip_install_phlo_defaults_keeps_this_package(tmp_path):
     assert "phlo-iceberg" in env.pip("list").stdout  # the defaults extra was installed
     checked = env.run("-m", "pip", "check")
     assert checked.returncode == 0, checked.stdout[-2000:]
+    # Each install on its own: after `pip install phlo` too, this package is in place and pip check is clean.
+    steps = env.steps()
+    assert [s["install"] for s in steps] == [
+        ["-e", f"{envs.REPO}[dbt]"],
+        [envs.PHLO],
+        ["phlo[defaults]==0.18.0"],
+    ]
+    for step in steps:
+        assert step["pip_check_rc"] == 0, step
+        assert f"Version: {our_version()}" in step["phlo_dagster"], step
+        assert f"Editable project location: {envs.REPO}" in step["phlo_dagster"], step
 
 
 def our_version() -> str:
