@@ -16,15 +16,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PHLO_DBT_PROJECT_DIR=/app/dbt
 
 WORKDIR /src
-COPY pyproject.toml README.md requirements.lock ./
+# Dependencies first, from the package metadata alone: phlo-dagster with the dbt extra (Dagster, dagster-k8s,
+# dagster-postgres, dagster-dbt, dbt) at the versions of requirements.lock, the lock the test venv installs from.
+# This layer changes only with pyproject.toml or the lock, so a code change rebuilds only the layers below it.
+COPY pyproject.toml requirements.lock ./
+RUN pip install --no-cache-dir -c requirements.lock ".[dbt]"
+
+# Then the project itself over that metadata-only install, and the plugin.
+COPY README.md ./
 COPY phlo_dagster/ phlo_dagster/
 COPY operator/ operator/
+RUN pip install --no-cache-dir --no-deps --force-reinstall .
 COPY ${PLUGIN_DIR}/ plugin/
-
-# phlo-dagster with the dbt extra (Dagster, dagster-k8s, dagster-postgres, dagster-dbt, dbt) at the versions of
-# requirements.lock (the lock the test venv installs from), then the plugin.
-RUN pip install --no-cache-dir -c requirements.lock ".[dbt]" \
- && pip install --no-cache-dir --no-deps ./plugin
+RUN pip install --no-cache-dir --no-deps ./plugin
 
 COPY ${WORKFLOWS_DIR}/ /app/workflows/
 COPY ${DBT_DIR}/ /app/dbt/

@@ -100,7 +100,7 @@ integration: venv testbed-binaries
 	$(PY) -m pytest -m integration tests
 
 test: venv lint testbed-binaries images
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=25
 
 demo: venv
 	$(PY) -m phlo_dagster.demo

@@ -185,6 +185,27 @@ def storage_images() -> dict[str, str]:
     return out
 
 
+def _size(path: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(path):
+        for file in files:
+            try:
+                total += os.lstat(os.path.join(directory, file)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def trim_storage(out: io.TextIOBase) -> None:
+    """Keeps buildah's layer cache (what makes a code change rebuild only the top layers) under
+    PHLO_IMAGES_STORAGE_LIMIT_GB (default 8): past it, every image goes, the bases are pulled again from their
+    archives on the next build, and the next build of each Dockerfile starts from its base."""
+    limit = float(os.environ.get("PHLO_IMAGES_STORAGE_LIMIT_GB", "8")) * 2**30
+    if _size(cache_root() / "storage") > limit:
+        log(f"images: buildah storage is over {limit / 2**30:g} GB; clearing its layer cache")
+        buildah("rmi", "--all", "--force", out=out)
+
+
 # -- OCI archives
 
 
@@ -688,7 +709,7 @@ def build_dockerfile(
                 "build",
                 "--pull=never",
                 "--isolation=chroot",
-                "--layers=false",
+                "--layers",  # the dependency layers are reused across code changes and workflow images
                 "--volume",
                 f"{host_ca_bundle()}:/etc/ssl/certs/ca-certificates.crt:ro",
                 "--volume",
@@ -703,7 +724,9 @@ def build_dockerfile(
             buildah(*args, out=out)
             layout = tmp / "layout"
             buildah("push", "--quiet", name, f"oci:{layout}:image", out=out)
-            buildah("rmi", "--prune", out=out)
+            # The image stays in storage under its name: removing it would take its intermediate layers
+            # (the dependency install) with it. trim_storage bounds what accumulates.
+            trim_storage(out)
         return _layout_to_archive(layout, tmp / "image.tar", [name])
 
     return cached(slug, key, build)

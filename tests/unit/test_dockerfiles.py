@@ -41,7 +41,25 @@ def test_operator_image_installs_the_distribution_without_dependencies():
     steps = pip_steps(parse(OPERATOR))
     project = [s for s in steps if "." in s]
     assert project and "--no-deps" in project[0], f"phlo-dagster must be installed with --no-deps: {steps}"
-    assert any("-r" in s and "operator/requirements.txt" in s for s in steps)
+    assert any("-r" in s and "requirements.txt" in s for s in steps)
+    assert any("operator/requirements.txt" in c for c in parse(OPERATOR).all("COPY"))
+
+
+@pytest.mark.parametrize("path", [OPERATOR, RUNTIME], ids=["operator", "runtime"])
+def test_dependencies_install_before_the_code_is_copied(path):
+    """The dependency layer depends on the lock and the package metadata only, so a code change (or another
+    workflow image) reuses it and rebuilds the top layers alone."""
+    dockerfile = parse(path)
+    first_install = next(
+        i
+        for i, step in enumerate(dockerfile.instructions)
+        if step.keyword == "RUN" and "pip install" in step.args
+    )
+    copied_before = " ".join(
+        step.args for step in dockerfile.instructions[:first_install] if step.keyword == "COPY"
+    )
+    assert "requirements.lock" in copied_before
+    assert "phlo_dagster/" not in copied_before and "README.md" not in copied_before, copied_before
 
 
 def test_operator_requirements_equal_the_operator_extra():
