@@ -39,13 +39,13 @@ from phlo_dagster.services import (
     PhloHome,
     ServiceDefinition,
     http_ok,
-    last_line_of,
     port_in_use,
     render_command,
     spawn,
     terminate_groups,
     write_services_config,
 )
+from phlo_dagster.text import first_line, last_line, one_line
 
 PLUGIN_GROUP_PREFIX = "phlo.plugins."
 PORT = click.IntRange(1, 65535)
@@ -239,7 +239,7 @@ def resolve_asset_keys(graph: Any, assets: Sequence[str], select: str | None) ->
         try:
             chosen = AssetSelection.from_string(select).resolve(graph)
         except Exception as exc:
-            raise CliError(f"--select {select!r}: {last_line_of(str(exc)) or type(exc).__name__}") from None
+            raise CliError(f"--select {select!r}: {last_line(str(exc)) or type(exc).__name__}") from None
         if not chosen:
             raise CliError(f"--select {select!r}: matches no assets")
         keys |= {k for k in chosen if k in known}
@@ -357,7 +357,7 @@ def failure_cause(result: Any) -> str:
             error: Any = getattr(event.event_specific_data, "error", None)
             while error is not None and error.cause is not None:
                 error = error.cause
-            message = last_line_of(str(error.message)) if error is not None else ""
+            message = last_line(str(error.message)) if error is not None else ""
             return f"step {event.step_key}: {message or 'failed'}"
     return "see the run's logs"
 
@@ -527,10 +527,10 @@ def plugin_install(packages: tuple[str, ...]) -> None:
     if result.returncode != 0:
         cause = next(
             (ln.strip() for ln in result.stderr.splitlines() if ln.strip().startswith("ERROR")),
-            last_line_of(result.stderr) or f"exit code {result.returncode}",
+            last_line(result.stderr) or f"exit code {result.returncode}",
         )
         raise CliError(f"pip install {shown} failed: {redact_credentials(cause)}")
-    out(last_line_of(result.stdout) or "installed")
+    out(last_line(result.stdout) or "installed")
 
 
 # --- phlo dbt ---
@@ -632,7 +632,7 @@ def _guarded(command: click.Command) -> click.Command:
                 raise
             except Exception as exc:
                 if type(exc).__module__.startswith("phlo_dagster."):
-                    raise click.ClickException(one_line(str(exc)) or type(exc).__name__) from None
+                    raise click.ClickException(one_line(str(exc), 400) or type(exc).__name__) from None
                 raise
 
         command.callback = guarded
@@ -779,16 +779,6 @@ def run_phlo_core(core: click.Group, argv: Sequence[str] | None) -> None:
     core.main(args=args, prog_name="phlo")
 
 
-def one_line(text: str, limit: int = 400) -> str:
-    """A multi-line message folded into one line, cut at limit characters."""
-    folded = " ".join(text.split())
-    return folded if len(folded) <= limit else folded[: limit - 3] + "..."
-
-
-def first_line(text: str) -> str:
-    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-
-
 def main(argv: Sequence[str] | None = None, *, own: bool = False) -> None:
     """Run `phlo`; any failure is one line on stderr and a non-zero exit, never a traceback.
 
@@ -820,7 +810,7 @@ def main(argv: Sequence[str] | None = None, *, own: bool = False) -> None:
         if type(exc).__module__.startswith("phlo_dagster."):  # our domain errors carry a one-line cause
             fail(str(exc) or type(exc).__name__)
         # a bug or an environment problem: still one line, with the type
-        fail(f"{type(exc).__name__}: {one_line(str(exc)) or 'unexpected error'}")
+        fail(f"{type(exc).__name__}: {one_line(str(exc), 400) or 'unexpected error'}")
 
 
 if __name__ == "__main__":

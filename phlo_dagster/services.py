@@ -575,10 +575,6 @@ def last_log_line(path: Path) -> str:
     return last_line(text) or "no output"
 
 
-# cli.py still imports the old name; phlo_dagster.text.last_line is the one implementation.
-last_line_of = last_line
-
-
 def run_hook_command(
     services: LocalServices, definition: ServiceDefinition, name: str, argv: list[str]
 ) -> str:
