@@ -13,6 +13,11 @@ from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
 __all__ = ["CODE_SERVER", "DAEMON", "WEBSERVER"]
 
 
+def surge_one() -> dict[str, Any]:
+    """A new pod is Ready before an old one goes: the webserver and the code server never drop to zero."""
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
 def _replicas(wf: Workflow, wanted: int, name: str, hpa_targets: frozenset[str]) -> dict[str, Any]:
     if wf.spec.suspend:
         return {"replicas": 0}
@@ -95,7 +100,7 @@ def code_server_deployment(
         annotations,
         shared.checksum,
         **_replicas(wf, spec.code_server.replicas, name, hpa_targets),
-        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        strategy=surge_one(),
     )
 
 
@@ -153,7 +158,7 @@ def webserver_deployment(
         annotations,
         shared.checksum,
         **_replicas(wf, spec.webserver.replicas, name, hpa_targets),
-        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        strategy=surge_one(),
     )
 
 
