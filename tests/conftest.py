@@ -20,6 +20,16 @@ from tests.testbed.postgres import Postgres
 # operator from the chart, where the check is on; tests/unit/test_reconcile.py covers its decisions.
 os.environ.setdefault("PHLO_OPERATOR_CODE_LOCATION_CHECK", "false")
 
+# Fixtures needing the test bed's Go binaries (tests/testbed/build.sh): a test using one (directly or through
+# another fixture) is marked ``binaries``. `make test` runs the other tests while the binaries build.
+BINARY_FIXTURES = frozenset({"testbed", "node"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BINARY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.binaries)
+
 
 def _session_dir() -> Path:
     """Per-session directory for a bed this session owns (so parallel sessions never share state)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -144,13 +145,24 @@ def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Replayed:
     env_dir = (
         cache_dir / f"{dockerfile.path.parent.name or 'root'}-{dockerfile.path.name}-{cache_key(dockerfile)}"
     )
-    root = cache_dir / f"rootfs-{env_dir.name}"
+    # The copied build context is this run's own (next to its log); only the venv is shared between runs.
+    root = log.parent / f"rootfs-{env_dir.name}"
     shutil.rmtree(root, ignore_errors=True)
-    if not (env_dir / "bin" / "python").exists():
-        stem = env_dir.name.rsplit("-", 1)[0]
-        for stale in cache_dir.glob(f"*{stem}-*"):  # venvs and rootfs of older dependency sets
-            shutil.rmtree(stale, ignore_errors=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # One replay at a time per venv: two checkouts on one machine share the cache.
+    with open(f"{env_dir}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (env_dir / "bin" / "python").exists():
+            stem = env_dir.name.rsplit("-", 1)[0]
+            for stale in cache_dir.glob(f"{stem}-*"):  # venvs of older dependency sets
+                if not stale.name.endswith(".lock"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        _run_steps(dockerfile, args, env_dir, root, log)
+    return Replayed(env_dir, root, image_env(dockerfile, root))
+
+
+def _run_steps(dockerfile: Dockerfile, args: dict[str, str], env_dir: Path, root: Path, log: Path) -> None:
     workdir = root
     with log.open("a") as out:
         for instruction in dockerfile.instructions:
@@ -182,4 +194,3 @@ def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Replayed:
                     subprocess.run(
                         command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, check=True, env=env
                     )
-    return Replayed(env_dir, root, image_env(dockerfile, root))

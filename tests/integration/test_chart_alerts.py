@@ -12,7 +12,7 @@ import yaml
 
 from tests.helm_chart import ALL_FEATURES, one, template
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.binaries]  # helm
 
 NS = "phlo"
 OPERATOR_JOB = "phlo-dagster-metrics"  # release "phlo-dagster" contains the chart name: no prefix

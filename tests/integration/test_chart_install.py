@@ -19,7 +19,7 @@ from tests.helm_chart import ALL_FEATURES, CHART, RELEASE, REPO, template, value
 from tests.operator_process import free_port, monitoring_crd
 from tests.testbed.cluster import Testbed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.binaries]  # helm
 
 PHLO_CRD = "phloworkflows.phlo.dev"
 FIELD_MANAGER = "phlo-chart-tests"

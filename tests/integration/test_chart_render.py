@@ -12,7 +12,7 @@ from phlo_operator import controller, main, rbac
 
 from tests.helm_chart import ALL_FEATURES, CHART, REPO, by_kind, helm, is_hook, one, template, values_file
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.binaries]  # helm
 
 CONTRACT_ALERTS = {
     "PhloOperatorDown": "up{",

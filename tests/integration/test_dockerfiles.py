@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,7 +12,11 @@ from tests.dockerfile_steps import REPO, parse, replay
 
 pytestmark = pytest.mark.integration
 
-CACHE = REPO / ".testbed" / "dockerfile-venvs"
+# Outside the checkout, so a fresh clone on this machine reuses the venvs (keyed by their dependencies).
+CACHE = Path(
+    os.environ.get("PHLO_DOCKERFILE_VENV_CACHE")
+    or Path.home() / ".cache" / "phlo-dagster" / "dockerfile-venvs"
+)
 
 
 @pytest.fixture(scope="module")

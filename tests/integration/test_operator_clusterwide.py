@@ -14,7 +14,7 @@ from tests.integration.test_operator import ROOT, WORKFLOW, Kubectl, Operator, w
 from tests.testbed import cluster
 from tests.testbed.cluster import Testbed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.binaries]  # a control plane of its own
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ ensure() {
 	local tmp
 	tmp="$(mktemp -d "$cache_root/.build-$key.XXXXXX")"
 	mkdir -p "$tmp/bin"
-	log "building $key (from scratch: about 6-12 minutes on 2 cores)"
+	log "building $key"
 	local start=$SECONDS
 	if ! "$fn" "$tmp/bin"; then
 		rm -rf "$tmp"
@@ -135,6 +135,13 @@ build_kube_router() {
 
 total_start=$SECONDS
 log "cache: $cache_root (go $go_version)"
+# One build at a time per cache: `make test` waits here for the one .ci/run started early, then finds it cached.
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.build.lock"
+if ! flock -n 9; then
+	log "another build holds $cache_root/.build.lock; waiting for it"
+	flock 9
+fi
 ensure "$k8s_key" build_k8s
 ensure "$kwok_key" build_kwok
 ensure "$helm_key" build_helm
