@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -76,7 +77,9 @@ class Testbed:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        """Run the bed's kubectl as cluster admin."""
+        """Run the bed's kubectl as cluster admin. A `--timeout` given to kubectl (wait, rollout status,
+        delete) is honoured: the process may run that long plus a margin, whatever `timeout` says."""
+        timeout = max(timeout, kubectl_process_timeout(args))
         return self._run([str(self.bin_dir / "kubectl"), *args], input, check, timeout)
 
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -165,6 +168,37 @@ class Testbed:
             f"{self.server}{path}", context=self._ssl_context(), timeout=timeout
         ) as r:
             return r.read().decode()
+
+
+KUBECTL_TIMEOUT_MARGIN = 30.0  # seconds beyond kubectl's own --timeout: it reports the timeout itself
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def kubectl_duration(text: str) -> float | None:
+    """Seconds of a kubectl duration flag value ("180s", "2m", "1m30s", "90"); None when not one."""
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    if not text or _DURATION_PART.sub("", text):
+        return None
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def kubectl_process_timeout(args: tuple[str, ...] | list[str]) -> float:
+    """How long a kubectl command line may run: its --timeout (or --request-timeout) plus a margin; 0 when it
+    sets neither (the caller's default applies)."""
+    longest = 0.0
+    for i, arg in enumerate(args):
+        for flag in ("--timeout", "--request-timeout"):
+            value = None
+            if arg.startswith(flag + "="):
+                value = arg[len(flag) + 1 :]
+            elif arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+            seconds = kubectl_duration(value) if value is not None else None
+            if seconds:
+                longest = max(longest, seconds + KUBECTL_TIMEOUT_MARGIN)
+    return longest
 
 
 def render_kubeconfig(server: str, ca_pem: bytes, user: dict[str, str], name: str = "phlo-testbed") -> str:

@@ -65,11 +65,38 @@ def test_a_crashing_pass_is_counted_not_raised() -> None:
 
 
 def test_workflow_gauge_counts_conditions_and_forgets_deleted() -> None:
+    """Mutation runs (2026-12-02), each red: observe_workflow(key, None) not popping the key (the gauge keeps
+    counting a deleted workflow); Controller.forget not calling observe_workflow; WORKFLOWS.clear() removed (a
+    condition no workflow has any more keeps its last count)."""
+
+    def gauge() -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["condition"], s.labels["status"]): s.value
+            for family in metrics.WORKFLOWS.collect()
+            for s in family.samples
+        }
+
+    base = gauge()  # other tests of this process may have left workflows behind
+
+    def count(condition: str, status: str) -> float:
+        return gauge().get((condition, status), 0.0) - base.get((condition, status), 0.0)
+
     metrics.observe_workflow(("ns", "g1"), [{"type": "Ready", "status": "True"}])
     metrics.observe_workflow(("ns", "g2"), [{"type": "Ready", "status": "True"}])
-    assert metrics.WORKFLOWS.labels(condition="Ready", status="True")._value.get() >= 2
+    assert count("Ready", "True") == 2
+    metrics.observe_workflow(("ns", "g2"), [{"type": "Ready", "status": "False"}])  # replaced, not added
+    assert (count("Ready", "True"), count("Ready", "False")) == (1, 1)
     metrics.observe_workflow(("ns", "g1"), None)
+    assert (count("Ready", "True"), count("Ready", "False")) == (0, 1)
+    # A deleted workflow (the DELETED watch event calls forget) leaves the gauge.
+    ctl = Controller(Recorder(), Options())  # type: ignore[arg-type]
+    ctl.trigger("ns", "g3")  # the Recorder's pass reports Ready=True
+    assert count("Ready", "True") == 1
+    ctl.forget("ns", "g3")
     metrics.observe_workflow(("ns", "g2"), None)
+    assert (count("Ready", "True"), count("Ready", "False")) == (0, 0)
+    if ("Ready", "False") not in base:  # no series is left behind for a condition no workflow has
+        assert ("Ready", "False") not in gauge()
 
 
 def test_failures_keep_one_pending_retry_with_backoff_and_success_cancels_it() -> None:

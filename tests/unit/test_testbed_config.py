@@ -6,7 +6,9 @@ import ipaddress
 import json
 import re
 import stat
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -230,3 +232,42 @@ def test_a_recorded_bed_whose_processes_are_gone_is_not_reused(tmp_path: Path) -
     assert cluster.Testbed.from_json(state.read(tmp_path)["cluster"]) == bed
     assert cluster.attach(tmp_path) is None
     assert cluster.attach(tmp_path / "nothing-recorded") is None
+
+
+def test_kubectl_runs_as_long_as_the_timeout_passed_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Kubectl.wait_condition(timeout=180)` once became `kubectl wait --timeout=180s` killed after the
+    process default of 60 s. Mutation run (2026-12-02): dropping the line
+    `timeout = max(timeout, kubectl_process_timeout(args))` from Testbed.kubectl makes this test fail
+    (`60 >= 190` is false)."""
+    from tests.integration.test_operator import Kubectl
+
+    bed = cluster.Testbed(
+        directory=tmp_path,
+        bin_dir=tmp_path / "bin",
+        server="https://127.0.0.1:1",
+        kubeconfig=tmp_path / "kubeconfig",
+        ca_file=tmp_path / "ca.crt",
+        client_cert=tmp_path / "admin.crt",
+        client_key=tmp_path / "admin.key",
+        ports={"kube-apiserver": 1},
+    )
+    seen: list[tuple[list[str], float]] = []
+
+    def run(argv: list[str], input: str | None, check: bool, timeout: float) -> Any:
+        seen.append((argv, timeout))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(bed, "_run", run)
+    Kubectl(bed, "ns").wait_condition("Ready", timeout=180)
+    argv, timeout = seen[-1]
+    assert "--timeout=180s" in argv and timeout >= 180 + 10, timeout
+    bed.kubectl("rollout", "status", "deploy/x", "--timeout", "2m")
+    assert seen[-1][1] >= 120 + 10
+    bed.kubectl("delete", "pwf", "x", "--timeout=1m30s", timeout=300)
+    assert seen[-1][1] == 300  # a longer process timeout given by the caller stays
+    bed.kubectl("get", "pods")
+    assert seen[-1][1] == 60  # no kubectl timeout: the default
+    assert cluster.kubectl_duration("1m30s") == 90 and cluster.kubectl_duration("250ms") == 0.25
+    assert cluster.kubectl_duration("90") == 90 and cluster.kubectl_duration("soon") is None
