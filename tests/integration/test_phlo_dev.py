@@ -102,10 +102,13 @@ def scrape(base: str) -> Samples:
 
 
 def lint(text: str) -> None:
-    """promtool's exposition lint (Debian package prometheus) when installed; the parser checks anyway."""
+    """promtool's exposition lint (Debian package prometheus, which .ci/run installs); no promtool fails.
+
+    Mutation run (2026-12-02): with a PATH whose only copy of /usr/bin lacks promtool,
+    test_graphql_run_moves_metrics[sqlite] failed at its first scrape with "promtool not found"; before,
+    lint() returned silently and the test passed."""
     promtool = shutil.which("promtool")
-    if promtool is None:
-        return
+    assert promtool is not None, "promtool not found on PATH: install Debian's prometheus package"
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
