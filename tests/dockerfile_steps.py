@@ -142,9 +142,10 @@ def replay(dockerfile: Dockerfile, cache_dir: Path, log: Path) -> Replayed:
     the host's pip cache.
     """
     args = dockerfile.build_args()
-    env_dir = (
-        cache_dir / f"{dockerfile.path.parent.name or 'root'}-{dockerfile.path.name}-{cache_key(dockerfile)}"
-    )
+    # Named by the Dockerfile's place in the repository, not the checkout's folder: every clone shares it.
+    where = dockerfile.path.parent.resolve().relative_to(REPO.resolve()).as_posix().replace("/", "-")
+    where = "root" if where == "." else where
+    env_dir = cache_dir / f"{where}-{dockerfile.path.name}-{cache_key(dockerfile)}"
     # The copied build context is this run's own (next to its log); only the venv is shared between runs.
     root = log.parent / f"rootfs-{env_dir.name}"
     shutil.rmtree(root, ignore_errors=True)
