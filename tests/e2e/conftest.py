@@ -18,7 +18,8 @@ ARTIFACTS = cluster.ROOT / "artifacts" / "e2e"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
-            item.add_marker(pytest.mark.e2e)
+            for mark in (pytest.mark.e2e, pytest.mark.binaries, pytest.mark.node):
+                item.add_marker(mark)
 
 
 # The host as it was before this session started a real node (None when it attached to a running one).

@@ -24,7 +24,8 @@ from tests.images import build, lock, run
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.binaries,  # containerd, ctr and the images `make test` builds after them
+    pytest.mark.binaries,
+    pytest.mark.node,  # containerd and ctr: the real node's binaries
     pytest.mark.skipif(
         os.geteuid() != 0 or not all(shutil.which(t) for t in ("buildah", "mmdebstrap", "unshare", "gcc")),
         reason="needs root, buildah, mmdebstrap, unshare and gcc (.ci/run installs them)",

@@ -142,17 +142,28 @@ if ! flock -n 9; then
 	log "another build holds $cache_root/.build.lock; waiting for it"
 	flock 9
 fi
-ensure "$k8s_key" build_k8s
-ensure "$kwok_key" build_kwok
-ensure "$helm_key" build_helm
-ensure "$containerd_key" build_containerd
-ensure "$coredns_key" build_coredns
-ensure "$kube_router_key" build_kube_router
-
+# Linked into .testbed/bin as each is ready, in two stages: the control plane (what the kwok integration tests
+# need) first, then the real node's runtime, DNS and NetworkPolicy enforcement. `make test` starts the kwok tests
+# when the stage marker appears, while the node's binaries still build.
+control_plane_marker="$out_bin/.control-plane-ready"
 mkdir -p "$out_bin"
-for key in "$k8s_key" "$kwok_key" "$helm_key" "$containerd_key" "$coredns_key" "$kube_router_key"; do
-	for f in "$cache_root/$key/bin/"*; do
+rm -f "$control_plane_marker"
+link() {
+	local f
+	for f in "$cache_root/$1/bin/"*; do
 		ln -sfn "$f" "$out_bin/$(basename "$f")"
 	done
+}
+for step in "$k8s_key build_k8s" "$kwok_key build_kwok" "$helm_key build_helm"; do
+	# shellcheck disable=SC2086
+	ensure $step
+	link "${step%% *}"
+done
+touch "$control_plane_marker"
+log "control plane ready after $((SECONDS - total_start))s"
+for step in "$containerd_key build_containerd" "$coredns_key build_coredns" "$kube_router_key build_kube_router"; do
+	# shellcheck disable=SC2086
+	ensure $step
+	link "${step%% *}"
 done
 log "binaries ready in .testbed/bin after $((SECONDS - total_start))s: $(ls "$out_bin" | tr '\n' ' ')"
