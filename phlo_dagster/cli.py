@@ -1,7 +1,8 @@
 """The `phlo` command: local development, materialization, services, plugins, dbt and the webserver.
 
-Every failure ends as one line on stderr and a non-zero exit code (see `main`); commands print through
-`phlo_dagster.console` only.
+Every failure ends as one block on stderr (a first line naming the input, then the cause as dbt or Python
+gave it) and a non-zero exit code (see `main`); no traceback unless `phlo --debug` (or PHLO_DEBUG=1).
+Commands print through `phlo_dagster.console` only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -22,11 +24,13 @@ from typing import Any, TextIO
 
 import click
 
-from phlo_dagster.console import CliError, fail, out, progress
+from phlo_dagster import graphql
+from phlo_dagster.console import CliError, fail, out, progress, warn
 from phlo_dagster.constants import (
+    DEFAULT_CODE_LOCATION_NAME,
     DEFAULT_WEBSERVER_PORT,
-    DEFAULT_WORKFLOWS_PATH,
     ENV_DAGSTER_PORT,
+    ENV_DEBUG,
     ENV_WORKFLOWS_PATH,
     METRICS_PATH,
 )
@@ -45,11 +49,13 @@ from phlo_dagster.services import (
     terminate_groups,
     write_services_config,
 )
-from phlo_dagster.text import first_line, last_line, one_line
+from phlo_dagster.text import block_lines, first_line, last_line, one_line
 
 PLUGIN_GROUP_PREFIX = "phlo.plugins."
 PORT = click.IntRange(1, 65535)
 DEV_START_TIMEOUT_S = 180.0
+DEV_LOAD_TIMEOUT_S = 300
+LOCATION_POLL_S = 2.0
 
 
 def default_port() -> int:
@@ -63,9 +69,17 @@ def default_port() -> int:
     return port
 
 
+def debug_enabled() -> bool:
+    """`phlo --debug` or PHLO_DEBUG=1: failures show their traceback (and the services inherit it)."""
+    return os.environ.get(ENV_DEBUG, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 @click.group(name="phlo", context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option("--debug", is_flag=True, help=f"Show tracebacks of failures (also ${ENV_DEBUG}=1).")
+def cli(debug: bool) -> None:
     """Run Phlo workflows on Dagster."""
+    if debug:
+        os.environ[ENV_DEBUG] = "1"
 
 
 # --- phlo dev ---
@@ -96,15 +110,70 @@ def signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
-    project = Path.cwd()
-    port = port if port is not None else default_port()
-    env = dict(os.environ)
+def dev_env(environ: Mapping[str, str], workflows_path: Path | None) -> dict[str, str]:
+    """The services' environment: --workflows-path (checked) as WORKFLOWS_PATH, else as the user left it.
+
+    No default is set: unset, a missing workflows/ means "no workflows" (a dbt-only project is served);
+    set by the user or --workflows-path, a missing directory is an error.
+    """
+    env = dict(environ)
     if workflows_path is not None:
         if not workflows_path.is_dir():
             raise CliError(f"--workflows-path {workflows_path}: no such directory")
         env[ENV_WORKFLOWS_PATH] = str(workflows_path)
-    env.setdefault(ENV_WORKFLOWS_PATH, DEFAULT_WORKFLOWS_PATH)
+    return env
+
+
+class LocationWatch:
+    """`phlo dev`'s eye on the code location: a load failure is a loud warning in its own output (the
+    webserver would only show it in the UI), a recovery a line, and never loading within the timeout an error.
+    """
+
+    def __init__(self, location: str, load_timeout: float, now: float) -> None:
+        self.location = location
+        self.load_timeout = load_timeout
+        self.deadline = now + load_timeout if load_timeout > 0 else None
+        self.state = graphql.LocationState("loading")
+        self.loaded_once = False
+
+    def observe(self, state: graphql.LocationState, now: float) -> None:
+        """Report a change of state; raise CliError when the location has not loaded by the deadline."""
+        if state.status != "unreachable":  # a busy webserver is asked again at the next poll
+            previous, self.state = self.state, state
+            if state != previous:
+                self.report(state)
+            self.loaded_once = self.loaded_once or state.status == "loaded"
+        if not self.loaded_once and self.deadline is not None and now >= self.deadline:
+            cause = self.state.error or f"its state is {self.state.status}"
+            raise CliError(
+                f"code location {self.location} did not load within {self.load_timeout:.0f}s "
+                f"(--load-timeout):\n{cause}"
+            )
+
+    def report(self, state: graphql.LocationState) -> None:
+        if state.status == "failed":
+            stop = (
+                f"; `phlo dev` stops unless it loads within {self.load_timeout:.0f}s of the webserver's start"
+                if self.deadline is not None and not self.loaded_once
+                else ""
+            )
+            warn(
+                f"code location {self.location} failed to load; the UI shows no assets from it\n"
+                f"{state.error or 'no error message'}\n"
+                f"fix it, then reload the location (UI: Deployment > {self.location} > Reload){stop}"
+            )
+        elif state.status == "missing":
+            warn(f"code location {self.location} is not in the webserver's workspace")
+        elif state.status == "loaded":
+            progress(f"code location {self.location} loaded")
+
+
+def run_dev(
+    host: str, port: int | None, workflows_path: Path | None, load_timeout: float = DEV_LOAD_TIMEOUT_S
+) -> None:
+    project = Path.cwd()
+    port = port if port is not None else default_port()
+    env = dev_env(os.environ, workflows_path)
     check_host(host)
     if port_in_use(host, port):
         raise CliError(f"--port {port}: {host}:{port} is already in use")
@@ -127,10 +196,15 @@ def run_dev(host: str, port: int | None, workflows_path: Path | None) -> None:
             out(f"Dagster UI: {url}  (GraphQL {url}/graphql, metrics {url}{METRICS_PATH})")
             out(f"instance: {home.root} ({home.storage_kind()} storage); press Ctrl-C to stop")
             dev_post_start(home, services[0], env)
+            watch = LocationWatch(DEFAULT_CODE_LOCATION_NAME, load_timeout, time.monotonic())
+            next_poll = 0.0
             while True:
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         raise CliError(f"{name} exited with code {proc.returncode}; see its output above")
+                if time.monotonic() >= next_poll:
+                    watch.observe(graphql.location_state(url, watch.location), time.monotonic())
+                    next_poll = time.monotonic() + LOCATION_POLL_S
                 time.sleep(0.5)
         except KeyboardInterrupt:
             progress("stopping")
@@ -178,7 +252,7 @@ def dev_post_start(home: PhloHome, webserver: ServiceDefinition, env: dict[str, 
         try:
             runner.run_hook(webserver, hook)
         except CliError as exc:
-            progress(f"warning: {exc}")
+            warn(str(exc))
 
 
 @cli.command()
@@ -189,9 +263,16 @@ def dev_post_start(home: PhloHome, webserver: ServiceDefinition, env: dict[str, 
 @click.option(
     "--workflows-path", type=click.Path(path_type=Path), default=None, help="Directory of workflows."
 )
-def dev(host: str, port: int | None, workflows_path: Path | None) -> None:
+@click.option(
+    "--load-timeout",
+    type=click.IntRange(0),
+    default=DEV_LOAD_TIMEOUT_S,
+    show_default=True,
+    help="Seconds the code location may take to load before `phlo dev` fails (0: wait forever).",
+)
+def dev(host: str, port: int | None, workflows_path: Path | None, load_timeout: int) -> None:
     """Webserver (with /metrics) and daemon on embedded SQLite under .phlo/, until Ctrl-C."""
-    run_dev(host, port, workflows_path)
+    run_dev(host, port, workflows_path, load_timeout)
 
 
 # --- phlo materialize ---
@@ -246,13 +327,49 @@ def resolve_asset_keys(graph: Any, assets: Sequence[str], select: str | None) ->
     return keys
 
 
-def materialize_assets(assets: Sequence[str], select: str | None, partition: str | None) -> None:
+def parse_dbt_vars(text: str | None) -> str:
+    """--vars as dbt takes it (a YAML or JSON mapping), checked here so a typo fails before the run."""
+    if text is None:
+        return ""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CliError(f"--vars {text!r}: not YAML or JSON ({one_line(str(exc), 200)})") from None
+    if not isinstance(value, dict):
+        raise CliError(f"--vars {text!r}: not a mapping (e.g. '{{day: 2024-01-01}}' or '{{\"day\": 1}}')")
+    return text
+
+
+def dbt_run_config(graph: Any, keys: set[Any], vars_text: str, full_refresh: bool) -> dict[str, Any]:
+    """The dbt step's run config for --vars / --full-refresh; an error when no dbt model is selected."""
+    from phlo_dagster.dbt import DBT_OP_NAME
+
+    if not vars_text and not full_refresh:
+        return {}
+    if not any(graph.get(k).assets_def.node_def.name == DBT_OP_NAME for k in keys):
+        flag = "--vars" if vars_text else "--full-refresh"
+        raise CliError(f"{flag}: none of the selected assets is a dbt model (is PHLO_DBT_ENABLED true?)")
+    return {"ops": {DBT_OP_NAME: {"config": {"vars": vars_text, "full_refresh": full_refresh}}}}
+
+
+def materialize_assets(
+    assets: Sequence[str],
+    select: str | None,
+    partition: str | None,
+    *,
+    dbt_vars: str | None = None,
+    full_refresh: bool = False,
+) -> None:
     from dagster._core.definitions.partitions.context import partition_loading_context
 
+    vars_text = parse_dbt_vars(dbt_vars)
     defs = load_definitions()
     repo = defs.get_repository_def()
     graph = repo.asset_graph
     keys = resolve_asset_keys(graph, assets, select)
+    dbt_config = dbt_run_config(graph, keys, vars_text, full_refresh)
     job = repo.get_implicit_job_def_for_assets(keys)
     if job is None:
         raise CliError(
@@ -278,11 +395,11 @@ def materialize_assets(assets: Sequence[str], select: str | None, partition: str
             asset_selection=sorted(keys),
             partition_key=partition,
             raise_on_error=False,
-            run_config={"loggers": {"phlo_progress": {}}},
+            run_config={"loggers": {"phlo_progress": {}}, **dbt_config},
         )
     elapsed = time.monotonic() - started
     if not result.success:
-        raise CliError(f"run {result.run_id} failed: {failure_cause(result)}")
+        raise CliError(f"run {result.run_id} failed in {failure_cause(result, debug=debug_enabled())}")
     for event in result.get_asset_materialization_events():
         out(f"materialized {event.asset_key.to_user_string()}" + (f" [{partition}]" if partition else ""))
     out(f"run {result.run_id} succeeded in {elapsed:.1f}s")
@@ -350,16 +467,58 @@ def progress_logger(stream: TextIO | None = None) -> Any:
     return LoggerDefinition(phlo_progress, description="phlo CLI progress lines")
 
 
-def failure_cause(result: Any) -> str:
-    """The innermost error of the first failed step: the user's exception, not Dagster's wrapper."""
+_DBT_ERRORS_MARK = "Errors parsed from dbt logs:"
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)')
+
+
+def failure_cause(result: Any, *, debug: bool = False) -> str:
+    """The first failed step and its innermost error (the user's, not Dagster's wrapper) as a block.
+
+    `step X:` then the error's meaningful lines (for dbt, the errors dbt logged: the model or test and why),
+    then where in the user's code it was raised; with debug the whole error with its stack instead.
+    """
     for event in result.all_events:
         if event.is_step_failure:
             error: Any = getattr(event.event_specific_data, "error", None)
+            if error is not None and debug:
+                return f"step {event.step_key}:\n{error.to_string()}"
             while error is not None and error.cause is not None:
                 error = error.cause
-            message = last_line(str(error.message)) if error is not None else ""
-            return f"step {event.step_key}: {message or 'failed'}"
-    return "see the run's logs"
+            if error is None:
+                return f"step {event.step_key}: failed"
+            lines = error_lines(str(error.message))
+            where = user_frame(list(error.stack or []), Path.cwd())
+            if len(lines) == 1:
+                return f"step {event.step_key}: {lines[0]}" + (f" (at {where})" if where else "")
+            return "\n".join([f"step {event.step_key}:", *lines, *([f"at {where}"] if where else [])])
+    return "a run that failed before any step (see the run's logs)"
+
+
+def error_lines(message: str) -> list[str]:
+    """The lines that say what went wrong: dbt's own errors when dagster-dbt quotes them, else all of them."""
+    if _DBT_ERRORS_MARK in message:
+        head, _, errors = message.partition(_DBT_ERRORS_MARK)
+        code = re.search(r"exit code `?(\d+)`?", head)
+        lines = [f"dbt exited with code {code.group(1) if code else '?'}:", *block_lines(errors)]
+    else:
+        lines = block_lines(message)
+    return lines or ["failed"]
+
+
+def user_frame(stack: Sequence[str], project: Path) -> str:
+    """'workflows/x.py:12 in fn': the innermost frame outside installed packages and phlo_dagster, or ''."""
+    for entry in reversed(stack):
+        match = _FRAME.search(entry)
+        if match is None:
+            continue
+        path = Path(match["file"])
+        if "site-packages" in path.parts or "phlo_dagster" in path.parts or not path.is_absolute():
+            continue
+        if path.is_relative_to(sys.prefix) or path.is_relative_to(sys.base_prefix):
+            continue
+        shown = path.relative_to(project) if path.is_relative_to(project) else path
+        return f"{shown}:{match['line']} in {match['fn']}"
+    return ""
 
 
 @cli.command()
@@ -368,9 +527,19 @@ def failure_cause(result: Any) -> str:
     "--select", default=None, help="Dagster asset selection, e.g. 'key:raw/orders+' or 'group:ingestion'."
 )
 @click.option("--partition", default=None, help="Partition key to materialize.")
-def materialize(assets: tuple[str, ...], select: str | None, partition: str | None) -> None:
+@click.option(
+    "--vars", "dbt_vars", default=None, help="dbt --vars for the dbt models: a YAML or JSON mapping."
+)
+@click.option("--full-refresh", is_flag=True, help="dbt --full-refresh: rebuild incremental models.")
+def materialize(
+    assets: tuple[str, ...],
+    select: str | None,
+    partition: str | None,
+    dbt_vars: str | None,
+    full_refresh: bool,
+) -> None:
     """Materialize assets in this process against the .phlo/ instance (the one `phlo dev` serves)."""
-    materialize_assets(assets, select, partition)
+    materialize_assets(assets, select, partition, dbt_vars=dbt_vars, full_refresh=full_refresh)
 
 
 @cli.command()
@@ -617,7 +786,8 @@ class _ClickError(click.ClickException):
 
 
 def _guarded(command: click.Command) -> click.Command:
-    """Under Phlo's CLI our errors stay one line: CliError and domain errors become ClickException."""
+    """Under Phlo's CLI our errors stay one block, no traceback: CliError and domain errors become
+    ClickException (with PHLO_DEBUG=1 a domain error keeps its traceback)."""
     if getattr(command, "_phlo_dagster_guarded", False):
         return command
     callback = command.callback
@@ -631,8 +801,10 @@ def _guarded(command: click.Command) -> click.Command:
             except click.ClickException:
                 raise
             except Exception as exc:
+                if debug_enabled():
+                    raise
                 if type(exc).__module__.startswith("phlo_dagster."):
-                    raise click.ClickException(one_line(str(exc), 400) or type(exc).__name__) from None
+                    raise click.ClickException(str(exc) or type(exc).__name__) from None
                 raise
 
         command.callback = guarded
@@ -780,7 +952,7 @@ def run_phlo_core(core: click.Group, argv: Sequence[str] | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, own: bool = False) -> None:
-    """Run `phlo`; any failure is one line on stderr and a non-zero exit, never a traceback.
+    """Run `phlo`; any failure is one block on stderr and a non-zero exit, a traceback only with --debug.
 
     The `phlo` console script of both packages is one command: with Phlo core installed this runs Phlo's CLI
     (our commands come in through the phlo.plugins.cli entry point), else ours. ``own`` (`python -m
@@ -797,6 +969,8 @@ def main(argv: Sequence[str] | None = None, *, own: bool = False) -> None:
         add_plugin_commands(cli)
         cli.main(args=list(argv) if argv is not None else None, prog_name="phlo", standalone_mode=False)
     except CliError as exc:
+        if debug_enabled():
+            traceback.print_exc()
         fail(str(exc), exc.exit_code)
     except click.exceptions.Abort:
         fail("interrupted", 130)
@@ -807,10 +981,12 @@ def main(argv: Sequence[str] | None = None, *, own: bool = False) -> None:
     except (SystemExit, click.exceptions.Exit):
         raise
     except Exception as exc:
-        if type(exc).__module__.startswith("phlo_dagster."):  # our domain errors carry a one-line cause
+        if debug_enabled():
+            traceback.print_exc()
+        if type(exc).__module__.startswith("phlo_dagster."):  # our domain errors carry their cause
             fail(str(exc) or type(exc).__name__)
-        # a bug or an environment problem: still one line, with the type
-        fail(f"{type(exc).__name__}: {one_line(str(exc), 400) or 'unexpected error'}")
+        # a bug or an environment problem: still its message's block, with the type (--debug: the traceback)
+        fail(f"{type(exc).__name__}: {str(exc).strip() or 'unexpected error'}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ ENV_DBT_TARGET = "PHLO_DBT_TARGET"
 ENV_DBT_TARGET_PATH = "PHLO_DBT_TARGET_PATH"  # where compiled artifacts (manifest.json) are written/read
 ENV_DBT_COMPILE_ON_LOAD = "PHLO_DBT_COMPILE_ON_LOAD"  # compile at definitions load when no manifest exists
 ENV_PLUGINS_ENABLED = "PHLO_PLUGINS_ENABLED"  # load phlo.plugins.* entry points (assets, resources)
+ENV_DEBUG = "PHLO_DEBUG"  # `phlo --debug`: failures show their traceback
 ENV_DATA_DIR = "PHLO_DATA_DIR"  # local data files (e.g. a DuckDB file); created when missing
 ENV_PG_HOST = "DAGSTER_PG_HOST"
 ENV_PG_PORT = "DAGSTER_PG_PORT"

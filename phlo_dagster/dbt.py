@@ -2,7 +2,9 @@
 turn the compiled manifest into Dagster assets through dagster-dbt.
 
 dbt sources named after spec keys (source ``raw``, table ``orders`` = spec ``raw.orders``) become the models'
-upstream assets, so lineage runs from ingestion specs through the models.
+upstream assets, so lineage runs from ingestion specs through the models. Every dbt command runs in the
+project folder, as ``dbt build`` run there by hand does, so relative paths in profiles.yml (a DuckDB
+``path:``) agree.
 """
 
 from __future__ import annotations
@@ -10,36 +12,47 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from phlo_dagster.settings import Settings, load_settings
-from phlo_dagster.text import nonblank_lines
+from phlo_dagster.text import block_lines
 
 __all__ = [
+    "DBT_OP_NAME",
     "HASH_FILE",
+    "PACKAGE_FILES",
     "CompileResult",
     "DbtCompileError",
+    "build_args",
     "compile_from_env",
     "compile_project",
     "dbt_definitions",
+    "dbt_error",
     "project_hash",
 ]
 
 HASH_FILE = "phlo_compile.json"
 MANIFEST = "manifest.json"
 DBT_RESOURCE_KEY = "dbt"
+DBT_OP_NAME = "dbt_models"
+PACKAGE_FILES = ("packages.yml", "dependencies.yml")
 _HASHED_SUFFIXES = {".sql", ".yml", ".yaml", ".csv", ".py", ".md", ".jinja"}
-_RUNTIME_DIR = Path(tempfile.gettempdir()) / "phlo-dbt"
+_PACKAGE_LOCK = "package-lock.yml"
+_RUN_DIR_PREFIX = "phlo-dbt-run-"
 _SKIPPED_DIRS = {"target", "dbt_packages", "logs", "__pycache__"}
+_PREAMBLES = ("Encountered an error:", "Traceback (most recent call last):")
+_STACK_FRAME = re.compile(r'^\s*File ".*", line \d+')
 
 
 class DbtCompileError(Exception):
-    """dbt could not compile the project; ``str()`` is a one-line cause."""
+    """dbt could not compile the project: the first line says which, the further lines are dbt's cause."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,8 @@ def _project_files(project_dir: Path, target_path: Path) -> Iterator[Path]:
     for path in sorted(project_dir.rglob("*")):
         rel = path.relative_to(project_dir)
         if not path.is_file() or path.suffix not in _HASHED_SUFFIXES or path.name.startswith("."):
+            continue
+        if path.name == _PACKAGE_LOCK:  # written by `dbt deps` from packages.yml, which is hashed
             continue
         if any(p in _SKIPPED_DIRS or p.startswith(".") for p in rel.parts[:-1]):
             continue
@@ -86,14 +101,77 @@ def _recorded_hash(target_path: Path) -> str | None:
         return None
 
 
-def _one_line(text: str) -> str:
-    """A traceback's last line, or the first lines of a dbt error ('Compilation Error in model x' + why)."""
-    lines = [ln for ln in nonblank_lines(text) if not set(ln) <= set("^~ ")]
-    if not lines:
-        return "unknown error"
-    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
-        return lines[-1][:500]
-    return " | ".join(lines[:3])[:500]
+def dbt_error(messages: Sequence[str]) -> str:
+    """dbt's error messages as one block: every line of the cause, without dbt's "Encountered an error:"
+    preamble or a Python traceback's frames (a bad target keeps "The valid target names ..." and the names).
+    """
+    lines = block_lines("\n".join(messages))
+    frames = [i for i, line in enumerate(lines) if _STACK_FRAME.match(line)]
+    if frames:  # the exception after the last frame (and the frame's source line)
+        lines = lines[frames[-1] + 2 :] or lines[-1:]
+    lines = [
+        ln
+        for ln in lines
+        if ln.strip() not in ("Encountered an error:", "Traceback (most recent call last):")
+    ]
+    return "\n".join(block_lines("\n".join(lines))) or "unknown error"
+
+
+def _failed(what: str, cause: str) -> str:
+    """'<what> failed: <cause>' when the cause is one line, else the cause's lines below the first."""
+    return f"{what} failed:" + ("\n" if "\n" in cause else " ") + cause
+
+
+@contextmanager
+def _in_folder(folder: Path) -> Iterator[None]:
+    """Run in folder (where dbt resolves relative profile paths), then return, whatever dbt did meanwhile."""
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+def _invoke(project: Path, args: list[str]) -> tuple[bool, str]:
+    """One dbt command in-process, in the project folder: (succeeded, the cause when it did not)."""
+    from dbt.cli.main import dbtRunner
+
+    errors: list[str] = []
+
+    def collect(event: Any) -> None:
+        if getattr(event.info, "level", "") == "error":
+            errors.append(str(event.info.msg))
+
+    quiet = ["--log-level-file", "none", "--log-level", "none", "--no-send-anonymous-usage-stats"]
+    try:
+        with _in_folder(project):
+            # errors reach us through the callback; the CLI prints their block, not dbt's log or traceback
+            result = dbtRunner(callbacks=[collect]).invoke([*args, *quiet])
+    finally:
+        _release_adapters()
+    if result.success:
+        return True, ""
+    _stop_abandoned_pools()
+    return False, dbt_error(errors or [str(result.exception or f"dbt {args[0]} failed")])
+
+
+def _stop_abandoned_pools() -> None:
+    """Stop the thread pools a failed dbt command left running.
+
+    dbt leaves its pool open when a node raises during compile; at exit Python would then print a
+    `Pool.__del__ ... Bad file descriptor` traceback after our error.
+    """
+    import gc
+
+    from dbt.graph.thread_pool import DbtThreadPool
+
+    pools: list[Any] = [obj for obj in gc.get_objects() if isinstance(obj, DbtThreadPool)]
+    for pool in pools:
+        if not pool.is_closed():
+            pool.close()
+            pool.terminate()
+            pool.join()
 
 
 def _release_adapters() -> None:
@@ -121,7 +199,9 @@ def compile_project(
     """Run ``dbt compile`` into target_path unless the project's content hash matches the last success.
 
     The hash is written beside the manifest only after dbt succeeds, so a failed compile is retried next time.
-    Raises DbtCompileError (one-line cause) when the project is missing or dbt fails.
+    Runs ``dbt deps`` first when the project has packages.yml or dependencies.yml. Raises DbtCompileError
+    (its first line names the project, the further lines are dbt's cause) when the project is missing or dbt
+    fails.
     """
     project = Path(project_dir).resolve()
     profiles = Path(profiles_dir).resolve()
@@ -135,47 +215,24 @@ def compile_project(
     if not force and manifest.is_file() and _recorded_hash(out) == spec_hash:
         return CompileResult(skipped=True, spec_hash=spec_hash, manifest_path=manifest)
 
-    from dbt.cli.main import dbtRunner
-
-    errors: list[str] = []
-
-    def collect(event: Any) -> None:
-        if getattr(event.info, "level", "") == "error":
-            errors.append(str(event.info.msg))
-
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DbtCompileError(
             f"PHLO_DBT_TARGET_PATH={str(target_path)!r}: cannot create {out}: {exc}"
         ) from None
-    args = [
-        "compile",
-        "--project-dir",
-        str(project),
-        "--profiles-dir",
-        str(profiles),
-        "--target-path",
-        str(out),
-        "--log-path",
-        str(out / "logs"),
-        "--log-level-file",
-        "none",
-        "--log-level",
-        "none",  # errors reach us through the callback; the CLI prints one line, not dbt's traceback
-        "--no-send-anonymous-usage-stats",
-    ]
+    common = ["--project-dir", str(project), "--profiles-dir", str(profiles), "--log-path", str(out / "logs")]
+    packages = [name for name in PACKAGE_FILES if (project / name).is_file()]
+    if packages:
+        ok, cause = _invoke(project, ["deps", *common])
+        if not ok:
+            raise DbtCompileError(_failed(f"dbt deps of {project} ({packages[0]})", cause))
+    args = ["compile", *common, "--target-path", str(out)]
     if target:
         args += ["--target", target]
-    cwd = Path.cwd()
-    try:
-        result = dbtRunner(callbacks=[collect]).invoke(args)
-    finally:
-        os.chdir(cwd)  # dbt may change directory while parsing
-        _release_adapters()
-    if not result.success:
-        cause = errors[-1] if errors else str(result.exception or "dbt compile failed")
-        raise DbtCompileError(f"dbt compile of {project} failed: {_one_line(cause)}")
+    ok, cause = _invoke(project, args)
+    if not ok:
+        raise DbtCompileError(_failed(f"dbt compile of {project}", cause))
     if not manifest.is_file():
         raise DbtCompileError(f"dbt compile of {project} succeeded but wrote no {manifest}")
     (out / HASH_FILE).write_text(json.dumps({"hash": spec_hash, "project_dir": str(project)}) + "\n")
@@ -201,6 +258,37 @@ def _dbt_executable() -> str:
     return str(beside) if beside.is_file() else "dbt"
 
 
+def build_args(*, vars_text: str, full_refresh: bool, run_dir: Path) -> list[str]:
+    """`dbt build` with the run's options: --vars as dbt takes it (a YAML or JSON mapping), --full-refresh."""
+    args = ["build", "--log-path", str(run_dir / "logs")]
+    if vars_text.strip():
+        args += ["--vars", vars_text]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args
+
+
+@contextmanager
+def _run_dir() -> Iterator[Path]:
+    """A target directory of one run, removed when the run's dbt command is done (even when it failed)."""
+    with tempfile.TemporaryDirectory(prefix=_RUN_DIR_PREFIX) as path:
+        yield Path(path)
+
+
+def _run_config_class() -> type[Any]:
+    """The run config of the dbt step (launchpad `ops: {dbt_models: {config: ...}}`, `phlo materialize`)."""
+    from dagster import Config
+    from pydantic import Field
+
+    class DbtRunConfig(Config):
+        """dbt options of one run, passed to `dbt build`."""
+
+        vars: str = Field("", description="dbt --vars: a YAML or JSON mapping, e.g. '{day: 2024-01-01}'.")
+        full_refresh: bool = Field(False, description="dbt --full-refresh: rebuild incremental models.")
+
+    return DbtRunConfig
+
+
 def dbt_definitions(settings: Settings) -> tuple[list[Any], dict[str, Any], dict[Any, str]]:
     """(assets, resources, source-by-key) for the dbt models in the compiled manifest.
 
@@ -220,30 +308,28 @@ def dbt_definitions(settings: Settings) -> tuple[list[Any], dict[str, Any], dict
 
     project_dir = settings.dbt_project_dir.resolve()
 
-    @dbt_assets(
-        manifest=manifest,
-        dagster_dbt_translator=DagsterDbtTranslator(),
-        name="dbt_models",
-        required_resource_keys={DBT_RESOURCE_KEY},
-    )
-    def dbt_models(context):  # type: ignore[no-untyped-def]
+    def dbt_models(context, config):  # type: ignore[no-untyped-def]
         """Build the selected dbt models (and their tests, reported as asset checks)."""
         dbt = getattr(context.resources, DBT_RESOURCE_KEY)
-        run_dir = _RUNTIME_DIR / context.run.run_id  # the compiled target path may be read-only
-        yield from dbt.cli(["build"], context=context, target_path=run_dir).stream()
+        with _run_dir() as run_dir:  # the compiled target path may be read-only; nothing is left behind
+            args = build_args(vars_text=config.vars, full_refresh=config.full_refresh, run_dir=run_dir)
+            yield from dbt.cli(args, context=context, target_path=run_dir).stream()
+
+    # A real class, not the string `from __future__ import annotations` would leave: Dagster reads it.
+    dbt_models.__annotations__["config"] = _run_config_class()
+    dbt_models = dbt_assets(
+        manifest=manifest,
+        dagster_dbt_translator=DagsterDbtTranslator(),
+        name=DBT_OP_NAME,
+        required_resource_keys={DBT_RESOURCE_KEY},
+    )(dbt_models)
 
     resource = DbtCliResource(
         project_dir=str(project_dir),
         profiles_dir=str(settings.resolved_dbt_profiles_dir),
         target=settings.dbt_target,
         dbt_executable=_dbt_executable(),
-        global_config_flags=[
-            "--log-path",
-            str(_RUNTIME_DIR / "logs"),
-            "--log-level-file",
-            "none",
-            "--no-send-anonymous-usage-stats",
-        ],
+        global_config_flags=["--log-level-file", "none", "--no-send-anonymous-usage-stats"],
     )
     sources = {key: f"dbt model in {manifest}" for key in dbt_models.keys}
     return [dbt_models], {DBT_RESOURCE_KEY: resource}, sources

@@ -1,7 +1,7 @@
 """The code location: ``dagster api grpc -m phlo_dagster.definitions`` loads ``defs`` from here.
 
 ``defs`` joins plugin specs, workflow specs, plain Dagster objects from workflow modules and, with
-PHLO_DBT_ENABLED, the dbt models of the compiled manifest. Any failure stops the load with a one-line cause.
+PHLO_DBT_ENABLED, the dbt models of the compiled manifest. Any failure stops the load naming its cause.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from phlo_dagster.translate import DagsterAdapter, Translation, gc_paused
 
 __all__ = ["BUILD_SECONDS_METADATA", "LOAD_ERRORS", "build_definitions", "defs"]
 
-# What build_definitions raises for bad user input; each message is one line naming the input (for the CLI).
+# What build_definitions raises for bad user input; each message names the input first (for the CLI).
 LOAD_ERRORS: tuple[type[Exception], ...] = (
     DiscoveryError,
     SpecError,

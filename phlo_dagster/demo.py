@@ -1,7 +1,8 @@
 """`make demo`: `phlo dev` on examples/quickstart plus one ingestion run for the UI, served until Ctrl-C.
 
 PHLO_DEMO_EXIT=1 stops after the first successful run (used by the tests); DAGSTER_PORT picks the port;
-PHLO_DEMO_PROJECT runs it on another copy of the quickstart.
+PHLO_DEMO_PROJECT runs it on another copy of the quickstart. Ctrl-C or SIGTERM (`make` passes its SIGTERM on)
+stops `phlo dev` and with it the webserver, the daemon and the code servers.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 
-from phlo_dagster.cli import default_port
-from phlo_dagster.console import CliError, fail, out, progress
+from phlo_dagster.cli import default_port, signals_ignored
+from phlo_dagster.console import CliError, error_block, fail, out, progress
 from phlo_dagster.constants import (
     ENV_DBT_ENABLED,
     ENV_DBT_PROJECT_DIR,
@@ -28,6 +30,8 @@ from phlo_dagster.text import last_line
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 INGESTION_ASSET = "raw/orders"
 START_TIMEOUT_S = 240.0
+CTRL_C_GRACE_S = 30.0
+STOP_TIMEOUT_S = 60.0
 
 
 def demo_env(port: int) -> dict[str, str]:
@@ -45,11 +49,20 @@ def run_demo(project: Path = QUICKSTART) -> None:
     port = default_port()
     env = demo_env(port)
     url = f"http://127.0.0.1:{port}"
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, _frame: FrameType | None) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     progress(f"starting `phlo dev` in {project}")
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "phlo_dagster.cli", "dev", "--port", str(port)], cwd=project, env=env
-    )
+    dev: subprocess.Popen[bytes] | None = None
+    grace = 0.0
     try:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "phlo_dagster.cli", "dev", "--port", str(port)], cwd=project, env=env
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not http_ok(f"{url}/server_info"):
             if dev.poll() is not None:
@@ -78,7 +91,7 @@ def run_demo(project: Path = QUICKSTART) -> None:
             text=True,
         )
         if run.returncode != 0:
-            raise CliError(last_line(run.stderr).removeprefix("phlo: error: ") or "materialization failed")
+            raise CliError(error_block(run.stderr) or "materialization failed")
         out(last_line(run.stdout))
         out(f"open {url} (runs, assets, checks); metrics at {url}/metrics")
         if os.environ.get("PHLO_DEMO_EXIT") == "1":
@@ -88,15 +101,25 @@ def run_demo(project: Path = QUICKSTART) -> None:
             time.sleep(1)
         raise CliError(f"`phlo dev` exited with code {dev.returncode}")
     except KeyboardInterrupt:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            dev.wait(
-                timeout=30
-            )  # Ctrl-C reached `phlo dev` too (same process group); let it stop its services
+        progress("stopping")
+        # Ctrl-C reached `phlo dev` too (same process group); a SIGTERM was sent to the demo alone.
+        grace = 0.0 if terminated else CTRL_C_GRACE_S
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        if dev is not None:
+            stop_dev(dev, grace=grace)
+
+
+def stop_dev(dev: subprocess.Popen[bytes], *, grace: float) -> None:
+    """Let `phlo dev` stop its services: wait `grace` for it to exit by itself, then SIGTERM, then SIGKILL."""
+    with signals_ignored():  # a second Ctrl-C or SIGTERM must not cut the shutdown short
+        if grace > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                dev.wait(timeout=grace)
         if dev.poll() is None:
             dev.send_signal(signal.SIGTERM)
             try:
-                dev.wait(timeout=60)
+                dev.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 dev.kill()
                 dev.wait()

@@ -1,4 +1,5 @@
-"""The one client of the Dagster webserver's GraphQL API: `phlo dev`'s dbt hook and the operator both use it.
+"""The one client of the Dagster webserver's GraphQL API: `phlo dev` (its dbt hook and its watch on the code
+location) and the operator both use it.
 
 Standard library only, like constants.py: the operator imports this module without Dagster (its image installs
 this distribution with --no-deps). Every failure, unreachable webserver or refused mutation alike, is one
@@ -9,15 +10,30 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from phlo_dagster.text import one_line
 
-__all__ = ["RELOAD_MUTATION", "ReloadFailed", "post", "reload_location"]
+__all__ = [
+    "LOCATION_QUERY",
+    "RELOAD_MUTATION",
+    "LocationState",
+    "ReloadFailed",
+    "location_state",
+    "parse_location_state",
+    "post",
+    "reload_location",
+]
 
 RELOAD_MUTATION = (
     "mutation Reload($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) {"
     " __typename ... on WorkspaceLocationEntry { name } ... on PythonError { message } } }"
+)
+LOCATION_QUERY = (
+    "query { workspaceOrError { __typename ... on PythonError { message }"
+    " ... on Workspace { locationEntries { name loadStatus"
+    " locationOrLoadError { __typename ... on PythonError { message causes { message } } } } } } }"
 )
 # What the mutation returns when the webserver took the request (a load error then shows in the workspace).
 RELOADED = "WorkspaceLocationEntry"
@@ -60,3 +76,39 @@ def reload_location(base_url: str, location: str, timeout: float = 5.0) -> str:
         refusal = one_line(str(payload.get("errors") or result.get("message") or result), 300)
         raise ReloadFailed(f"reload of code location {location} at {base_url} was refused: {refusal}")
     return typename
+
+
+@dataclass(frozen=True)
+class LocationState:
+    """One code location as the webserver sees it: loaded, loading, failed (with its error), missing or
+    unreachable (the webserver did not answer; ``error`` says why)."""
+
+    status: str
+    error: str = ""
+
+
+def parse_location_state(payload: dict[str, Any], location: str) -> LocationState:
+    """The state of one location from a LOCATION_QUERY answer (pure; the error keeps its causes' lines)."""
+    workspace = (payload.get("data") or {}).get("workspaceOrError") or {}
+    if payload.get("errors") or workspace.get("__typename") == "PythonError":
+        return LocationState("unreachable", str(payload.get("errors") or workspace.get("message")))
+    entries = [e for e in workspace.get("locationEntries") or [] if e.get("name") == location]
+    if not entries:
+        return LocationState("missing")
+    entry = entries[0]
+    loaded = entry.get("locationOrLoadError") or {}
+    if loaded.get("__typename") == "PythonError":
+        causes = [str(c.get("message", "")) for c in loaded.get("causes") or []]
+        return LocationState("failed", "\n".join([str(loaded.get("message", "")), *causes]).strip())
+    if entry.get("loadStatus") == "LOADING" or not loaded:
+        return LocationState("loading")
+    return LocationState("loaded")
+
+
+def location_state(base_url: str, location: str, timeout: float = 5.0) -> LocationState:
+    """Ask the webserver at base_url how one code location stands; never raises."""
+    try:
+        payload = post(base_url, LOCATION_QUERY, {}, timeout)
+    except (OSError, ValueError) as exc:
+        return LocationState("unreachable", str(exc))
+    return parse_location_state(payload, location)

@@ -23,15 +23,13 @@ from typing import Any
 import yaml
 
 from phlo_dagster import graphql
-from phlo_dagster.console import CliError, progress
+from phlo_dagster.console import CliError, error_block, progress
 from phlo_dagster.constants import (
     DEFAULT_CODE_LOCATION_NAME,
     DEFAULT_WEBSERVER_PORT,
-    DEFAULT_WORKFLOWS_PATH,
     DEFINITIONS_MODULE,
     ENV_DAGSTER_HOME,
     ENV_DBT_ENABLED,
-    ENV_WORKFLOWS_PATH,
 )
 from phlo_dagster.text import last_line, one_line
 
@@ -478,9 +476,8 @@ class LocalServices:
         return chosen
 
     def env_for(self, definition: ServiceDefinition) -> dict[str, str]:
-        env = {**os.environ, **self.home.env(), **self.extra_env, **definition.env}
-        env.setdefault(ENV_WORKFLOWS_PATH, DEFAULT_WORKFLOWS_PATH)
-        return env
+        # WORKFLOWS_PATH stays unset unless the user set it: a missing default workflows/ is no error.
+        return {**os.environ, **self.home.env(), **self.extra_env, **definition.env}
 
     def read_pid(self, name: str) -> int | None:
         try:
@@ -584,7 +581,7 @@ def run_hook_command(
         argv, cwd=services.home.project, env=services.env_for(definition), capture_output=True, text=True
     )
     if result.returncode != 0:
-        cause = last_line(result.stderr) or last_line(result.stdout) or f"exit code {result.returncode}"
+        cause = error_block(result.stderr) or last_line(result.stdout) or f"exit code {result.returncode}"
         raise CliError(f"{definition.name}: post-start hook {name} failed: {cause}")
     last = last_line(result.stdout)
     if last:

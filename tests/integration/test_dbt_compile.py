@@ -58,15 +58,15 @@ def test_compile_skip_and_recompile(project, tmp_path):
     assert not forced.skipped and forced.spec_hash == third.spec_hash
 
 
-def test_compile_failure_is_one_line_and_not_recorded(project, tmp_path):
+def test_compile_failure_names_the_cause_and_is_not_recorded(project, tmp_path):
     target = tmp_path / "target"
     good = _compile(project, target)
     (project / "models" / "marts" / "broken.sql").write_text("select {{ ref('does_not_exist') }}\n")
     with pytest.raises(DbtCompileError) as info:
         _compile(project, target)
     message = str(info.value)
-    assert "\n" not in message
-    assert "broken" in message and "does_not_exist" in message
+    assert message.splitlines()[0] == f"dbt compile of {project.resolve()} failed:"
+    assert "broken" in message and "does_not_exist" in message and "Traceback" not in message
     # The last success stays recorded, so the broken project is compiled again (not skipped) next time.
     assert json.loads((target / HASH_FILE).read_text())["hash"] == good.spec_hash
     with pytest.raises(DbtCompileError):
