@@ -513,8 +513,11 @@ def test_failed_compile_degrades_and_keeps_the_previous_code_server(
 def test_drift_is_repaired(ready: Kubectl, operator: Operator) -> None:
     """Deployments deleted or scaled by hand come back through the Deployment watch, one drift at a time
     after the operator went idle (no pass owed to an earlier change repairs a later one). The other kinds:
-    test_edited_or_deleted_children_are_repaired_by_their_watch; without watch events:
-    test_periodic_resync_repairs_drift_that_raises_no_watched_event."""
+    test_edited_or_deleted_children_are_repaired_by_their_watch (the ConfigMap and Service drift this test
+    once made was repaired by the Deployment event it also caused); without watch events:
+    test_periodic_resync_repairs_drift_that_raises_no_watched_event. Mutation run (2026-12-02): without the
+    Deployment `kopf.on.event` decorator on handlers.child_event it failed: "timed out after 90s waiting
+    for webserver recreated"."""
     kc = ready
     settled(operator)
     kc("delete", "deploy", f"{NAME}-webserver", "--wait=false")
