@@ -605,8 +605,13 @@ def test_delete_removes_children_but_keeps_the_database_volume(ready: Kubectl, o
     it the PVC were it owned; the Secret were it owned). Whatever is still there then was kept, not merely
     not deleted yet. Mutation run (2026-12-02): the policy forced to Delete in render/postgres.py (Secret
     owned, whenDeleted Delete) and steps.storage_secret failed it 1 time in 1, at the PVC assertion (the
-    background deletion before let it pass 3 times in 4)."""
+    background deletion before let it pass 3 times in 4). Mutation run: with neither Controller.forget nor
+    a "gone" pass clearing the workflow from the gauge, it failed at "the gauge forgets the workflow"."""
     kc = ready
+    wait_for(
+        "the gauge counts it Ready",
+        lambda: operator.metric("phlo_operator_workflows", condition="Ready", status="True") == 1,
+    )
     claim = kc.must("pvc", f"data-{NAME}-postgres-0")
     secret = kc.must("secret", f"{NAME}-postgres")
     kc("delete", "pwf", NAME, "--cascade=foreground", "--wait=true", "--timeout=120s")
@@ -618,6 +623,8 @@ def test_delete_removes_children_but_keeps_the_database_volume(ready: Kubectl, o
     password = kc.get("secret", f"{NAME}-postgres")  # the retained data's password
     assert password is not None and password["metadata"]["uid"] == secret["metadata"]["uid"]
     assert "deletionTimestamp" not in password["metadata"], password["metadata"]
+    # The workflow gauge forgets the deleted workflow (it counted it Ready before).
+    wait_for("the gauge forgets the workflow", lambda: operator.metric("phlo_operator_workflows") == 0)
 
 
 def test_delete_policy_removes_the_volume(kc: Kubectl, operator: Operator, volume: str) -> None:
