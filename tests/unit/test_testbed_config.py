@@ -240,7 +240,9 @@ def test_kubectl_runs_as_long_as_the_timeout_passed_to_it(
     """`Kubectl.wait_condition(timeout=180)` once became `kubectl wait --timeout=180s` killed after the
     process default of 60 s. Mutation run (2026-12-02): dropping the line
     `timeout = max(timeout, kubectl_process_timeout(args))` from Testbed.kubectl makes this test fail
-    (`60 >= 190` is false)."""
+    (`60 >= 190` is false). On a started bed, `kubectl wait --for=condition=Never cm/kt --timeout=75s`
+    through Testbed.kubectl ended after 75 s with kubectl's own "timed out waiting for the condition";
+    without that line, subprocess.TimeoutExpired after 60 s."""
     from tests.integration.test_operator import Kubectl
 
     bed = cluster.Testbed(
