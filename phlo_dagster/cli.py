@@ -153,7 +153,7 @@ class LocationWatch:
     def report(self, state: graphql.LocationState) -> None:
         if state.status == "failed":
             stop = (
-                f"; `phlo dev` stops unless it loads within {self.load_timeout:.0f}s of the webserver's start"
+                f"; `phlo dev` stops if not loaded {self.load_timeout:.0f}s after the webserver answered"
                 if self.deadline is not None and not self.loaded_once
                 else ""
             )
@@ -194,9 +194,9 @@ def run_dev(
                 procs[definition.name] = spawn(argv, cwd=project, env={**env, **definition.env})
             wait_for_server(url, procs)
             out(f"Dagster UI: {url}  (GraphQL {url}/graphql, metrics {url}{METRICS_PATH})")
+            watch = LocationWatch(DEFAULT_CODE_LOCATION_NAME, load_timeout, time.monotonic())
             out(f"instance: {home.root} ({home.storage_kind()} storage); press Ctrl-C to stop")
             dev_post_start(home, services[0], env)
-            watch = LocationWatch(DEFAULT_CODE_LOCATION_NAME, load_timeout, time.monotonic())
             next_poll = 0.0
             while True:
                 for name, proc in procs.items():
