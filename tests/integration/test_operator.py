@@ -604,7 +604,7 @@ def test_delete_removes_children_but_keeps_the_database_volume(ready: Kubectl, o
     garbage collector has deleted every dependent that blocks it, transitively (the StatefulSet, and through
     it the PVC were it owned; the Secret were it owned). Whatever is still there then was kept, not merely
     not deleted yet. Mutation run (2026-12-02): the policy forced to Delete in render/postgres.py (Secret
-    owned, whenDeleted Delete) and steps.storage_secret failed it 1 time in 1, at the PVC assertion (the
+    owned, whenDeleted Delete) and steps.storage_secret failed it 3 times in 3, at the PVC assertion (the
     background deletion before let it pass 3 times in 4). Mutation run: with neither Controller.forget nor
     a "gone" pass clearing the workflow from the gauge, it failed at "the gauge forgets the workflow"."""
     kc = ready
