@@ -605,8 +605,9 @@ def test_delete_removes_children_but_keeps_the_database_volume(ready: Kubectl, o
     it the PVC were it owned; the Secret were it owned). Whatever is still there then was kept, not merely
     not deleted yet. Mutation run (2026-12-02): the policy forced to Delete in render/postgres.py (Secret
     owned, whenDeleted Delete) and steps.storage_secret failed it 3 times in 3, at the PVC assertion (the
-    background deletion before let it pass 3 times in 4). Mutation run: with neither Controller.forget nor
-    a "gone" pass clearing the workflow from the gauge, it failed at "the gauge forgets the workflow"."""
+    background deletion it replaces let it pass 3 times in 4, issue 16's audit). Mutation run: with
+    neither Controller.forget nor a "gone" pass clearing the workflow from the gauge, it failed at "the
+    gauge forgets the workflow"."""
     kc = ready
     wait_for(
         "the gauge counts it Ready",
