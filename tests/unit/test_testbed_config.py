@@ -215,8 +215,9 @@ def test_wrapper_module_matches_the_versions_the_build_stamps() -> None:
         assert f"k8s.io/kubernetes/cmd/{tool}\n" in gomod
 
 
-def test_a_recorded_bed_whose_processes_are_gone_is_not_reused(tmp_path: Path) -> None:
-    bed = cluster.Testbed(
+def _offline_bed(tmp_path: Path, **fields: Any) -> cluster.Testbed:
+    """A Testbed record under tmp_path whose server answers nowhere (port 1)."""
+    return cluster.Testbed(
         directory=tmp_path,
         bin_dir=tmp_path / "bin",
         server="https://127.0.0.1:1",
@@ -225,8 +226,14 @@ def test_a_recorded_bed_whose_processes_are_gone_is_not_reused(tmp_path: Path) -
         client_cert=tmp_path / "admin.crt",
         client_key=tmp_path / "admin.key",
         ports={"kube-apiserver": 1},
-        # PID 1 runs, but it is not our etcd: the PID-reuse guard must notice.
-        processes=[Process("etcd", 1, "etcd-not-running-here", tmp_path / "etcd.log")],
+        **fields,
+    )
+
+
+def test_a_recorded_bed_whose_processes_are_gone_is_not_reused(tmp_path: Path) -> None:
+    # PID 1 runs, but it is not our etcd: the PID-reuse guard must notice.
+    bed = _offline_bed(
+        tmp_path, processes=[Process("etcd", 1, "etcd-not-running-here", tmp_path / "etcd.log")]
     )
     state.update(tmp_path, "cluster", bed.to_json())
     assert cluster.Testbed.from_json(state.read(tmp_path)["cluster"]) == bed
@@ -245,16 +252,7 @@ def test_kubectl_runs_as_long_as_the_timeout_passed_to_it(
     without that line, subprocess.TimeoutExpired after 60 s."""
     from tests.integration.test_operator import Kubectl
 
-    bed = cluster.Testbed(
-        directory=tmp_path,
-        bin_dir=tmp_path / "bin",
-        server="https://127.0.0.1:1",
-        kubeconfig=tmp_path / "kubeconfig",
-        ca_file=tmp_path / "ca.crt",
-        client_cert=tmp_path / "admin.crt",
-        client_key=tmp_path / "admin.key",
-        ports={"kube-apiserver": 1},
-    )
+    bed = _offline_bed(tmp_path)
     seen: list[tuple[list[str], float]] = []
 
     def run(argv: list[str], input: str | None, check: bool, timeout: float) -> Any:
