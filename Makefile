@@ -22,17 +22,21 @@ UV := .testbed/tools/uv-$(UV_VERSION)/bin/uv
 
 .PHONY: realnode-up realnode-down e2e venv lock images demo test unit integration lint format generate testbed-binaries testbed-up testbed-down postgres-up postgres-down bench kind-e2e clean
 
+# The quickstart's example plugin is never installed here (every project using this venv would gain its assets):
+# `make demo` and the quickstart's tests put it on PYTHONPATH (phlo_dagster/demo.py). A venv an older Makefile
+# installed it into loses it.
+OLD_QUICKSTART_PLUGIN := $(wildcard $(VENV)/lib/python*/site-packages/phlo_quickstart_plugin-*.dist-info)
 venv: $(STAMP)
+	$(if $(OLD_QUICKSTART_PLUGIN),$(VENV)/bin/pip uninstall -q -y phlo-quickstart-plugin)
 	@echo "venv: $(VENV) uses $(PYTHON) (Python $(PYTHON_VERSION))"
 
-$(STAMP): pyproject.toml examples/quickstart/plugin/pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK)
 	@test -n "$(PYTHON_VERSION)" || { echo "PYTHON=$(PYTHON) does not run" >&2; exit 1; }
 	@if test -x $(PY) && test "$$($(PY) -c 'import platform; print(platform.python_version())' 2>/dev/null)" != "$(PYTHON_VERSION)"; then \
 		echo "venv: $(VENV) has another Python; recreating it"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
 	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[dbt,operator,dev]'
-	$(VENV)/bin/pip install -q -c $(LOCK) -e examples/quickstart/plugin
 	touch $(STAMP)
 
 ## Re-resolve requirements.lock (universal: Python 3.11 and 3.12) from pyproject.toml and operator/requirements.txt.

@@ -3,12 +3,16 @@
 PHLO_DEMO_EXIT=1 stops after the first successful run (used by the tests); DAGSTER_PORT picks the port;
 PHLO_DEMO_PROJECT runs it on another copy of the quickstart. Ctrl-C or SIGTERM (`make` passes its SIGTERM on)
 stops `phlo dev` and with it the webserver, the daemon and the code servers.
+
+The quickstart's example plugin (plugin/) is never installed into the environment, where every project would
+gain its assets: `plugin_pythonpath` makes it a distribution on PYTHONPATH for the demo's processes only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,14 +36,46 @@ INGESTION_ASSET = "raw/orders"
 START_TIMEOUT_S = 240.0
 CTRL_C_GRACE_S = 30.0
 STOP_TIMEOUT_S = 60.0
+PLUGIN_DIR = "plugin"
+PLUGIN_SITE = Path(".phlo") / "quickstart-plugin"  # in the demo's project
 
 
-def demo_env(port: int) -> dict[str, str]:
+def plugin_pythonpath(plugin: Path, site: Path) -> list[Path]:
+    """PYTHONPATH entries that make the plugin distribution at `plugin` importable and its entry points found.
+
+    Writes `site/<name>-<version>.dist-info` (METADATA, entry_points.txt) from the plugin's pyproject.toml, as
+    an install would, but into `site` instead of the environment: only processes given these entries see the
+    plugin (importlib.metadata reads distributions from every sys.path entry). Returns [site, plugin].
+    """
+    import tomllib
+
+    pyproject = plugin / "pyproject.toml"
+    try:
+        project = tomllib.loads(pyproject.read_text())["project"]
+        name, version = str(project["name"]), str(project["version"])
+        groups = dict(project.get("entry-points", {}))
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise CliError(f"{pyproject}: not a plugin distribution ({type(exc).__name__}: {exc})") from None
+    dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    for old in site.glob("*.dist-info"):
+        shutil.rmtree(old)
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines: list[str] = []
+    for group, entries in sorted(groups.items()):
+        lines += [f"[{group}]", *(f"{k} = {v}" for k, v in sorted(entries.items())), ""]
+    (dist / "entry_points.txt").write_text("\n".join(lines))
+    return [site.resolve(), plugin.resolve()]
+
+
+def demo_env(port: int, pythonpath: list[Path] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env[ENV_WORKFLOWS_PATH] = "workflows"
     env.setdefault(ENV_DBT_ENABLED, "true")
     env.setdefault(ENV_DBT_PROJECT_DIR, "dbt")
     env["DAGSTER_PORT"] = str(port)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -47,7 +83,9 @@ def run_demo(project: Path = QUICKSTART) -> None:
     if not (project / "workflows").is_dir():
         raise CliError(f"{project}: no workflows/ directory (is this a phlo-dagster checkout?)")
     port = default_port()
-    env = demo_env(port)
+    plugin = project / PLUGIN_DIR
+    pythonpath = plugin_pythonpath(plugin, project / PLUGIN_SITE) if plugin.is_dir() else []
+    env = demo_env(port, pythonpath)
     url = f"http://127.0.0.1:{port}"
     terminated: list[int] = []
 

@@ -69,6 +69,19 @@ def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]
         testbed.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 
+@pytest.fixture
+def quickstart_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The quickstart's example plugin, which the venv never holds, as `make demo` sees it: a distribution
+    found through its entry points, on sys.path for this test and in the PYTHONPATH value returned for the
+    processes it starts."""
+    from phlo_dagster.demo import PLUGIN_DIR, QUICKSTART, plugin_pythonpath
+
+    paths = plugin_pythonpath(QUICKSTART / PLUGIN_DIR, tmp_path_factory.mktemp("quickstart-plugin"))
+    for path in reversed(paths):
+        monkeypatch.syspath_prepend(str(path))
+    return os.pathsep.join(str(p) for p in paths)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Postgres]:
     """The PostgreSQL from `make testbed-up` if alive, else one started for this session."""

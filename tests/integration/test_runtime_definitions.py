@@ -86,11 +86,11 @@ def _check_evaluations(instance, key) -> dict[str, object]:
     return out
 
 
-def test_quickstart_materialize_on_sqlite(tmp_path):
+def test_quickstart_materialize_on_sqlite(tmp_path, quickstart_plugin):
     import dagster as dg
     import duckdb
 
-    env = _env(tmp_path)
+    env = _env(tmp_path, PYTHONPATH=quickstart_plugin)  # the example plugin, as `make demo` runs it
     done = _materialize(env, "raw/orders", cwd=tmp_path, partition="2024-01-05")
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -152,7 +152,7 @@ def test_missing_default_workflows_path_loads_nothing(tmp_path, monkeypatch):
     assert found.assets == () and found.modules == ()
 
 
-def test_installed_quickstart_plugin_is_found():
+def test_quickstart_plugin_is_found_through_its_entry_points(quickstart_plugin):
     loaded = load_plugins()
     assert "phlo.plugins.assets:quickstart" in loaded
     assert "phlo.plugins.resources:quickstart" in loaded

@@ -36,7 +36,7 @@ def _write(root: Path, name: str, text: str) -> None:
     (root / name).write_text(textwrap.dedent(text))
 
 
-def test_specs_plugins_and_plain_objects_in_one_definitions(tmp_path):
+def test_specs_plugins_and_plain_objects_in_one_definitions(tmp_path, quickstart_plugin):
     _write(tmp_path, "a.py", SPEC.format(key="wf.orders"))
     _write(tmp_path, "b.py", PLAIN.format(key=["plain", "report"]))
     defs = build_definitions(Settings(workflows_path=tmp_path))
@@ -56,7 +56,7 @@ def test_spec_and_plain_asset_with_same_key_fail_naming_both(tmp_path):
     assert str(tmp_path / "a.py") in message and "b.py (plain_asset)" in message
 
 
-def test_workflow_spec_clashing_with_plugin_spec_names_both(tmp_path):
+def test_workflow_spec_clashing_with_plugin_spec_names_both(tmp_path, quickstart_plugin):
     _write(tmp_path, "a.py", SPEC.format(key="ref.regions"))
     with pytest.raises(DuplicateSpecError) as info:
         build_definitions(Settings(workflows_path=tmp_path))
