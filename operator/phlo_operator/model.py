@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
-from typing import Any, Literal
+from decimal import Decimal, Overflow, localcontext
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -40,8 +40,53 @@ RESERVED_ENV = frozenset(
     }
 )
 
-_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+# Every regex below is matched with fullmatch (or by the API server, whose `$` is the end of the text):
+# `re.match(r"...$")` accepts a trailing newline.
+_SUFFIXES = r"([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?"
+_QUANTITY = re.compile(rf"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+){_SUFFIXES}$")
+# A volume size: above zero, no sign.
+_POSITIVE_QUANTITY = rf"^([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*){_SUFFIXES}$"
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# An absolute path inside the image, without control characters.
+ABSOLUTE_PATH = r"^/[^\x00-\x1f\x7f]*$"
+# A dbt target name: printable, no spaces.
+_TARGET = r"^[^\x00-\x20\x7f]+$"
+# An image reference: [registry[:port]/]path[:tag][@digest], path components in lower case (as registries
+# and the container runtimes parse it).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY = (
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"
+)
+IMAGE_REFERENCE = (
+    rf"^(?:{_REGISTRY}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# Linux refuses to exec with an environment string above 128 KiB (MAX_ARG_STRLEN); a character is at most
+# 4 bytes in UTF-8.
+ENV_VALUE_MAX = 32768
+ENV_NAME_MAX = 256
+# Pod annotations hold 256 KiB in all; one value may take a quarter.
+ANNOTATION_VALUE_MAX = 65536
+INT64_MAX = 2**63 - 1
+# Container resources without a domain prefix that Kubernetes knows (hugepages-<size> too).
+STANDARD_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage"})
+# Pod fields a fieldRef may expose, and container resources a resourceFieldRef may.
+_FIELD_PATHS = frozenset(
+    {
+        "metadata.name",
+        "metadata.namespace",
+        "metadata.uid",
+        "spec.nodeName",
+        "spec.serviceAccountName",
+        "status.hostIP",
+        "status.hostIPs",
+        "status.podIP",
+        "status.podIPs",
+    }
+)
+_FIELD_PATH_MAPS = re.compile(r"metadata\.(labels|annotations)\['[^'\x00-\x1f]+'\]")
+_RESOURCE_FIELD = re.compile(r"(limits|requests)\.(cpu|memory|ephemeral-storage|hugepages-[A-Za-z0-9.]+)")
 # Kubernetes name rules, also enforced by the API server through the CRD's patterns.
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -62,24 +107,29 @@ _SUFFIX = {
 def quantity_value(quantity: int | str) -> Decimal:
     """A Kubernetes quantity (already matched by _QUANTITY) as a number, to compare requests with limits."""
     text = str(quantity)
-    for suffix in sorted(_SUFFIX, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            return Decimal(text[: -len(suffix)]) * _SUFFIX[suffix]
-    return Decimal(text)
+    with localcontext() as ctx:
+        ctx.traps[Overflow] = False  # 1e999999999: Infinity, which is larger than any limit
+        for suffix in sorted(_SUFFIX, key=len, reverse=True):
+            if suffix and text.endswith(suffix):
+                return Decimal(text[: -len(suffix)]) * _SUFFIX[suffix]
+        return +Decimal(text)
 
 
 def _check_keys(value: dict[str, str], what: str, label_values: bool = False) -> dict[str, str]:
     """Annotation and label keys (prefix/name), and label values, as the API server would judge them."""
     for key, val in value.items():
         prefix, _, name = key.rpartition("/")
-        if not _QUALIFIED_KEY.match(key) or len(name) > 63 or len(prefix) > 253:
+        if not _QUALIFIED_KEY.fullmatch(key) or len(name) > 63 or len(prefix) > 253:
             raise ValueError(
                 f"{key!r} is not a valid {what} key (optional DNS prefix/, then a name of <= 63 "
                 "alphanumerics, '-', '_' or '.')"
             )
-        if label_values and (len(val) > 63 or not _LABEL_VALUE.match(val)):
+        if label_values and (len(val) > 63 or not _LABEL_VALUE.fullmatch(val)):
             raise ValueError(f"{key}: {val!r} is not a valid label value")
     return value
+
+
+AnnotationValue = Annotated[str, Field(max_length=ANNOTATION_VALUE_MAX)]
 
 
 class InvalidSpec(ValueError):
@@ -115,12 +165,22 @@ class ResourceRequirements(_Model):
     @classmethod
     def _quantities(cls, value: dict[str, int | str] | None) -> dict[str, int | str] | None:
         for key, quantity in (value or {}).items():
-            if not _QUALIFIED_KEY.match(key):
-                raise ValueError(f"{key!r} is not a resource name (e.g. cpu, memory, nvidia.com/gpu)")
-            if not _QUANTITY.match(str(quantity)) or str(quantity).startswith("-"):
+            standard = key in STANDARD_RESOURCES or key.startswith("hugepages-")
+            if not _QUALIFIED_KEY.fullmatch(key) or ("/" not in key and not standard):
+                raise ValueError(
+                    f"{key!r} is not a resource name (cpu, memory, ephemeral-storage, hugepages-<size>, "
+                    "or one with a domain such as nvidia.com/gpu)"
+                )
+            if not _QUANTITY.fullmatch(str(quantity)) or str(quantity).startswith("-"):
                 raise ValueError(
                     f"{key}: {quantity!r} is not a Kubernetes quantity (examples: 500m, 1, 256Mi, 2Gi)"
                 )
+            amount = quantity_value(quantity)
+            if amount > INT64_MAX:
+                raise ValueError(f"{key}: {quantity!r} is larger than Kubernetes can hold")
+            extended = "/" in key and not key.split("/", 1)[0].endswith("kubernetes.io")
+            if extended and amount != amount.to_integral_value():
+                raise ValueError(f"{key}: {quantity!r} must be a whole number (an extended resource)")
         return value
 
     @model_validator(mode="after")
@@ -146,12 +206,33 @@ class FieldSelector(_Model):
     api_version: str | None = Field(default=None, description="API version of fieldPath (default v1).")
     field_path: str = Field(description="Path of the field, e.g. metadata.namespace.", min_length=1)
 
+    @field_validator("field_path")
+    @classmethod
+    def _exposable(cls, value: str) -> str:
+        if value not in _FIELD_PATHS and not _FIELD_PATH_MAPS.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a pod field an env var can read ({', '.join(sorted(_FIELD_PATHS))}, "
+                "metadata.labels['<key>'], metadata.annotations['<key>'])"
+            )
+        return value
+
 
 class ResourceFieldSelector(_Model):
     """A container's resource limit or request, e.g. limits.memory."""
 
     container_name: str | None = Field(default=None, description="Container (default: this one).")
     resource: str = Field(description="Resource to expose, e.g. limits.cpu.", min_length=1)
+
+    @field_validator("resource")
+    @classmethod
+    def _exposable(cls, value: str) -> str:
+        if not _RESOURCE_FIELD.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a container resource an env var can read (limits.<r> or requests.<r>, "
+                "r: cpu, memory, ephemeral-storage, hugepages-<size>)"
+            )
+        return value
+
     divisor: int | str | None = Field(default=None, description="Output unit, e.g. 1Mi (default 1).")
 
 
@@ -188,12 +269,29 @@ class EnvVarSource(_Model):
 class EnvVar(_Model):
     """One environment variable, as in a container's env."""
 
-    name: str = Field(description="Variable name.", min_length=1)
-    value: str | None = Field(default=None, description="Literal value.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.value) && has(self.valueFrom))",
+                    "message": "set value or valueFrom, not both (value and valueFrom exclude each other)",
+                }
+            ]
+        }
+    )
+
+    name: str = Field(description="Variable name.", min_length=1, max_length=ENV_NAME_MAX)
+    value: str | None = Field(default=None, description="Literal value.", max_length=ENV_VALUE_MAX)
     value_from: EnvVarSource | None = Field(
         default=None,
         description="Source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
     )
+
+    @model_validator(mode="after")
+    def _one_value(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set value or valueFrom, not both (value and valueFrom exclude each other)")
+        return self
 
 
 class ObjectRef(_Model):
@@ -206,15 +304,58 @@ class ObjectRef(_Model):
 class EnvFromSource(_Model):
     """A ConfigMap or Secret whose keys all become environment variables."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.configMapRef) != has(self.secretRef)",
+                    "message": "set exactly one of configMapRef or secretRef",
+                }
+            ]
+        }
+    )
+
     config_map_ref: ObjectRef | None = Field(
         default=None, description="ConfigMap to read ({name, optional})."
     )
     secret_ref: ObjectRef | None = Field(default=None, description="Secret to read ({name, optional}).")
-    prefix: str | None = Field(default=None, description="Prefix added to every variable name.")
+    prefix: str | None = Field(
+        default=None, description="Prefix added to every variable name.", max_length=ENV_NAME_MAX
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value and not _ENV_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} would not start valid environment variable names")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise ValueError("set exactly one of configMapRef or secretRef")
+        return self
 
 
 class Toleration(_Model):
     """A toleration, as in a Pod spec."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value)"
+                    " || self.value == ''",
+                    "message": "value must be empty when operator is Exists",
+                },
+                {
+                    "rule": "!has(self.tolerationSeconds)"
+                    " || (has(self.effect) && self.effect == 'NoExecute')",
+                    "message": "tolerationSeconds needs effect: NoExecute",
+                },
+            ]
+        }
+    )
 
     key: str | None = Field(default=None, description="Taint key (empty with Exists: every taint).")
     operator: Literal["Exists", "Equal"] | None = Field(
@@ -225,8 +366,19 @@ class Toleration(_Model):
         default=None, description="Taint effect to tolerate (empty: all)."
     )
     toleration_seconds: int | None = Field(
-        default=None, description="Seconds a NoExecute taint is tolerated before eviction."
+        default=None,
+        description="Seconds a NoExecute taint is tolerated before eviction.",
+        ge=-INT64_MAX - 1,
+        le=INT64_MAX,
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect: NoExecute")
+        return self
 
 
 class _PodAnnotated(_Model):
@@ -243,8 +395,9 @@ class Workflows(_Model):
 
     path: str = Field(
         default=c.DEFAULT_IMAGE_WORKFLOWS_PATH,
-        description="Directory inside the image scanned for workflow modules (WORKFLOWS_PATH).",
+        description="Directory inside the image scanned for workflow modules (WORKFLOWS_PATH); absolute.",
         min_length=1,
+        pattern=ABSOLUTE_PATH,
     )
 
 
@@ -253,14 +406,23 @@ class Dbt(_PodAnnotated):
 
     enabled: bool = Field(default=False, description="Compile the dbt project and load its models as assets.")
     project_dir: str = Field(
-        default="/app/dbt", description="dbt project directory inside the image.", min_length=1
+        default="/app/dbt",
+        description="dbt project directory inside the image; absolute.",
+        min_length=1,
+        pattern=ABSOLUTE_PATH,
     )
     profiles_dir: str | None = Field(
         default=None,
-        description="Directory holding profiles.yml inside the image (default: the project dir).",
+        description="Directory holding profiles.yml inside the image (default: the project dir); absolute.",
+        pattern=ABSOLUTE_PATH,
     )
-    target: str | None = Field(default=None, description="dbt target name (default: the profile's default).")
-    pod_annotations: dict[str, str] = Field(
+    target: str | None = Field(
+        default=None,
+        description="dbt target name (default: the profile's default).",
+        min_length=1,
+        pattern=_TARGET,
+    )
+    pod_annotations: dict[str, AnnotationValue] = Field(
         default_factory=dict, description="Extra annotations on the dbt-compile Job's pod."
     )
 
@@ -281,7 +443,7 @@ class Webserver(_PodAnnotated):
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         default="ClusterIP", description="Type of the webserver Service."
     )
-    pod_annotations: dict[str, str] = Field(
+    pod_annotations: dict[str, AnnotationValue] = Field(
         default_factory=dict, description="Extra annotations on webserver pods."
     )
 
@@ -290,7 +452,7 @@ class Daemon(_PodAnnotated):
     """The Dagster daemon (schedules, sensors, run queue); always exactly one pod."""
 
     resources: ResourceRequirements | None = Field(default=None, description="Daemon container resources.")
-    pod_annotations: dict[str, str] = Field(
+    pod_annotations: dict[str, AnnotationValue] = Field(
         default_factory=dict, description="Extra annotations on the daemon pod."
     )
 
@@ -308,9 +470,12 @@ class CodeServer(_PodAnnotated):
     resources: ResourceRequirements | None = Field(
         default=None, description="Code-server container resources."
     )
-    pod_annotations: dict[str, str] = Field(
+    pod_annotations: dict[str, AnnotationValue] = Field(
         default_factory=dict, description="Extra annotations on code-server pods."
     )
+
+
+_SIZE = "1Gi"
 
 
 class Postgres(_Model):
@@ -326,6 +491,23 @@ class Postgres(_Model):
                 {
                     "rule": "has(self.secretName) || !has(self.managed) || self.managed",
                     "message": "managed: false needs secretName (keys host, port, user, password, database)",
+                },
+                {
+                    "rule": "!has(self.secretName) || !has(self.storageClassName)",
+                    "message": "storageClassName is for the managed PostgreSQL's volume: "
+                    "remove it with secretName",
+                },
+                {
+                    "rule": "!has(self.secretName) || !has(self.storageSize)"
+                    f" || self.storageSize == '{_SIZE}'",
+                    "message": "storageSize is for the managed PostgreSQL's volume: remove it with secretName"
+                    f" (or leave the default {_SIZE})",
+                },
+                {
+                    "rule": "!has(self.secretName) || !has(self.deletionPolicy)"
+                    " || self.deletionPolicy != 'Delete'",
+                    "message": "deletionPolicy: Delete deletes the managed PostgreSQL's volume; "
+                    "with secretName nothing would be deleted: remove it",
                 },
             ]
         }
@@ -350,9 +532,9 @@ class Postgres(_Model):
         default="postgres:17-alpine", description="Image of the managed PostgreSQL.", min_length=1
     )
     storage_size: str = Field(
-        default="1Gi",
-        description="Size of the managed PostgreSQL volume.",
-        json_schema_extra={"pattern": _QUANTITY.pattern},
+        default=_SIZE,
+        description="Size of the managed PostgreSQL volume (above zero).",
+        json_schema_extra={"pattern": _POSITIVE_QUANTITY},
     )
     storage_class_name: str | None = Field(
         default=None,
@@ -375,10 +557,20 @@ class Postgres(_Model):
             raise ValueError("storage.postgres: set either secretName or managed: true, not both")
         if self.managed is False and not self.secret_name:
             raise ValueError("storage.postgres: managed: false needs secretName")
-        if not _QUANTITY.match(self.storage_size):
+        if not re.fullmatch(_POSITIVE_QUANTITY, self.storage_size):
             raise ValueError(
-                f"storage.postgres.storageSize: {self.storage_size!r} is not a Kubernetes quantity"
+                f"storage.postgres.storageSize: {self.storage_size!r} is not a Kubernetes quantity above zero"
             )
+        if self.secret_name:
+            for conflict, field in (
+                (self.storage_class_name is not None, "storageClassName"),
+                (self.storage_size != _SIZE, "storageSize"),
+                (self.deletion_policy == "Delete", "deletionPolicy: Delete"),
+            ):
+                if conflict:
+                    raise ValueError(
+                        f"storage.postgres: {field} is for the managed PostgreSQL only: remove it"
+                    )
         return self
 
 
@@ -445,6 +637,12 @@ class Metrics(_Model):
         default_factory=ServiceMonitor, description="ServiceMonitor settings."
     )
 
+    @model_validator(mode="after")
+    def _monitor_needs_metrics(self) -> Metrics:
+        if self.service_monitor.enabled and not self.enabled:
+            raise ValueError("serviceMonitor.enabled needs metrics.enabled")
+        return self
+
 
 class PhloWorkflowSpec(_Model):
     """Desired state of a Dagster deployment running Phlo workflows."""
@@ -454,7 +652,8 @@ class PhloWorkflowSpec(_Model):
             "x-kubernetes-validations": [
                 {
                     "rule": "!has(self.metrics) || !has(self.metrics.port) || !has(self.webserver)"
-                    " || !has(self.webserver.port) || self.metrics.port != self.webserver.port",
+                    " || !has(self.webserver.port) || self.metrics.port != self.webserver.port"
+                    " || (has(self.metrics.enabled) && !self.metrics.enabled)",
                     "message": "metrics.port must differ from webserver.port (both are ports of one Service)",
                 }
             ]
@@ -462,9 +661,11 @@ class PhloWorkflowSpec(_Model):
     )
 
     image: str = Field(
-        description="Image with phlo-dagster, the workflows and the dbt project.",
+        description="Image with phlo-dagster, the workflows and the dbt project: "
+        "[registry/]path[:tag][@digest].",
         min_length=1,
-        pattern=r"^\S+$",
+        max_length=1024,
+        pattern=IMAGE_REFERENCE,
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy of every Dagster container."
@@ -519,7 +720,7 @@ class PhloWorkflowSpec(_Model):
         for var in env:
             if var.name in RESERVED_ENV:
                 raise ValueError(f"{var.name} is set by the operator; remove it from spec.env")
-            if not _ENV_NAME.match(var.name):
+            if not _ENV_NAME.fullmatch(var.name):
                 raise ValueError(f"{var.name!r} is not a valid environment variable name")
             if var.name in seen:
                 raise ValueError(f"{var.name} appears twice")

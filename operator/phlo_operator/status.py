@@ -43,6 +43,8 @@ class Observed:
     managed_postgres: bool = True
     storage_problem: str | None = None
     storage_reason: str = v.STORAGE_SECRET_INVALID
+    # What the pods need and does not exist (env and envFrom sources, the ServiceAccount), by spec field.
+    missing_reference: str | None = None
     dbt: DbtObservation = DbtObservation("Disabled")
     code_server_gated: bool = False
     # Set when the pass failed at the API: then nothing else here was observed, and status keeps the last
@@ -165,6 +167,8 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
         degraded = (v.DBT_COMPILE_FAILED, dbt.message)
     elif obs.storage_problem:
         degraded = (obs.storage_reason, obs.storage_problem)
+    elif obs.missing_reference:
+        degraded = (v.REFERENCE_NOT_FOUND, obs.missing_reference)
     else:
         stalled = [c for c, ch in checks.items() if ch.reason == v.PROGRESS_DEADLINE_EXCEEDED]
         if stalled:
@@ -189,7 +193,9 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
         not_ready = [COMPONENT_CONDITIONS[c] for c, ch in checks.items() if not ch.ok]
         if not storage.ok:
             not_ready.append(v.STORAGE_READY)
-        if not not_ready and location is not None and not location.ok:
+        if obs.missing_reference:  # no new pod can start: running ones are lost at their next restart
+            ready = Check(False, v.REFERENCE_NOT_FOUND, obs.missing_reference)
+        elif not not_ready and location is not None and not location.ok:
             ready = Check(False, v.CODE_LOCATION_NOT_LOADED, location.message)
         elif not not_ready:
             ready = Check(True, v.AVAILABLE, "webserver, daemon and code server are available")

@@ -54,6 +54,11 @@ STORAGE_SECRET_LOST = _term(
     "StorageSecretLost",
     "The managed PostgreSQL Secret is gone while its volume holds data; restore it or delete the PVC.",
 )
+REFERENCE_NOT_FOUND = _term(
+    REASONS,
+    "ReferenceNotFound",
+    "A Secret, ConfigMap (or key) or ServiceAccount the spec names for the pods does not exist.",
+)
 PROGRESS_DEADLINE_EXCEEDED = _term(
     REASONS, "ProgressDeadlineExceeded", "A Deployment rollout stalled (its progress deadline passed)."
 )

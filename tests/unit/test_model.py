@@ -27,7 +27,7 @@ def test_camel_case_fields_from_the_issue_contract_parse() -> None:
             "dbt": {"enabled": True, "projectDir": "/p", "profilesDir": "/q", "target": "prod"},
             "webserver": {"serviceType": "NodePort"},
             "codeServer": {"replicas": 2},
-            "storage": {"postgres": {"secretName": "pg", "deletionPolicy": "Delete"}},
+            "storage": {"postgres": {"secretName": "pg"}},
             "runLauncher": {"namespace": "runs", "jobTTLSeconds": 60},
             "envFrom": [{"secretRef": {"name": "s"}}],
             "nodeSelector": {"a": "b"},

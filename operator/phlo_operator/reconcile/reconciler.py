@@ -87,8 +87,9 @@ class Reconciler:
             service_monitor_api=take(steps.service_monitor_api(kube, wf, previous)),
         )
         storage = take(steps.storage(kube, wf))
+        missing = take(steps.references(kube, wf))
         desired = render_all(wf, facts)
-        workloads = take(steps.children(kube, desired))
+        workloads = take(steps.children(kube, desired, wf))
         take(steps.absent(kube, desired.absent))
         dbt = take(steps.dbt_compile(kube, wf, desired.dbt_job, previous))
         template_hash = digest(desired.code_server["spec"]["template"])
@@ -116,6 +117,7 @@ class Reconciler:
             managed_postgres=wf.spec.storage.postgres.is_managed,
             storage_problem=storage.message if storage else None,
             storage_reason=storage.reason if storage else v.STORAGE_SECRET_INVALID,
+            missing_reference=missing.message if missing else None,
             dbt=dbt.observation,
             code_server_gated=not dbt.code_server_may_roll,
             webserver_url=wf.webserver_url,

@@ -4,6 +4,8 @@ record). No step writes status or posts Events itself: reconciler.py composes th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import logging
 import secrets
@@ -61,7 +63,9 @@ class Ledger:
         return found.value
 
 
-class StorageProblem(NamedTuple):
+class Problem(NamedTuple):
+    """Something in the cluster the spec relies on is missing or wrong: a condition reason and a message."""
+
     reason: str
     message: str
 
@@ -118,30 +122,102 @@ def service_monitor_api(kube: Api, wf: Workflow, previous: Previous) -> Found[bo
 
 
 # -- storage
-def storage(kube: Api, wf: Workflow) -> Found[StorageProblem | None]:
+def storage(kube: Api, wf: Workflow) -> Found[Problem | None]:
     """Check (or create once) the storage Secret and copy it into another run namespace."""
     secret = storage_secret(kube, wf)
     problem, live = secret.value
     writes = secret.writes
     if problem is None and live is not None:
         missing = [k for k in pg_render.SECRET_KEYS if k not in (live.get("data") or {})]
+        bad = [] if missing or wf.spec.storage.postgres.is_managed else storage_values(live["data"])
+        where = f"{SECRET_NAME_FIELD}: Secret {wf.postgres_secret!r}"
         if missing:
-            message = f"Secret {wf.postgres_secret!r} lacks keys: {', '.join(missing)}"
-            problem = StorageProblem(v.STORAGE_SECRET_INVALID, message)
+            message = f"{where} lacks keys: {', '.join(missing)}"
+            problem = Problem(v.STORAGE_SECRET_INVALID, message)
+        elif bad:
+            problem = Problem(v.STORAGE_SECRET_INVALID, f"{where}: {'; '.join(bad)}")
         elif wf.run_namespace != wf.namespace:
             writes += apply(kube, pg_render.run_secret_copy(wf, live["data"]))[0]
     return Found(problem, writes)
 
 
-def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[StorageProblem | None, Obj | None]]:
+SECRET_NAME_FIELD = "spec.storage.postgres.secretName"
+
+
+def storage_values(data: Mapping[str, str]) -> list[str]:
+    """What is wrong with the storage Secret's values, naming the keys and never the values."""
+    values: dict[str, str] = {}
+    for key in pg_render.SECRET_KEYS:
+        try:
+            values[key] = base64.b64decode(data[key], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            values[key] = "\x00"  # not text: reported as a control character below
+    problems = []
+    for key in ("host", "user", "database"):
+        if not values[key]:
+            problems.append(f"key {key} is empty")
+        elif any(ch.isspace() or not ch.isprintable() for ch in values[key]):
+            problems.append(f"key {key} holds spaces or control characters (a trailing newline?)")
+    port = values["port"]
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        problems.append("key port is not a port number (1-65535)")
+    return problems
+
+
+def references(kube: Api, wf: Workflow) -> Found[Problem | None]:
+    """The Secrets, ConfigMaps and ServiceAccount the spec names for the Dagster pods: without them no pod
+    starts (the kubelet refuses a missing env source, the ReplicaSet a missing ServiceAccount), and nothing
+    else would say why. Optional sources may be missing."""
+    spec = wf.spec
+    missing: list[str] = []
+    cache: dict[tuple[str, str], Obj | None] = {}
+
+    def lookup(kind: str, name: str) -> Obj | None:
+        if (kind, name) not in cache:
+            cache[(kind, name)] = kube.get(("v1", kind, wf.namespace, name))
+        return cache[(kind, name)]
+
+    def keys_of(obj: Obj) -> set[str]:
+        return set(obj.get("data") or {}) | set(obj.get("binaryData") or {})
+
+    for i, var in enumerate(spec.env):
+        source = var.value_from
+        for kind, selector, field in (
+            ("Secret", source.secret_key_ref if source else None, "secretKeyRef"),
+            ("ConfigMap", source.config_map_key_ref if source else None, "configMapKeyRef"),
+        ):
+            if selector is None or selector.optional:
+                continue
+            where = f"spec.env[{i}].valueFrom.{field}"
+            obj = lookup(kind, selector.name)
+            if obj is None:
+                missing.append(f"{where}: {kind} {selector.name!r} not found")
+            elif selector.key not in keys_of(obj):
+                missing.append(f"{where}: {kind} {selector.name!r} has no key {selector.key!r}")
+    for i, env_from in enumerate(spec.env_from):
+        for kind, ref, field in (
+            ("Secret", env_from.secret_ref, "secretRef"),
+            ("ConfigMap", env_from.config_map_ref, "configMapRef"),
+        ):
+            if ref is not None and not ref.optional and lookup(kind, ref.name) is None:
+                missing.append(f"spec.envFrom[{i}].{field}: {kind} {ref.name!r} not found")
+    account = spec.service_account_name
+    if account and lookup("ServiceAccount", account) is None:
+        missing.append(f"spec.serviceAccountName: ServiceAccount {account!r} not found")
+    if not missing:
+        return Found(None)
+    return Found(Problem(v.REFERENCE_NOT_FOUND, "; ".join(missing)))
+
+
+def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[Problem | None, Obj | None]]:
     """The live storage Secret; the generated one is created once and never overwritten."""
     pg = wf.spec.storage.postgres
     ref: Ref = ("v1", "Secret", wf.namespace, wf.postgres_secret)
     live = kube.get(ref)
     if not pg.is_managed:
         if live is None:
-            message = f"Secret {wf.postgres_secret!r} (storage.postgres.secretName) not found"
-            return Found((StorageProblem(v.STORAGE_SECRET_INVALID, message), None))
+            message = f"{SECRET_NAME_FIELD}: Secret {wf.postgres_secret!r} not found"
+            return Found((Problem(v.STORAGE_SECRET_INVALID, message), None))
         return Found((None, live))
     if live is None:
         claim = pg_render.claim_name(wf)
@@ -153,7 +229,7 @@ def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[StorageProblem | None
                 f"Restore the Secret (keys {', '.join(pg_render.SECRET_KEYS)}), or delete the PVC to start "
                 "with an empty database"
             )
-            return Found((StorageProblem(v.STORAGE_SECRET_LOST, message), None))
+            return Found((Problem(v.STORAGE_SECRET_LOST, message), None))
         created = kube.create(pg_render.secret(wf, secrets.token_urlsafe(24)))
         return Found((None, kube.get(ref)), int(created))
     # deletionPolicy decides whether the Secret goes with the CR; it may change after creation.
@@ -165,12 +241,21 @@ def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[StorageProblem | None
 
 
 # -- children
-def children(kube: Api, desired: Desired) -> Found[dict[str, Obj]]:
-    """Apply every child that does not wait for dbt; returns the live workloads by component."""
+def children(kube: Api, desired: Desired, wf: Workflow | None = None) -> Found[dict[str, Obj]]:
+    """Apply every child that does not wait for dbt; returns the live workloads by component. A write in
+    another runLauncher.namespace that fails (it does not exist, no rights there) names that field."""
     writes = 0
     workloads: dict[str, Obj] = {}
     for obj in desired.objects:
-        written, live = apply(kube, obj)
+        try:
+            written, live = apply(kube, obj)
+        except ApiError as exc:
+            where = obj["metadata"].get("namespace")
+            if wf is None or where == wf.namespace or where != wf.run_namespace:
+                raise
+            raise ApiError(
+                exc.verb, exc.code, f"spec.runLauncher.namespace {where!r}: {exc.reason}"
+            ) from None
         writes += written
         if obj["kind"] in ("Deployment", "StatefulSet"):
             workloads[obj["metadata"]["labels"].get(c.LABEL_COMPONENT, "")] = live
@@ -212,11 +297,24 @@ def dbt_compile(kube: Api, wf: Workflow, job: Obj | None, previous: Previous) ->
         obs = st.DbtObservation("Running", name, hash_, v.RUNNING, f"Job {name} is compiling the dbt project")
         return Found(Compile(obs, False), int(created), (started,), status)
     obs = st.job_observation(live, hash_, name)
+    if obs.state == "Failed":
+        obs = dataclasses.replace(obs, message=f"{obs.message}; compiled: {dbt_inputs(wf)}")
     if obs.state != "Succeeded":
         return Found(Compile(obs, suspended), status=status)
     deleted = superseded_jobs(kube, wf, name)
     status = {"dbt": {"specHash": hash_, "lastSuccessTime": obs.completion_time, "jobName": name}}
     return Found(Compile(obs, True), deleted.writes, status=status)
+
+
+def dbt_inputs(wf: Workflow) -> str:
+    """The spec fields a failed compile ran with, for the message that says what to check."""
+    dbt = wf.spec.dbt
+    fields = [f"spec.dbt.projectDir {dbt.project_dir}"]
+    if dbt.profiles_dir:
+        fields.append(f"spec.dbt.profilesDir {dbt.profiles_dir}")
+    if dbt.target:
+        fields.append(f"spec.dbt.target {dbt.target}")
+    return ", ".join([*fields, f"spec.image {wf.spec.image}"])
 
 
 def superseded_jobs(kube: Api, wf: Workflow, keep: str) -> Found[None]:

@@ -1,0 +1,116 @@
+"""Bad input only the cluster can reveal, on the in-memory API server: missing env sources and
+ServiceAccounts, a malformed storage Secret, a compile that fails, a run namespace that cannot be written.
+Each message names the spec field; no message carries a Secret's value."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+from phlo_operator.apply import ApiError
+
+from tests.unit.test_reconcile import NS, Bed
+
+pytestmark = pytest.mark.unit
+
+
+def _secret(name: str, **values: str) -> dict[str, Any]:
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "data": data}
+
+
+STORAGE = {"host": "db", "port": "5432", "user": "u", "password": "p-secret-value", "database": "d"}
+
+
+def test_missing_env_sources_and_service_account_are_named_until_they_exist() -> None:
+    """Mutation (2026-12-06): references() returning Found(None) failed this test (Ready=True, Degraded
+    AsExpected)."""
+    env = [
+        {"name": "A", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}},
+        {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "b", "optional": True}}},
+    ]
+    bed = Bed(
+        env=env,
+        envFrom=[{"configMapRef": {"name": "more"}}],
+        serviceAccountName="runner",
+        dbt={"enabled": False},
+    )
+    bed.ready_pods()
+    message = bed.condition("Degraded")["message"]
+    assert bed.condition("Degraded")["reason"] == "ReferenceNotFound"
+    assert bed.condition("Ready") | {"status": "False", "reason": "ReferenceNotFound"} == bed.condition(
+        "Ready"
+    )
+    assert "spec.env[0].valueFrom.secretKeyRef: Secret 'api' not found" in message
+    assert "spec.envFrom[0].configMapRef: ConfigMap 'more' not found" in message
+    assert "spec.serviceAccountName: ServiceAccount 'runner' not found" in message
+    assert "settings" not in message  # optional
+    assert bed.kube.kind("Deployment"), "children are applied anyway: they start once the sources exist"
+
+    bed.kube.add(_secret("api", other="x"))
+    bed.run()
+    assert "Secret 'api' has no key 'token'" in bed.condition("Degraded")["message"]
+    bed.kube.add(_secret("api", token="t"))
+    bed.kube.add({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "more", "namespace": NS}})
+    bed.kube.add(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "runner", "namespace": NS}}
+    )
+    bed.run()
+    assert bed.condition("Degraded")["status"] == "False"
+    assert bed.condition("Ready")["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"port": "five"}, "key port is not a port number (1-65535)"),
+        ({"port": "70000"}, "key port is not a port number"),
+        ({"host": ""}, "key host is empty"),
+        ({"host": "db\n"}, "key host holds spaces or control characters"),
+        ({"database": ""}, "key database is empty"),
+    ],
+)
+def test_a_malformed_storage_secret_names_the_key_not_the_value(
+    values: dict[str, str], expected: str
+) -> None:
+    bed = Bed(storage={"postgres": {"secretName": "team-pg"}})
+    bed.kube.add(_secret("team-pg", **{**STORAGE, **values}))
+    bed.run()
+    degraded = bed.condition("Degraded")
+    assert degraded["reason"] == "StorageSecretInvalid"
+    assert degraded["message"].startswith("spec.storage.postgres.secretName: Secret 'team-pg': ")
+    assert expected in degraded["message"]
+    for value in values.values():
+        if len(value) > 2:
+            assert value.strip() not in degraded["message"]
+
+
+def test_a_good_storage_secret_passes() -> None:
+    bed = Bed(storage={"postgres": {"secretName": "team-pg"}})
+    bed.kube.add(_secret("team-pg", **STORAGE))
+    bed.ready()
+    assert bed.condition("StorageReady")["reason"] == "ExternalSecret"
+
+
+def test_a_failed_compile_names_the_inputs_it_compiled() -> None:
+    bed = Bed(dbt={"enabled": True, "projectDir": "/app/elsewhere", "target": "prod"})
+    bed.run()
+    bed.kube.finish_job(ok=False)
+    bed.run()
+    message = bed.condition("Degraded")["message"]
+    assert bed.condition("Degraded")["reason"] == "DbtCompileFailed"
+    assert "compiled: spec.dbt.projectDir /app/elsewhere, spec.dbt.target prod, spec.image " in message
+
+
+def test_a_run_namespace_that_cannot_be_written_is_named() -> None:
+    bed = Bed(runLauncher={"namespace": "runs"})
+    bed.kube.fail("patch", "Role", 404, 'namespaces "runs" not found')
+    with pytest.raises(
+        ApiError, match=re.escape("""spec.runLauncher.namespace 'runs': namespaces "runs" not""")
+    ):
+        bed.run()
+    degraded = bed.condition("Degraded")
+    assert degraded["reason"] == "ApplyFailed"
+    assert "spec.runLauncher.namespace 'runs'" in degraded["message"]
