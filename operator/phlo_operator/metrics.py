@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
 from collections import Counter as Tally
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
+# `_created` samples double the series and tell nothing a restart's reset does not.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: Outcomes of a reconcile pass (reconcile.reconciler.Result.outcome); each series exists from the start.
+RECONCILE_RESULTS = ("ok", "invalid", "error", "gone")
 RECONCILES = Counter("phlo_operator_reconciles_total", "Reconcile passes by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
     "phlo_operator_reconcile_duration_seconds",
@@ -18,6 +24,19 @@ WORKFLOWS = Gauge(
     "phlo_operator_workflows", "PhloWorkflows by condition type and status.", ["condition", "status"]
 )
 API_ERRORS = Counter("phlo_operator_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"])
+BUILD_INFO = Gauge("phlo_operator_build_info", "Always 1; the operator's version.", ["version"])
+for _result in RECONCILE_RESULTS:
+    RECONCILES.labels(result=_result)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("phlo-dagster")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO.labels(version=_version()).set(1)
 
 _lock = threading.Lock()
 _conditions: dict[tuple[str, str], dict[str, str]] = {}

@@ -241,6 +241,7 @@ def test_graphql_run_moves_metrics(dev_server: tuple[str, Path], request: pytest
     assert value(after, "dagster_runs_finished_total", status="SUCCESS", job="__ASSET_JOB") == 1
     assert value(after, "dagster_run_duration_seconds_count", job="__ASSET_JOB", status="SUCCESS") == 1
     labels = {"asset_key": "raw/events", "check_name": "has_rows", "outcome": "passed", "severity": "warn"}
+    labels["blocking"] = "true"  # a Phlo check spec blocks unless it says otherwise
     assert value(after, "dagster_asset_check_evaluations_total", **labels) == 1
     assert value(after, "dagster_runs_queued") == 0
     # the daemon dequeued the run, so its heartbeat is fresh

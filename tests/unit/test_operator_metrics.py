@@ -1,0 +1,31 @@
+"""The operator's /metrics: build info, no `_created` samples, every reconcile result from the start."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+from phlo_operator import metrics
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.unit
+
+
+def samples() -> dict[str, list[dict[str, str]]]:
+    text = generate_latest(REGISTRY).decode()
+    out: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(dict(sample.labels))
+    return out
+
+
+def test_build_info_no_created_series_and_zeroed_results() -> None:
+    """Mutation (2026-12-06): without disable_created_metrics() the `_created` assertion fails; without the
+    loop over RECONCILE_RESULTS the results assertion does."""
+    found = samples()
+    assert found["phlo_operator_build_info"] == [{"version": importlib.metadata.version("phlo-dagster")}]
+    assert not [name for name in found if name.endswith("_created")]
+    results = {labels["result"] for labels in found["phlo_operator_reconciles_total"]}
+    assert set(metrics.RECONCILE_RESULTS) <= results
