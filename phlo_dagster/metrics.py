@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import importlib.metadata
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -366,7 +367,10 @@ class EventTracker:
         history: the histogram counts the steps of runs finished since the webserver started.
         """
         table = SqlEventLogStorageTable
+        shard_path = getattr(self._storage, "path_for_shard", None)  # SQLite: one file per run
         for run_id, job in runs:
+            if shard_path is not None and not os.path.exists(shard_path(run_id)):
+                continue  # no events stored (connecting would create the file)
             with self._storage.run_connection(run_id) as conn:
                 rows: Sequence[Any] = conn.execute(
                     sa.select(table.c.step_key, table.c.dagster_event_type, table.c.timestamp)
@@ -397,9 +401,9 @@ class TickTracker:
 
     def __init__(self, instance: DagsterInstance) -> None:
         storage = _unwrap(instance.schedule_storage, "schedule_storage")
-        if not isinstance(storage, SqlScheduleStorage):
+        if storage is not None and not isinstance(storage, SqlScheduleStorage):
             raise TypeError(f"schedule storage {type(storage).__name__} is not SQL-backed")
-        self._storage: SqlScheduleStorage = storage
+        self._storage: SqlScheduleStorage | None = storage  # None: an instance without schedules
         self._max_id = 0
         self._running: set[int] = set()  # ids of STARTED ticks
         self._names: dict[str, tuple[str, str]] = {}  # origin id -> (type, name)
@@ -408,6 +412,8 @@ class TickTracker:
         self.rows_read = 0
 
     def refresh(self) -> None:
+        if self._storage is None:
+            return
         table = JobTickTable
         cols = [table.c.id, table.c.job_origin_id, table.c.status, table.c.timestamp]
         where = table.c.id > self._max_id

@@ -17,8 +17,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.binaries]  # helm
 CONTRACT_ALERTS = {
     "PhloOperatorDown": "up{",
     "PhloWorkflowDegraded": 'phlo_operator_workflows{condition="Degraded", status="True"}',
-    "DagsterDaemonHeartbeatStale": "dagster_daemon_heartbeat_age_seconds",
-    "DagsterRunFailureRateHigh": 'dagster_runs_finished_total{status="FAILURE"}',
+    "DagsterWebserverDown": 'up{job=~".+-webserver"}',
+    "DagsterDaemonDown": "dagster_daemon_heartbeat_age_seconds",
+    "DagsterRunFailed": 'dagster_runs_finished_total{status="FAILURE"}',
+    "DagsterRunQueueStuck": "dagster_runs_queued_oldest_age_seconds",
+    "DagsterAssetStale": 'dagster_asset_freshness_state{state="fail"}',
+    "DagsterBlockingCheckFailed": 'blocking="true"',
+    "DagsterCodeLocationError": "dagster_code_location_load_errors",
 }
 
 
@@ -198,7 +203,8 @@ def test_monitoring_objects(tmp_path):
         promql_parser.parse(alerts[name]["expr"])  # raises ValueError on a syntax error
         assert alerts[name]["labels"]["severity"] and alerts[name]["annotations"]["summary"]
     assert 'job="phlo-dagster-metrics"' in alerts["PhloOperatorDown"]["expr"]
-    assert "> 300" in alerts["DagsterDaemonHeartbeatStale"]["expr"]
+    assert "> 300" in alerts["DagsterDaemonDown"]["expr"]
+    assert all(rule["annotations"]["runbook"] for rule in alerts.values())
     assert "{{ $labels.namespace }}" in alerts["PhloWorkflowDegraded"]["annotations"]["description"]
 
     dashboard = one(objects, "ConfigMap")

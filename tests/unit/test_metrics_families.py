@@ -1,7 +1,7 @@
 """The families of issue 13 against a real SQLite instance and definitions loaded into a real workspace.
 
-The definitions below are loaded in process as a code location (as the webserver loads its workspace), so the
-series the collector starts at 0 come from the same snapshots the webserver reads.
+The definitions of tests/metrics_defs.py are loaded in process as a code location (as the webserver loads its
+workspace), so the series the collector starts at 0 come from the same snapshots the webserver reads.
 """
 
 from __future__ import annotations
@@ -14,20 +14,11 @@ from pathlib import Path
 import dagster
 import pytest
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
-    Definitions,
     FreshnessPolicy,
-    ScheduleDefinition,
-    SkipReason,
-    asset,
-    asset_check,
-    define_asset_job,
     instance_for_test,
-    sensor,
 )
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.definitions.selector import InstigatorSelector
@@ -44,48 +35,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from phlo_dagster.metrics import DagsterCollector, freshness_state, registry_for, workspace_locations
+from tests.metrics_defs import run
 
 pytestmark = pytest.mark.unit
-
-FRESH = FreshnessPolicy.time_window(fail_window=timedelta(hours=1), warn_window=timedelta(minutes=30))
-
-
-@asset(key_prefix=["raw"], freshness_policy=FRESH)
-def orders() -> int:
-    return 1
-
-
-@asset_check(asset=orders, blocking=True)
-def orders_unique() -> AssetCheckResult:
-    return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR)
-
-
-@asset_check(asset=orders)
-def orders_recent() -> AssetCheckResult:
-    return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN)
-
-
-@asset
-def broken() -> None:
-    raise RuntimeError("boom")
-
-
-nightly = define_asset_job("nightly", selection=[orders])
-breaks = define_asset_job("breaks", selection=[broken])
-
-
-@sensor(job=nightly)
-def watch() -> SkipReason:
-    return SkipReason("nothing new")
-
-
-defs = Definitions(
-    assets=[orders, broken],
-    asset_checks=[orders_unique, orders_recent],
-    jobs=[nightly, breaks],
-    schedules=[ScheduleDefinition(name="daily", job=nightly, cron_schedule="0 6 * * *")],
-    sensors=[watch],
-)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -99,7 +51,7 @@ def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
 @pytest.fixture
 def workspace(instance: DagsterInstance) -> Iterator[WorkspaceProcessContext]:
     origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name=__name__, attribute="defs"), location_name="phlo"
+        LoadableTargetOrigin(module_name="tests.metrics_defs", attribute="defs"), location_name="phlo"
     )
     with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as context:
         yield context
@@ -126,10 +78,6 @@ def get(samples: Samples, metric: str, /, **labels: str) -> float | None:
     return samples.get((metric, tuple(sorted(labels.items()))))
 
 
-def run(job: str, instance: DagsterInstance) -> bool:
-    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False).success
-
-
 def test_series_of_the_loaded_definitions_start_at_zero_so_the_first_failure_is_an_increase(
     instance: DagsterInstance, workspace: WorkspaceProcessContext
 ) -> None:
@@ -139,7 +87,7 @@ def test_series_of_the_loaded_definitions_start_at_zero_so_the_first_failure_is_
     before = scrape(collector)
     assert not [name for name, _labels in before if name.endswith("_created")]
     for status in ("SUCCESS", "FAILURE", "CANCELED"):
-        for job in ("nightly", "breaks", "__ASSET_JOB"):
+        for job in ("nightly", "breaks", "fine", "__ASSET_JOB"):
             assert get(before, "dagster_runs_finished_total", status=status, job=job) == 0
             assert get(before, "dagster_run_duration_seconds_count", job=job, status=status) == 0
     assert get(before, "dagster_asset_materializations_total", asset_key="raw/orders") == 0

@@ -6,27 +6,33 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from phlo_dagster import constants as c
+
 # Metrics the runtime's webserver and the operator export (their contract); panels may use only these.
-DAGSTER_METRICS = (
-    "dagster_runs",
-    "dagster_runs_finished_total",
-    "dagster_run_duration_seconds",
-    "dagster_runs_queued",
-    "dagster_runs_in_progress",
-    "dagster_asset_materializations_total",
-    "dagster_asset_check_evaluations_total",
-    "dagster_daemon_heartbeat_age_seconds",
-    "dagster_code_location_load_errors",
-    "phlo_definitions_build_seconds",
-)
+DAGSTER_METRICS = tuple(name for name, _kind, _labels, _doc in c.DAGSTER_METRIC_FAMILIES)
 OPERATOR_METRICS = (
     "phlo_operator_reconciles_total",
     "phlo_operator_reconcile_duration_seconds",
     "phlo_operator_workflows",
     "phlo_operator_api_errors_total",
+    "phlo_operator_build_info",
 )
 DASHBOARD_UID = "phlo-dagster"
 NS = 'namespace=~"$namespace"'
+OPERATOR_NS = 'namespace=~"$operator_namespace"'
+# Series present from a process's first scrape, before any run: the variables read their label values.
+NAMESPACE_SOURCE = "dagster_build_info"
+OPERATOR_NAMESPACE_SOURCE = "phlo_operator_build_info"
+
+
+def one_replica(expr: str) -> str:
+    """Every webserver replica reports the same totals (read from the shared storage): keep one of them.
+
+    Prometheus tells replicas apart by `instance` and `pod`; what is left identifies the deployment
+    (`namespace` and the target's `job`). Dagster's own `job` label is `exported_job` in Prometheus, since the
+    scrape does not honour the target's labels.
+    """
+    return f"max without (instance, pod) ({expr})"
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,16 @@ class Panel:
     title: str
     description: str
     targets: tuple[tuple[str, str], ...]  # (PromQL, legend)
-    kind: str = "timeseries"
+    kind: str = "timeseries"  # timeseries | stat | table (a table shows the latest value of each series)
     unit: str = "short"
     width: int = 8
+
+
+def _quantile(q: float, metric: str, by: str, window: str) -> str:
+    return (
+        f"histogram_quantile({q}, sum by (le, {by}) "
+        f"({one_replica(f'rate({metric}_bucket{{{NS}}}[{window}])')}))"
+    )
 
 
 ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
@@ -46,37 +59,59 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             Panel(
                 "Reconciles by result",
                 "Reconciles per second by outcome; errors mean the operator retries.",
-                (("sum by (result) (rate(phlo_operator_reconciles_total[5m]))", "{{result}}"),),
+                (
+                    (
+                        f"sum by (result) (rate(phlo_operator_reconciles_total{{{OPERATOR_NS}}}[5m]))",
+                        "{{result}}",
+                    ),
+                ),
                 unit="ops",
             ),
             Panel(
                 "Reconcile duration",
                 "p50 and p95 of one reconcile pass.",
-                (
+                tuple(
                     (
-                        "histogram_quantile(0.5, sum by (le) "
-                        "(rate(phlo_operator_reconcile_duration_seconds_bucket[5m])))",
-                        "p50",
-                    ),
-                    (
-                        "histogram_quantile(0.95, sum by (le) "
-                        "(rate(phlo_operator_reconcile_duration_seconds_bucket[5m])))",
-                        "p95",
-                    ),
+                        f"histogram_quantile({q}, sum by (le) "
+                        f"(rate(phlo_operator_reconcile_duration_seconds_bucket{{{OPERATOR_NS}}}[5m])))",
+                        label,
+                    )
+                    for q, label in ((0.5, "p50"), (0.95, "p95"))
                 ),
                 unit="s",
             ),
             Panel(
                 "Workflows by condition",
-                "PhloWorkflows whose condition has the given status.",
-                (('sum by (condition, status) (phlo_operator_workflows{status="True"})', "{{condition}}"),),
+                "PhloWorkflows whose condition is True, by condition type (as the acting replica counts).",
+                (
+                    (
+                        f'max by (condition) (phlo_operator_workflows{{status="True", {OPERATOR_NS}}})',
+                        "{{condition}}",
+                    ),
+                ),
             ),
             Panel(
                 "Kubernetes API errors",
                 "Failed API calls of the operator by verb and HTTP code.",
-                (("sum by (verb, code) (rate(phlo_operator_api_errors_total[5m]))", "{{verb}} {{code}}"),),
+                (
+                    (
+                        f"sum by (verb, code) (rate(phlo_operator_api_errors_total{{{OPERATOR_NS}}}[5m]))",
+                        "{{verb}} {{code}}",
+                    ),
+                ),
                 unit="ops",
-                width=24,
+                width=16,
+            ),
+            Panel(
+                "Operator version",
+                "The operator's version in each namespace it runs in.",
+                (
+                    (
+                        f"max by (namespace, version) (phlo_operator_build_info{{{OPERATOR_NS}}})",
+                        "{{namespace}} {{version}}",
+                    ),
+                ),
+                kind="table",
             ),
         ),
     ),
@@ -85,40 +120,83 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         (
             Panel(
                 "Runs in progress",
-                "Runs currently executing.",
-                ((f"sum(dagster_runs_in_progress{{{NS}}})", "in progress"),),
+                "Runs currently executing, over the selected namespaces.",
+                ((f"sum({one_replica(f'dagster_runs_in_progress{{{NS}}}')})", "in progress"),),
                 kind="stat",
                 width=6,
             ),
             Panel(
                 "Runs queued",
-                "Runs waiting in the run queue.",
-                ((f"sum(dagster_runs_queued{{{NS}}})", "queued"),),
+                "Runs waiting in the run queue, over the selected namespaces.",
+                ((f"sum({one_replica(f'dagster_runs_queued{{{NS}}}')})", "queued"),),
                 kind="stat",
                 width=6,
             ),
             Panel(
+                "Oldest queued run",
+                "Age of the oldest queued run per deployment; rising while runs wait means a stuck queue.",
+                (
+                    (
+                        f"max by (namespace, job) (dagster_runs_queued_oldest_age_seconds{{{NS}}})",
+                        "{{namespace}} {{job}}",
+                    ),
+                ),
+                unit="s",
+                width=12,
+            ),
+            Panel(
                 "Runs in storage by status",
-                "All runs the instance holds, by status.",
-                ((f"sum by (status) (dagster_runs{{{NS}}})", "{{status}}"),),
+                "All runs the instances hold, by status.",
+                ((f"sum by (status) ({one_replica(f'dagster_runs{{{NS}}}')})", "{{status}}"),),
                 width=12,
             ),
             Panel(
                 "Finished runs by status",
                 "Runs finishing per second, by final status.",
-                ((f"sum by (status) (rate(dagster_runs_finished_total{{{NS}}}[5m]))", "{{status}}"),),
+                (
+                    (
+                        f"sum by (status) ({one_replica(f'rate(dagster_runs_finished_total{{{NS}}}[5m])')})",
+                        "{{status}}",
+                    ),
+                ),
                 unit="ops",
                 width=12,
             ),
             Panel(
+                "Failed runs by job, last 24 h",
+                "Runs of each Dagster job that failed in the last 24 hours.",
+                (
+                    (
+                        "sum by (namespace, exported_job) ("
+                        + one_replica(f'increase(dagster_runs_finished_total{{status="FAILURE", {NS}}}[24h])')
+                        + ") > 0",
+                        "{{namespace}} {{exported_job}}",
+                    ),
+                ),
+                kind="table",
+                width=12,
+            ),
+            Panel(
                 "Run duration p95",
-                # Prometheus renames Dagster's `job` label to `exported_job` unless the scrape honours labels.
                 "95th percentile run duration by Dagster job.",
                 (
                     (
-                        "histogram_quantile(0.95, sum by (le, namespace, job, exported_job) "
-                        f"(rate(dagster_run_duration_seconds_bucket{{{NS}}}[30m])))",
-                        "{{namespace}} {{exported_job}} {{job}}",
+                        _quantile(0.95, "dagster_run_duration_seconds", "namespace, exported_job", "30m"),
+                        "{{namespace}} {{exported_job}}",
+                    ),
+                ),
+                unit="s",
+                width=12,
+            ),
+            Panel(
+                "Step duration p95",
+                "95th percentile step duration by Dagster job and step.",
+                (
+                    (
+                        _quantile(
+                            0.95, "dagster_step_duration_seconds", "namespace, exported_job, step", "30m"
+                        ),
+                        "{{namespace}} {{exported_job}} {{step}}",
                     ),
                 ),
                 unit="s",
@@ -127,38 +205,113 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         ),
     ),
     (
-        "Dagster assets and code",
+        "Dagster assets and checks",
         (
             Panel(
                 "Asset materializations",
                 "Materializations per second by asset.",
                 (
                     (
-                        f"sum by (asset_key) (rate(dagster_asset_materializations_total{{{NS}}}[5m]))",
-                        "{{asset_key}}",
+                        "sum by (namespace, asset_key) ("
+                        + one_replica(f"rate(dagster_asset_materializations_total{{{NS}}}[5m])")
+                        + ")",
+                        "{{namespace}} {{asset_key}}",
                     ),
                 ),
                 unit="ops",
             ),
             Panel(
-                "Asset check evaluations",
+                "Time since last materialization",
+                "Seconds since each asset was last materialized.",
+                (
+                    (
+                        "time() - max by (namespace, asset_key) "
+                        f"(dagster_asset_last_materialization_timestamp_seconds{{{NS}}})",
+                        "{{namespace}} {{asset_key}}",
+                    ),
+                ),
+                unit="s",
+            ),
+            Panel(
+                "Asset freshness",
+                "Current freshness state (pass, warn, fail, unknown) of each asset with a freshness policy.",
+                (
+                    (
+                        f"max by (namespace, asset_key, state) (dagster_asset_freshness_state{{{NS}}}) == 1",
+                        "{{namespace}} {{asset_key}} {{state}}",
+                    ),
+                ),
+                kind="table",
+            ),
+            Panel(
+                "Check evaluations",
                 "Check evaluations per second by outcome and severity.",
                 (
                     (
-                        "sum by (outcome, severity) "
-                        f"(rate(dagster_asset_check_evaluations_total{{{NS}}}[5m]))",
+                        "sum by (outcome, severity) ("
+                        + one_replica(f"rate(dagster_asset_check_evaluations_total{{{NS}}}[5m])")
+                        + ")",
                         "{{outcome}} {{severity}}",
                     ),
                 ),
                 unit="ops",
+                width=12,
+            ),
+            Panel(
+                "Failed checks, last 24 h",
+                "Failed evaluations of each check in the last 24 hours, its severity and whether it blocks.",
+                (
+                    (
+                        "sum by (namespace, asset_key, check_name, severity, blocking) ("
+                        + one_replica(
+                            f'increase(dagster_asset_check_evaluations_total{{outcome="failed", {NS}}}[24h])'
+                        )
+                        + ") > 0",
+                        "{{namespace}} {{asset_key}} {{check_name}} {{severity}} blocking={{blocking}}",
+                    ),
+                ),
+                kind="table",
+                width=12,
+            ),
+        ),
+    ),
+    (
+        "Dagster schedules, sensors and daemons",
+        (
+            Panel(
+                "Ticks by status",
+                "Schedule and sensor ticks per hour, by result.",
+                (
+                    (
+                        "sum by (namespace, type, name, status) ("
+                        + one_replica(f"increase(dagster_instigator_ticks_total{{{NS}}}[1h])")
+                        + ")",
+                        "{{namespace}} {{type}} {{name}} {{status}}",
+                    ),
+                ),
+                width=12,
+            ),
+            Panel(
+                "Time since last tick",
+                "Seconds since each schedule's and sensor's latest finished tick, by its result.",
+                (
+                    (
+                        "time() - max by (namespace, type, name, status) "
+                        f"(dagster_instigator_last_tick_timestamp_seconds{{{NS}}})",
+                        "{{namespace}} {{type}} {{name}} {{status}}",
+                    ),
+                ),
+                unit="s",
+                width=12,
             ),
             Panel(
                 "Daemon heartbeat age",
                 "Seconds since each daemon's last heartbeat; a rising line means a stalled daemon.",
                 (
                     (
-                        f"max by (namespace, daemon_type) (dagster_daemon_heartbeat_age_seconds{{{NS}}})",
-                        "{{namespace}} {{daemon_type}}",
+                        "max by (namespace, job, daemon_type) "
+                        f"(dagster_daemon_heartbeat_age_seconds{{{NS}}})",
+                        "{{namespace}} {{job}} {{daemon_type}}",
                     ),
                 ),
                 unit="s",
@@ -168,23 +321,34 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "Code locations that fail to load (1 = error).",
                 (
                     (
-                        f"max by (namespace, location) (dagster_code_location_load_errors{{{NS}}})",
-                        "{{namespace}} {{location}}",
+                        f"max by (namespace, job, location) (dagster_code_location_load_errors{{{NS}}})",
+                        "{{namespace}} {{job}} {{location}}",
                     ),
                 ),
-                width=12,
             ),
             Panel(
                 "Definitions build time",
                 "Seconds the code server took to build the Dagster definitions.",
                 (
                     (
-                        f"max by (namespace, location) (phlo_definitions_build_seconds{{{NS}}})",
-                        "{{namespace}} {{location}}",
+                        f"max by (namespace, job, location) (phlo_definitions_build_seconds{{{NS}}})",
+                        "{{namespace}} {{job}} {{location}}",
                     ),
                 ),
                 unit="s",
-                width=12,
+            ),
+            Panel(
+                "Versions",
+                "Dagster and phlo-dagster versions each webserver deployment runs.",
+                (
+                    (
+                        "max by (namespace, job, dagster_version, phlo_dagster_version) "
+                        f"(dagster_build_info{{{NS}}})",
+                        "{{namespace}} {{job}} {{dagster_version}} {{phlo_dagster_version}}",
+                    ),
+                ),
+                kind="table",
+                width=24,
             ),
         ),
     ),
@@ -192,8 +356,15 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
 
 
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    table = panel.kind == "table"
     targets = [
-        {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend, "datasource": _datasource()}
+        {
+            "refId": chr(ord("A") + i),
+            "expr": expr,
+            "legendFormat": legend,
+            "datasource": _datasource(),
+            **({"instant": True, "format": "table"} if table else {}),
+        }
         for i, (expr, legend) in enumerate(panel.targets)
     ]
     return {
@@ -204,10 +375,35 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "datasource": _datasource(),
         "gridPos": {"h": 8, "w": panel.width, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom"}}
-        if panel.kind == "timeseries"
-        else {"reduceOptions": {"calcs": ["lastNotNull"]}},
+        "options": _options(panel.kind),
         "targets": targets,
+    }
+
+
+def _options(kind: str) -> dict[str, Any]:
+    if kind == "timeseries":
+        return {"legend": {"displayMode": "list", "placement": "bottom"}}
+    if kind == "table":
+        return {"showHeader": True}
+    return {"reduceOptions": {"calcs": ["lastNotNull"]}}
+
+
+def _variable(name: str, label: str, source: str) -> dict[str, Any]:
+    """A multi-value namespace variable read from a series that exists before any run."""
+    query = f"label_values({source}, namespace)"
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": _datasource(),
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {},
+        "refresh": 2,
+        "hide": 0,
     }
 
 
@@ -258,20 +454,8 @@ def dashboard() -> dict[str, Any]:
                     "current": {},
                     "hide": 0,
                 },
-                {
-                    "name": "namespace",
-                    "label": "Namespace",
-                    "type": "query",
-                    "datasource": _datasource(),
-                    "query": {"query": "label_values(dagster_runs, namespace)", "refId": "namespace"},
-                    "definition": "label_values(dagster_runs, namespace)",
-                    "includeAll": True,
-                    "multi": True,
-                    "allValue": ".*",
-                    "current": {},
-                    "refresh": 2,
-                    "hide": 0,
-                },
+                _variable("namespace", "Namespace", NAMESPACE_SOURCE),
+                _variable("operator_namespace", "Operator namespace", OPERATOR_NAMESPACE_SOURCE),
             ]
         },
         "annotations": {"list": []},

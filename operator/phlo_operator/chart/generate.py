@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from phlo_operator.chart import dashboard, schema
+from phlo_operator.chart import alerts, dashboard, schema
 from phlo_operator.doctext import replace_block
 
 CHART_DIR = Path("charts/phlo-dagster")
@@ -66,6 +66,7 @@ def expected_files(root: Path) -> dict[Path, str]:
         CHART_DIR / "values.schema.json": schema.render_schema_json(),
         CHART_DIR / "values.yaml": schema.render_values_yaml(),
         CHART_DIR / "files/dashboards/phlo-dagster.json": dashboard.render_dashboard_json(),
+        CHART_DIR / "templates/prometheusrule.yaml": alerts.render_template(),
     }
     for path in TABLE_FILES:
         files[path] = replace_block((root / path).read_text(), *TABLE, table, path)

@@ -173,28 +173,61 @@ class Health(StrictModel):
     )
 
 
+_DURATION = r"^[0-9]+(s|m|h|d)$"
+
+
 class AlertThresholds(StrictModel):
     operator_down_for: str = Field(
-        default="5m",
-        pattern=r"^[0-9]+(s|m|h)$",
-        description="How long the operator target must be down to alert.",
+        default="5m", pattern=_DURATION, description="How long the operator target must be down to alert."
     )
     degraded_for: str = Field(
-        default="10m",
-        pattern=r"^[0-9]+(s|m|h)$",
-        description="How long a workflow must be Degraded to alert.",
+        default="10m", pattern=_DURATION, description="How long a workflow must be Degraded to alert."
+    )
+    webserver_down_for: str = Field(
+        default="5m",
+        pattern=_DURATION,
+        description="How long a webserver target must be down or gone to alert (DagsterWebserverDown).",
+    )
+    webserver_absent_lookback: str = Field(
+        default="1h",
+        pattern=_DURATION,
+        description=(
+            "A webserver target seen within this window and gone now counts as down; after a workflow is "
+            "deleted DagsterWebserverDown fires until this window has passed."
+        ),
+    )
+    daemon_down_for: str = Field(
+        default="2m",
+        pattern=_DURATION,
+        description="How long the daemon must be silent or stale to alert (DagsterDaemonDown).",
     )
     daemon_heartbeat_max_age_seconds: int = Field(
-        default=300, ge=30, description="Alert when a Dagster daemon's last heartbeat is older than this."
+        default=300, ge=30, description="A daemon whose last heartbeat is older than this is down."
     )
-    run_failure_ratio: float = Field(
-        default=0.25, gt=0, le=1, description="Alert when this share of finished runs failed over the window."
+    run_failed_window: str = Field(
+        default="1h",
+        pattern=_DURATION,
+        description="DagsterRunFailed fires for this long after a failed run of a job.",
     )
-    run_failure_window: str = Field(
-        default="1h", pattern=r"^[0-9]+(m|h|d)$", description="Window of the run failure ratio."
+    run_queue_max_age_seconds: int = Field(
+        default=900,
+        ge=60,
+        description="DagsterRunQueueStuck fires when the oldest queued run is older than this.",
     )
-    run_failure_min_runs: int = Field(
-        default=4, ge=1, description="Minimum finished runs in the window before the failure ratio alerts."
+    asset_stale_for: str = Field(
+        default="5m",
+        pattern=_DURATION,
+        description="How long an asset must be in freshness state fail to alert (DagsterAssetStale).",
+    )
+    check_failed_window: str = Field(
+        default="1h",
+        pattern=_DURATION,
+        description="DagsterBlockingCheckFailed fires for this long after a blocking ERROR check failed.",
+    )
+    code_location_error_for: str = Field(
+        default="5m",
+        pattern=_DURATION,
+        description="How long a code location must fail to load to alert (DagsterCodeLocationError).",
     )
 
 
@@ -208,6 +241,14 @@ class PrometheusRule(StrictModel):
     )
     severity: str = Field(
         default="warning", min_length=1, description="`severity` label of non-critical alerts."
+    )
+    webserver_job: str = Field(
+        default=".+-webserver",
+        min_length=1,
+        description=(
+            "Regular expression matching the `job` label of the Dagster webservers' targets; the operator's "
+            "ServiceMonitors name them after the webserver Service, `<workflow>-webserver`."
+        ),
     )
     thresholds: AlertThresholds = Field(default_factory=AlertThresholds, description="Alert thresholds.")
 
