@@ -168,8 +168,29 @@ class LocationWatch:
             progress(f"code location {self.location} loaded")
 
 
+def dbt_watch() -> Any:
+    """A DbtWatch on the dbt project when PHLO_DBT_ENABLED is true (the services' settings: this process's
+    environment), else None; settings the code location will refuse leave it off (the location says why)."""
+    from phlo_dagster.dev_watch import DbtWatch
+    from phlo_dagster.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError:
+        return None
+    if not settings.dbt_enabled or not settings.dbt_project_dir.is_dir():
+        return None
+    return DbtWatch(
+        settings.dbt_project_dir, settings.resolved_dbt_profiles_dir, settings.resolved_dbt_target_path
+    )
+
+
 def run_dev(
-    host: str, port: int | None, workflows_path: Path | None, load_timeout: float = DEV_LOAD_TIMEOUT_S
+    host: str,
+    port: int | None,
+    workflows_path: Path | None,
+    load_timeout: float = DEV_LOAD_TIMEOUT_S,
+    watch_dbt: bool = True,
 ) -> None:
     project = Path.cwd()
     port = port if port is not None else default_port()
@@ -183,6 +204,7 @@ def run_dev(
     env.update(home.env())
     services = [DagsterServicePlugin().definition(port), DagsterDaemonServicePlugin().definition()]
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    files: Any = None
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     with sigterm_as_interrupt():
         try:
@@ -196,12 +218,21 @@ def run_dev(
             out(f"Dagster UI: {url}  (GraphQL {url}/graphql, metrics {url}{METRICS_PATH})")
             watch = LocationWatch(DEFAULT_CODE_LOCATION_NAME, load_timeout, time.monotonic())
             out(f"instance: {home.root} ({home.storage_kind()} storage); press Ctrl-C to stop")
+            files = dbt_watch() if watch_dbt else None
+            if files is not None:
+                files.start()  # before the post-start compile: a change meanwhile is compiled after it
+                progress(f"watching {files.project_dir} for dbt changes")
             dev_post_start(home, services[0], env)
             next_poll = 0.0
             while True:
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         raise CliError(f"{name} exited with code {proc.returncode}; see its output above")
+                changed = files.take(time.monotonic()) if files is not None else []
+                if changed:
+                    from phlo_dagster.dev_watch import recompile_and_reload
+
+                    recompile_and_reload(changed, project=project, env=env, url=url, location=watch.location)
                 if time.monotonic() >= next_poll:
                     watch.observe(graphql.location_state(url, watch.location), time.monotonic())
                     next_poll = time.monotonic() + LOCATION_POLL_S
@@ -209,6 +240,8 @@ def run_dev(
         except KeyboardInterrupt:
             progress("stopping")
         finally:
+            if files is not None:
+                files.stop()
             with signals_ignored():  # a second Ctrl-C or SIGTERM must not cut the shutdown short
                 terminate_groups([proc.pid for proc in procs.values()])
                 for proc in procs.values():
@@ -270,9 +303,15 @@ def dev_post_start(home: PhloHome, webserver: ServiceDefinition, env: dict[str, 
     show_default=True,
     help="Seconds the code location may take to load before `phlo dev` fails (0: wait forever).",
 )
-def dev(host: str, port: int | None, workflows_path: Path | None, load_timeout: int) -> None:
+@click.option(
+    "--watch/--no-watch",
+    default=True,
+    show_default=True,
+    help="With PHLO_DBT_ENABLED: recompile the dbt project when its files change and reload the location.",
+)
+def dev(host: str, port: int | None, workflows_path: Path | None, load_timeout: int, watch: bool) -> None:
     """Webserver (with /metrics) and daemon on embedded SQLite under .phlo/, until Ctrl-C."""
-    run_dev(host, port, workflows_path, load_timeout)
+    run_dev(host, port, workflows_path, load_timeout, watch_dbt=watch)
 
 
 # --- phlo materialize ---
@@ -302,12 +341,18 @@ def load_definitions() -> Any:
     return definitions_module.defs
 
 
-def resolve_asset_keys(graph: Any, assets: Sequence[str], select: str | None) -> set[Any]:
-    """The materializable keys named by ASSET arguments and --select; an unknown one is an error."""
+def resolve_asset_keys(
+    graph: Any, assets: Sequence[str], select: str | None, dbt_selection: Any = None
+) -> set[Any]:
+    """The materializable keys named by ASSET arguments, --select and a dbt selection (a DbtSelection:
+    --dbt-select, --dbt-exclude, --selector), together; an unknown one is an error."""
     from dagster import AssetSelection
 
-    if not assets and not select:
-        raise CliError("give at least one ASSET (e.g. raw/orders) or --select EXPR")
+    if not assets and not select and not dbt_selection:
+        raise CliError(
+            "give at least one ASSET (e.g. raw/orders), --select EXPR or a dbt selection "
+            "(--dbt-select, --selector)"
+        )
     known = graph.materializable_asset_keys
     keys = set()
     for text in assets:
@@ -324,7 +369,25 @@ def resolve_asset_keys(graph: Any, assets: Sequence[str], select: str | None) ->
         if not chosen:
             raise CliError(f"--select {select!r}: matches no assets")
         keys |= {k for k in chosen if k in known}
+    if dbt_selection:
+        keys |= dbt_selected_keys(graph, dbt_selection)
     return keys
+
+
+def dbt_selected_keys(graph: Any, selection: Any) -> set[Any]:
+    """The dbt models a DbtSelection picks, resolved by dbt on the loaded manifest (with selectors.yml)."""
+    from phlo_dagster.dbt import DBT_OP_NAME, DbtSelectionError, selection_keys
+
+    found = {id(a): a for a in (graph.get(k).assets_def for k in graph.materializable_asset_keys)}
+    dbt_defs = [a for a in found.values() if a.node_def.name == DBT_OP_NAME]
+    if not dbt_defs:
+        raise CliError(f"{selection.describe()}: no dbt models are defined (is PHLO_DBT_ENABLED true?)")
+    from phlo_dagster.settings import load_settings
+
+    try:
+        return selection_keys(dbt_defs[0], selection, load_settings().dbt_project_dir.resolve())
+    except DbtSelectionError as exc:
+        raise CliError(str(exc)) from None
 
 
 def parse_dbt_vars(text: str | None) -> str:
@@ -361,6 +424,7 @@ def materialize_assets(
     *,
     dbt_vars: str | None = None,
     full_refresh: bool = False,
+    dbt_selection: Any = None,
 ) -> None:
     from dagster._core.definitions.partitions.context import partition_loading_context
 
@@ -368,7 +432,7 @@ def materialize_assets(
     defs = load_definitions()
     repo = defs.get_repository_def()
     graph = repo.asset_graph
-    keys = resolve_asset_keys(graph, assets, select)
+    keys = resolve_asset_keys(graph, assets, select, dbt_selection)
     dbt_config = dbt_run_config(graph, keys, vars_text, full_refresh)
     job = repo.get_implicit_job_def_for_assets(keys)
     if job is None:
@@ -531,15 +595,53 @@ def user_frame(stack: Sequence[str], project: Path) -> str:
     "--vars", "dbt_vars", default=None, help="dbt --vars for the dbt models: a YAML or JSON mapping."
 )
 @click.option("--full-refresh", is_flag=True, help="dbt --full-refresh: rebuild incremental models.")
+@click.option(
+    "--dbt-select",
+    default=None,
+    metavar="EXPR",
+    help="dbt models by dbt's --select syntax, e.g. 'tag:nightly', 'path:models/marts', '+customers'.",
+)
+@click.option(
+    "--dbt-exclude",
+    default=None,
+    metavar="EXPR",
+    help="dbt --exclude: leave these dbt models out (of --dbt-select, or of all of them).",
+)
+@click.option(
+    "--selector",
+    default=None,
+    metavar="NAME",
+    help="dbt models of a selector in the dbt project's selectors.yml.",
+)
 def materialize(
     assets: tuple[str, ...],
     select: str | None,
     partition: str | None,
     dbt_vars: str | None,
     full_refresh: bool,
+    dbt_select: str | None,
+    dbt_exclude: str | None,
+    selector: str | None,
 ) -> None:
-    """Materialize assets in this process against the .phlo/ instance (the one `phlo dev` serves)."""
-    materialize_assets(assets, select, partition, dbt_vars=dbt_vars, full_refresh=full_refresh)
+    """Materialize assets in this process against the .phlo/ instance (the one `phlo dev` serves).
+
+    ASSETs, --select and the dbt selection (--dbt-select/--dbt-exclude, or --selector) add up.
+    """
+    from phlo_dagster.dbt import DbtSelection
+
+    given = (("--dbt-select", dbt_select), ("--dbt-exclude", dbt_exclude), ("--selector", selector))
+    for flag, value in given:
+        if value is not None and not value.strip():
+            raise CliError(f"{flag}: empty")
+    dbt_selection = DbtSelection(dbt_select or "", dbt_exclude or "", selector or "")
+    materialize_assets(
+        assets,
+        select,
+        partition,
+        dbt_vars=dbt_vars,
+        full_refresh=full_refresh,
+        dbt_selection=dbt_selection or None,
+    )
 
 
 @cli.command()

@@ -9,13 +9,15 @@ project folder, as ``dbt build`` run there by hand does, so relative paths in pr
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +32,16 @@ __all__ = [
     "PACKAGE_FILES",
     "CompileResult",
     "DbtCompileError",
+    "DbtSelection",
+    "DbtSelectionError",
     "build_args",
     "compile_from_env",
     "compile_project",
     "dbt_definitions",
     "dbt_error",
+    "is_project_input",
     "project_hash",
+    "selection_keys",
 ]
 
 HASH_FILE = "phlo_compile.json"
@@ -46,6 +52,10 @@ PACKAGE_FILES = ("packages.yml", "dependencies.yml")
 _HASHED_SUFFIXES = {".sql", ".yml", ".yaml", ".csv", ".py", ".md", ".jinja"}
 _PACKAGE_LOCK = "package-lock.yml"
 _RUN_DIR_PREFIX = "phlo-dbt-run-"
+_STAGING_PREFIX = ".phlo-compile-"
+_LOCK_FILE = ".phlo-compile.lock"
+_PARTIAL_PARSE = "partial_parse.msgpack"
+_UNIQUE_ID = "dagster_dbt/unique_id"  # dagster-dbt's metadata key on each dbt asset's and check's spec
 _SKIPPED_DIRS = {"target", "dbt_packages", "logs", "__pycache__"}
 _PREAMBLES = ("Encountered an error:", "Traceback (most recent call last):")
 _STACK_FRAME = re.compile(r'^\s*File ".*", line \d+')
@@ -64,18 +74,24 @@ class CompileResult:
     manifest_path: Path
 
 
+def is_project_input(path: Path, project_dir: Path, target_path: Path) -> bool:
+    """Whether a file under project_dir is one of the dbt project's inputs (the files its hash covers):
+    sql/yml/csv/py/md/jinja files outside target/, dbt_packages/, logs/, hidden folders and the target path.
+    All three paths absolute."""
+    if not path.is_relative_to(project_dir) or path.is_relative_to(target_path):
+        return False
+    rel = path.relative_to(project_dir)
+    if path.suffix not in _HASHED_SUFFIXES or path.name.startswith("."):
+        return False
+    if path.name == _PACKAGE_LOCK:  # written by `dbt deps` from packages.yml, which is hashed
+        return False
+    return not any(p in _SKIPPED_DIRS or p.startswith(".") for p in rel.parts[:-1])
+
+
 def _project_files(project_dir: Path, target_path: Path) -> Iterator[Path]:
     for path in sorted(project_dir.rglob("*")):
-        rel = path.relative_to(project_dir)
-        if not path.is_file() or path.suffix not in _HASHED_SUFFIXES or path.name.startswith("."):
-            continue
-        if path.name == _PACKAGE_LOCK:  # written by `dbt deps` from packages.yml, which is hashed
-            continue
-        if any(p in _SKIPPED_DIRS or p.startswith(".") for p in rel.parts[:-1]):
-            continue
-        if path.is_relative_to(target_path):
-            continue
-        yield path
+        if path.is_file() and is_project_input(path, project_dir, target_path):
+            yield path
 
 
 def project_hash(*, project_dir: Path, profiles_dir: Path, target: str | None, target_path: Path) -> str:
@@ -221,22 +237,79 @@ def compile_project(
         raise DbtCompileError(
             f"PHLO_DBT_TARGET_PATH={str(target_path)!r}: cannot create {out}: {exc}"
         ) from None
-    common = ["--project-dir", str(project), "--profiles-dir", str(profiles), "--log-path", str(out / "logs")]
-    packages = [name for name in PACKAGE_FILES if (project / name).is_file()]
-    if packages:
-        ok, cause = _invoke(project, ["deps", *common])
-        if not ok:
-            raise DbtCompileError(_failed(f"dbt deps of {project} ({packages[0]})", cause))
-    args = ["compile", *common, "--target-path", str(out)]
-    if target:
-        args += ["--target", target]
-    ok, cause = _invoke(project, args)
-    if not ok:
-        raise DbtCompileError(_failed(f"dbt compile of {project}", cause))
-    if not manifest.is_file():
-        raise DbtCompileError(f"dbt compile of {project} succeeded but wrote no {manifest}")
-    (out / HASH_FILE).write_text(json.dumps({"hash": spec_hash, "project_dir": str(project)}) + "\n")
+    with _compile_lock(out, target_path):
+        # Another process (a code server, `phlo dev`'s watch, a run) may have compiled while we waited.
+        if not force and manifest.is_file() and _recorded_hash(out) == spec_hash:
+            return CompileResult(skipped=True, spec_hash=spec_hash, manifest_path=manifest)
+        packages = [name for name in PACKAGE_FILES if (project / name).is_file()]
+        if packages:
+            deps = ["deps", "--project-dir", str(project), "--profiles-dir", str(profiles)]
+            ok, cause = _invoke(project, [*deps, "--log-path", str(out / "logs")])
+            if not ok:
+                raise DbtCompileError(_failed(f"dbt deps of {project} ({packages[0]})", cause))
+        with _staging(out) as staging:
+            args = ["compile", "--project-dir", str(project), "--profiles-dir", str(profiles)]
+            args += ["--log-path", str(out / "logs"), "--target-path", str(staging)]
+            if target:
+                args += ["--target", target]
+            ok, cause = _invoke(project, args)
+            if not ok:
+                raise DbtCompileError(_failed(f"dbt compile of {project}", cause))
+            if not (staging / MANIFEST).is_file():
+                raise DbtCompileError(f"dbt compile of {project} succeeded but wrote no {manifest}")
+            _publish(staging, out)
+        record = json.dumps({"hash": spec_hash, "project_dir": str(project)}) + "\n"
+        _write_atomically(out / HASH_FILE, record)
     return CompileResult(skipped=False, spec_hash=spec_hash, manifest_path=manifest)
+
+
+@contextmanager
+def _compile_lock(out: Path, target_path: Path | str) -> Iterator[None]:
+    """One compile at a time into a target path, across processes (released when the holder exits)."""
+    try:
+        handle = (out / _LOCK_FILE).open("a")
+    except OSError as exc:
+        raise DbtCompileError(
+            f"PHLO_DBT_TARGET_PATH={str(target_path)!r}: cannot write in {out}: {exc}"
+        ) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh folder in the target path for dbt to compile into (with the last partial parse, so dbt
+    re-parses only what changed); removed afterwards, whether dbt succeeded or not."""
+    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    try:
+        if (out / _PARTIAL_PARSE).is_file():
+            shutil.copy2(out / _PARTIAL_PARSE, staging / _PARTIAL_PARSE)
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move what dbt wrote into the target path, manifest.json last and by rename: a process reading the
+    manifest meanwhile (a code server loading, a run starting) reads the old one or the new one, whole."""
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST):
+        dest = out / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            elif dest.exists():
+                dest.unlink()
+        os.replace(entry, dest)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def compile_from_env(settings: Settings | None = None, *, force: bool = False) -> CompileResult:
@@ -285,44 +358,210 @@ def _run_config_class() -> type[Any]:
 
         vars: str = Field("", description="dbt --vars: a YAML or JSON mapping, e.g. '{day: 2024-01-01}'.")
         full_refresh: bool = Field(False, description="dbt --full-refresh: rebuild incremental models.")
+        select: str = Field(
+            "",
+            description="dbt --select, e.g. 'tag:nightly' or 'path:models/marts': of the run's dbt models, "
+            "build only these.",
+        )
+        exclude: str = Field("", description="dbt --exclude: of the run's dbt models, leave these out.")
+        selector: str = Field(
+            "", description="A selector of the project's selectors.yml: of the run's dbt models, build its."
+        )
 
     return DbtRunConfig
+
+
+class DbtSelectionError(ValueError):
+    """A dbt selection (--dbt-select/--dbt-exclude/--selector, or the dbt step's run config) that cannot be
+    resolved or selects no model; the message names the input first."""
+
+
+@dataclass(frozen=True)
+class DbtSelection:
+    """A dbt node selection as dbt takes it: --select and --exclude (unions) or --selector."""
+
+    select: str = ""
+    exclude: str = ""
+    selector: str = ""
+    names: tuple[str, str, str] = ("--dbt-select", "--dbt-exclude", "--selector")  # how the user gave them
+
+    def __bool__(self) -> bool:
+        return bool(self.select.strip() or self.exclude.strip() or self.selector.strip())
+
+    def describe(self) -> str:
+        given = zip(self.names, (self.select, self.exclude, self.selector), strict=True)
+        return " ".join(f"{name} {value.strip()!r}" for name, value in given if value.strip())
+
+
+def selection_keys(assets_def: Any, selection: DbtSelection, project_dir: Path) -> set[Any]:
+    """The asset keys of the dbt models (and seeds, snapshots) a dbt selection picks, resolved by dbt's own
+    selector on the loaded manifest (selectors.yml is compiled into it). DbtSelectionError when the selection
+    is invalid or picks no model."""
+    from dagster_dbt import DbtManifestAssetSelection
+    from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+
+    select, exclude, selector = (v.strip() for v in (selection.select, selection.exclude, selection.selector))
+    if selector and (select or exclude):
+        raise DbtSelectionError(
+            f"{selection.names[2]} {selector!r}: a selector stands alone (dbt takes no "
+            f"{selection.names[0]}/{selection.names[1]} with it); put the rest in the selector's definition"
+        )
+    manifest, translator, project = get_manifest_and_translator_from_dbt_assets([assets_def])
+    if selector and selector not in (manifest.get("selectors") or {}):
+        names = ", ".join(sorted(manifest.get("selectors") or {})) or "none: the project has no selectors.yml"
+        raise DbtSelectionError(f"{selection.names[2]} {selector!r}: no such selector (selectors: {names})")
+    chosen = DbtManifestAssetSelection.build(
+        manifest,
+        select or ("" if selector else "fqn:*"),
+        dagster_dbt_translator=translator,
+        exclude=exclude,
+        selector=selector,
+        project=project,
+    )
+    try:
+        # dbt's path: method globs from the current folder, as `dbt` run in the project does
+        with _working_dir(project_dir):
+            keys = set(chosen.resolve([assets_def]))
+    except Exception as exc:
+        cause = "\n".join(block_lines(str(exc))) or type(exc).__name__
+        raise DbtSelectionError(_failed(selection.describe(), cause)) from None
+    if not keys:
+        raise DbtSelectionError(f"{selection.describe()}: selects no dbt model")
+    return keys
+
+
+@contextmanager
+def _working_dir(path: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@dataclass(frozen=True)
+class _Nodes:
+    """The dbt resources behind the assets and checks of the loaded definitions: all a run may build."""
+
+    by_key: Mapping[Any, str]  # asset key -> unique id (models, seeds, snapshots)
+    by_check: Mapping[Any, str]  # asset check key -> unique id of its test
+    tests: Mapping[str, frozenset[str]]  # every test of the manifest -> the nodes it depends on
+    selector: Mapping[str, str]  # unique id -> 'fqn:...', the selection of exactly that node
+
+    @classmethod
+    def of(cls, assets_def: Any, manifest: Mapping[str, Any]) -> _Nodes:
+        nodes: Mapping[str, Any] = manifest.get("nodes") or {}
+        by_key = {
+            key: str(spec.metadata[_UNIQUE_ID])
+            for key, spec in assets_def.specs_by_key.items()
+            if _UNIQUE_ID in spec.metadata
+        }
+        by_check = {
+            spec.key: str(spec.metadata[_UNIQUE_ID])
+            for spec in assets_def.check_specs
+            if _UNIQUE_ID in spec.metadata
+        }
+        tests = {
+            uid: frozenset(node.get("depends_on", {}).get("nodes") or ())
+            for uid, node in nodes.items()
+            if node.get("resource_type") == "test"
+        }
+        selector = {uid: "fqn:" + ".".join(node["fqn"]) for uid, node in nodes.items() if node.get("fqn")}
+        return cls(by_key, by_check, tests, selector)
+
+
+def step_selection(context: Any, nodes: _Nodes, chosen: set[Any] | None) -> list[str]:
+    """dbt arguments that build exactly the step's selected models and run exactly its selected tests, as
+    the loaded manifest names them: a model or test added to the project since is never run (dbt parses the
+    project's files anew, and dagster-dbt would fail on a node it does not know). `chosen` (the run config's
+    dbt selection) narrows the step's models; its tests follow their models.
+    """
+    selected = {k for k in context.selected_asset_keys if k in nodes.by_key}
+    kept = {k for k in selected if chosen is None or k in chosen}
+    kept_ids = {nodes.by_key[k] for k in kept}
+    dropped_ids = {nodes.by_key[k] for k in selected - kept}
+    checked = set(nodes.by_check.values())
+    tests = {
+        uid
+        for check, uid in nodes.by_check.items()
+        if check in context.selected_asset_check_keys and not nodes.tests.get(uid, frozenset()) & dropped_ids
+    }
+    # Tests that are no asset check (a singular test on several models): run when they touch a kept model,
+    # as dbt's default (eager) indirect selection would.
+    tests |= {uid for uid, parents in nodes.tests.items() if uid not in checked and parents & kept_ids}
+    tests -= {uid for uid, parents in nodes.tests.items() if parents & dropped_ids}
+    args = ["--indirect-selection", "empty", "--select", _union(nodes, kept_ids | tests)]
+    if dropped_ids:  # dagster-dbt adds its own --select of the step's models; dbt applies --exclude last
+        dropped_tests = {uid for uid, parents in nodes.tests.items() if parents & dropped_ids}
+        args += ["--exclude", _union(nodes, dropped_ids | dropped_tests)]
+    return args
+
+
+def _union(nodes: _Nodes, ids: Iterable[str]) -> str:
+    return " ".join(sorted(nodes.selector[uid] for uid in ids if uid in nodes.selector))
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DbtCompileError(f"{path}: not a readable dbt manifest ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+        raise DbtCompileError(f"{path}: not a dbt manifest (no nodes); run `phlo dbt compile --force`")
+    return data
 
 
 def dbt_definitions(settings: Settings) -> tuple[list[Any], dict[str, Any], dict[Any, str]]:
     """(assets, resources, source-by-key) for the dbt models in the compiled manifest.
 
-    Compiles first when no manifest exists and PHLO_DBT_COMPILE_ON_LOAD allows it; otherwise a missing
-    manifest is a DbtCompileError telling the user to run ``phlo dbt compile``.
+    With PHLO_DBT_COMPILE_ON_LOAD (the default) the project is compiled first when it has no manifest or
+    its inputs changed since the last compile (so a reload of the code location sees a model added
+    meanwhile); otherwise a missing manifest is a DbtCompileError telling the user to run
+    ``phlo dbt compile``.
     """
+    from dagster import Failure
     from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-    manifest = settings.resolved_dbt_target_path / MANIFEST
-    if not manifest.is_file():
-        if not settings.dbt_compile_on_load:
-            raise DbtCompileError(
-                f"PHLO_DBT_TARGET_PATH={str(settings.resolved_dbt_target_path)!r}: no {MANIFEST}; "
-                "run `phlo dbt compile` first"
-            )
-        manifest = compile_from_env(settings).manifest_path
-
+    manifest_path = settings.resolved_dbt_target_path / MANIFEST
+    if settings.dbt_compile_on_load:
+        manifest_path = compile_from_env(settings).manifest_path
+    elif not manifest_path.is_file():
+        raise DbtCompileError(
+            f"PHLO_DBT_TARGET_PATH={str(settings.resolved_dbt_target_path)!r}: no {MANIFEST}; "
+            "run `phlo dbt compile` first"
+        )
+    manifest = _load_manifest(manifest_path)
     project_dir = settings.dbt_project_dir.resolve()
+    loaded: dict[str, Any] = {}  # the whole dbt assets definition and its index, for the step (set below)
 
     def dbt_models(context, config):  # type: ignore[no-untyped-def]
         """Build the selected dbt models (and their tests, reported as asset checks)."""
         dbt = getattr(context.resources, DBT_RESOURCE_KEY)
+        chosen = None
+        wanted = DbtSelection(config.select, config.exclude, config.selector, names=_CONFIG_NAMES)
+        if wanted:
+            try:
+                chosen = selection_keys(loaded["assets"], wanted, project_dir)
+                if not chosen & set(context.selected_asset_keys):
+                    raise DbtSelectionError(f"{wanted.describe()}: selects none of this run's dbt models")
+            except DbtSelectionError as exc:
+                raise Failure(description=str(exc)) from None
         with _run_dir() as run_dir:  # the compiled target path may be read-only; nothing is left behind
             args = build_args(vars_text=config.vars, full_refresh=config.full_refresh, run_dir=run_dir)
+            args += step_selection(context, loaded["nodes"], chosen)
             yield from dbt.cli(args, context=context, target_path=run_dir).stream()
 
     # A real class, not the string `from __future__ import annotations` would leave: Dagster reads it.
     dbt_models.__annotations__["config"] = _run_config_class()
-    dbt_models = dbt_assets(
+    assets = dbt_assets(
         manifest=manifest,
         dagster_dbt_translator=DagsterDbtTranslator(),
         name=DBT_OP_NAME,
         required_resource_keys={DBT_RESOURCE_KEY},
     )(dbt_models)
+    _drop_run_selection(assets)
+    loaded.update(assets=assets, nodes=_Nodes.of(assets, manifest))
 
     resource = DbtCliResource(
         project_dir=str(project_dir),
@@ -331,5 +570,30 @@ def dbt_definitions(settings: Settings) -> tuple[list[Any], dict[str, Any], dict
         dbt_executable=_dbt_executable(),
         global_config_flags=["--log-level-file", "none", "--no-send-anonymous-usage-stats"],
     )
-    sources = {key: f"dbt model in {manifest}" for key in dbt_models.keys}
-    return [dbt_models], {DBT_RESOURCE_KEY: resource}, sources
+    sources = {key: f"dbt model in {manifest_path}" for key in assets.keys}
+    return [assets], {DBT_RESOURCE_KEY: resource}, sources
+
+
+def _drop_run_selection(assets: Any) -> None:
+    """Take dagster-dbt's `fqn:*` selection tag off the op, after it selected the manifest's nodes.
+
+    At run time dagster-dbt passes that tag to dbt as `--select fqn:*` whenever a run builds every model, and
+    dbt, which parses the project's files anew, would then build models added since this manifest was
+    compiled (and dagster-dbt fail on them). Without the tag the step's own `--select` (step_selection,
+    exactly the loaded nodes) is the whole selection. dagster-dbt refuses the tag in `op_tags`, so it is
+    removed from the built op.
+    """
+    from dagster_dbt.asset_utils import DAGSTER_DBT_SELECT_METADATA_KEY
+
+    op = assets.op
+    tags = {k: v for k, v in op.tags.items() if k != DAGSTER_DBT_SELECT_METADATA_KEY}
+    object.__setattr__(op, "_tags", tags)
+    if DAGSTER_DBT_SELECT_METADATA_KEY in op.tags:
+        raise RuntimeError("dagster-dbt's selection tag could not be removed from the dbt op")
+
+
+_CONFIG_NAMES = (
+    f"ops.{DBT_OP_NAME}.config.select",
+    f"ops.{DBT_OP_NAME}.config.exclude",
+    f"ops.{DBT_OP_NAME}.config.selector",
+)

@@ -52,7 +52,6 @@ def project(tmp_path: Path) -> Path:
 def env_for(project: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "PHLO_", "WORKFLOWS_"))}
     env.update(
-        PHLO_PLUGINS_ENABLED="false",
         PHLO_DBT_ENABLED="true",
         PHLO_DBT_PROJECT_DIR="shop",
         TMPDIR=str(project.parent / "tmp"),  # per-run dbt directories land here, and must not stay

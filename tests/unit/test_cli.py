@@ -58,7 +58,10 @@ def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) ->
 def test_materialize_without_assets_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = run(capsys, "materialize")
     assert code == 1
-    assert err == "phlo: error: give at least one ASSET (e.g. raw/orders) or --select EXPR\n"
+    assert err == (
+        "phlo: error: give at least one ASSET (e.g. raw/orders), --select EXPR or a dbt selection "
+        "(--dbt-select, --selector)\n"
+    )
 
 
 def test_bad_port_setting_is_named(
