@@ -415,16 +415,53 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def terminate_groups(pids: Sequence[int], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM each service (it stops its own code servers), wait, then SIGKILL what is left of each group."""
+def descendants(pids: Sequence[int]) -> list[int]:
+    """Every live process below pids (children, grandchildren...), read from /proc; [] where there is none."""
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        parents.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
+
+
+def terminate_groups(pids: Sequence[int], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM each service (it stops its own code servers), wait, then SIGKILL what is left of each group.
+
+    Code servers a service started in a session of their own would otherwise outlive it until their
+    heartbeat times out: every process below the services, as found before the SIGTERM, is stopped too.
+    """
+    below = descendants(pids)
+    _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
         time.sleep(0.2)
+    left = [pid for pid in below if pid_alive(pid)]
+    _signal_all(left, signal.SIGTERM)
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in left):
+        time.sleep(0.2)
+    _signal_all([pid for pid in left if pid_alive(pid)], signal.SIGKILL)
     for pid in pids:
         try:
             os.killpg(pid, signal.SIGKILL)  # leftovers of the group we started (e.g. a stuck code server)
