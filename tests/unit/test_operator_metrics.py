@@ -29,3 +29,16 @@ def test_build_info_no_created_series_and_zeroed_results() -> None:
     assert not [name for name in found if name.endswith("_created")]
     results = {labels["result"] for labels in found["phlo_operator_reconciles_total"]}
     assert set(metrics.RECONCILE_RESULTS) <= results
+
+
+def test_reference_table_lists_every_operator_family() -> None:
+    """docs/metrics.md's operator rows come from reference.OPERATOR_FAMILIES: it must hold every family."""
+    from phlo_operator.chart import reference
+
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        if family.name.startswith("phlo_operator_")
+    }
+    assert {name for name, _kind, _labels, _doc in reference.operator_families()} == exported
+    assert all(f"`{name}` (operator)" in reference.metrics_table() for name in exported)

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from phlo_operator.chart import alerts, dashboard, schema
+from phlo_operator.chart import alerts, dashboard, reference, schema
 from phlo_operator.doctext import replace_block
 
 CHART_DIR = Path("charts/phlo-dagster")
@@ -23,6 +23,8 @@ PEERING_COPY = CHART_DIR / "crds/kopf.dev_peerings.yaml"
 OPERATOR_TPL = CHART_DIR / "templates/_operator.tpl"
 TABLE = ("chart-values", "operator/phlo_operator/chart/values.py")
 TABLE_FILES = (CHART_DIR / "README.md", Path("docs/chart.md"))
+# The metrics and alerts reference tables.
+REFERENCE_FILES = (CHART_DIR / "README.md", Path("docs/metrics.md"))
 
 
 def _rbac_rules() -> dict[str, list[dict[str, Any]]]:
@@ -70,6 +72,10 @@ def expected_files(root: Path) -> dict[Path, str]:
     }
     for path in TABLE_FILES:
         files[path] = replace_block((root / path).read_text(), *TABLE, table, path)
+    for path in REFERENCE_FILES:
+        text = files.get(path) or (root / path).read_text()
+        text = replace_block(text, *reference.METRICS_BLOCK, reference.metrics_table(), path)
+        files[path] = replace_block(text, *reference.ALERTS_BLOCK, reference.alerts_table(), path)
     for source, copy in ((CRD_SOURCE, CRD_COPY), (PEERING_SOURCE, PEERING_COPY)):
         if (root / source).exists():
             files[copy] = (root / source).read_text()
