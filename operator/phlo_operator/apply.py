@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -42,6 +43,12 @@ PLURALS: dict[tuple[str, str], str] = {
     (m.API_VERSION, m.KIND): m.PLURAL,
 }
 DISCOVERY_TTL = 60.0
+APPLY_PATCH = "application/apply-patch+yaml"
+# Characters a YAML reader may not take raw (outside its printable set), or would read as a line break inside
+# a quoted string (NEL, LS, PS) or drop (BOM): sent as JSON \u escapes, which YAML reads too.
+_NOT_YAML_PRINTABLE = re.compile(
+    r"[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
 _IGNORED_META = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 
 
@@ -51,6 +58,14 @@ class ApiError(Exception):
     def __init__(self, verb: str, code: int, reason: str) -> None:
         super().__init__(f"{verb} failed with HTTP {code}: {reason}")
         self.verb, self.code, self.reason = verb, code, reason
+
+
+def apply_body(obj: dict[str, Any]) -> bytes:
+    """A server-side apply body: JSON, which is YAML, except that JSON escapes a character beyond the Basic
+    Multilingual Plane (an emoji) as two surrogates, and the API server's YAML reader refuses those. So the
+    text is UTF-8 and only what YAML cannot carry raw is escaped (each such character is in the BMP)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return _NOT_YAML_PRINTABLE.sub(lambda ch: f"\\u{ord(ch.group()):04x}", text).encode()
 
 
 def ref_of(obj: dict[str, Any]) -> Ref:
@@ -143,6 +158,10 @@ class Kube:
     ) -> dict[str, Any] | None:
         """One API call: the decoded body (None: GET or DELETE found nothing), else raises ApiError."""
         verb = method.lower()
+        if content_type == APPLY_PATCH:
+            # Encoded here: the client would JSON-encode it with surrogates. With a charset parameter (which
+            # the API server ignores) the client sends the bytes as they are.
+            body, content_type = apply_body(body), f"{APPLY_PATCH}; charset=utf-8"
         try:
             resp = self.api.call_api(
                 url,
@@ -196,12 +215,10 @@ class Kube:
         base = [("fieldManager", MANAGER), ("force", "true")]
         if live is not None:
             # The API server normalises some values (quantities): ask it whether a write changes anything.
-            preview = self.request(
-                "PATCH", url, desired, [*base, ("dryRun", "All")], "application/apply-patch+yaml"
-            )
+            preview = self.request("PATCH", url, desired, [*base, ("dryRun", "All")], APPLY_PATCH)
             if preview is not None and _strip(preview) == _strip(live):
                 return False, live
-        result = self.request("PATCH", url, desired, base, "application/apply-patch+yaml")
+        result = self.request("PATCH", url, desired, base, APPLY_PATCH)
         log.info("applied %s %s/%s", kind, namespace, name)
         return True, result or {}
 

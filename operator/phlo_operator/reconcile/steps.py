@@ -137,7 +137,7 @@ def storage(kube: Api, wf: Workflow) -> Found[Problem | None]:
         elif bad:
             problem = Problem(v.STORAGE_SECRET_INVALID, f"{where}: {'; '.join(bad)}")
         elif wf.run_namespace != wf.namespace:
-            writes += apply(kube, pg_render.run_secret_copy(wf, live["data"]))[0]
+            writes += apply_child(kube, pg_render.run_secret_copy(wf, live["data"]), wf)[0]
     return Found(problem, writes)
 
 
@@ -241,21 +241,24 @@ def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[Problem | None, Obj |
 
 
 # -- children
-def children(kube: Api, desired: Desired, wf: Workflow | None = None) -> Found[dict[str, Obj]]:
-    """Apply every child that does not wait for dbt; returns the live workloads by component. A write in
-    another runLauncher.namespace that fails (it does not exist, no rights there) names that field."""
+def apply_child(kube: Api, obj: Obj, wf: Workflow) -> tuple[int, Obj]:
+    """apply(); a write in another runLauncher.namespace that fails (it does not exist, no rights there)
+    names that field first."""
+    try:
+        return apply(kube, obj)
+    except ApiError as exc:
+        where = obj["metadata"].get("namespace")
+        if where == wf.namespace or where != wf.run_namespace:
+            raise
+        raise ApiError(exc.verb, exc.code, f"spec.runLauncher.namespace {where!r}: {exc.reason}") from None
+
+
+def children(kube: Api, desired: Desired, wf: Workflow) -> Found[dict[str, Obj]]:
+    """Apply every child that does not wait for dbt; returns the live workloads by component."""
     writes = 0
     workloads: dict[str, Obj] = {}
     for obj in desired.objects:
-        try:
-            written, live = apply(kube, obj)
-        except ApiError as exc:
-            where = obj["metadata"].get("namespace")
-            if wf is None or where == wf.namespace or where != wf.run_namespace:
-                raise
-            raise ApiError(
-                exc.verb, exc.code, f"spec.runLauncher.namespace {where!r}: {exc.reason}"
-            ) from None
+        written, live = apply_child(kube, obj, wf)
         writes += written
         if obj["kind"] in ("Deployment", "StatefulSet"):
             workloads[obj["metadata"]["labels"].get(c.LABEL_COMPONENT, "")] = live
