@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +349,31 @@ def _run_dir() -> Iterator[Path]:
         yield Path(path)
 
 
+@cache
+def _cli_resource_class() -> type[Any]:
+    """dagster-dbt's DbtCliResource without two steps before every dbt command that nothing here uses:
+    `dbt --version` in a subprocess (a dbt start-up, about 2 s) when the dbt beside this interpreter is the
+    dbt-core installed here, and an in-process dbt adapter (about 3 s: imports, profile, connection), which
+    serves only row-count and column-metadata fetches this package never asks for (without it, a DuckDB
+    run's events also stream as dbt reports them instead of after dbt exits)."""
+    from importlib.metadata import version as installed_version
+
+    from dagster_dbt import DbtCliResource
+    from packaging import version
+
+    class PhloDbtCliResource(DbtCliResource):
+        @cached_property
+        def _cli_version(self) -> version.Version:
+            if self.dbt_executable == str(Path(sys.executable).parent / "dbt"):
+                return version.parse(installed_version("dbt-core"))
+            return super()._cli_version
+
+        def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
+            return None
+
+    return PhloDbtCliResource
+
+
 def _run_config_class() -> type[Any]:
     """The run config of the dbt step (launchpad `ops: {dbt_models: {config: ...}}`, `phlo materialize`)."""
     from dagster import Config
@@ -521,7 +547,7 @@ def dbt_definitions(settings: Settings) -> tuple[list[Any], dict[str, Any], dict
     ``phlo dbt compile``.
     """
     from dagster import Failure
-    from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+    from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
     manifest_path = settings.resolved_dbt_target_path / MANIFEST
     if settings.dbt_compile_on_load:
@@ -563,7 +589,7 @@ def dbt_definitions(settings: Settings) -> tuple[list[Any], dict[str, Any], dict
     _drop_run_selection(assets)
     loaded.update(assets=assets, nodes=_Nodes.of(assets, manifest))
 
-    resource = DbtCliResource(
+    resource = _cli_resource_class()(
         project_dir=str(project_dir),
         profiles_dir=str(settings.resolved_dbt_profiles_dir),
         target=settings.dbt_target,
