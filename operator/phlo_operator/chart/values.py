@@ -202,7 +202,9 @@ class AlertThresholds(StrictModel):
         description="How long the daemon must be silent or stale to alert (DagsterDaemonDown).",
     )
     daemon_heartbeat_max_age_seconds: int = Field(
-        default=300, ge=30, description="A daemon whose last heartbeat is older than this is down."
+        default=300,
+        ge=90,
+        description="A daemon whose last heartbeat is older than this is down (daemons beat every 30 s).",
     )
     run_failed_window: str = Field(
         default="1h",
