@@ -3,7 +3,8 @@
 Each scrape reads only what changed since the previous one:
 - runs: rows of the run storage whose ``update_timestamp`` is at or after the last one seen (minus a short
   lookback that absorbs commit delays between writers), compared with the state already known;
-- events: materialization, check-evaluation and step rows of the event log above the last storage id read;
+- events: materialization and check-evaluation rows of the event log above the last storage id read, and the
+  step events of each run seen finishing since the previous scrape (once per run);
 - ticks: schedule and sensor tick rows above the last tick id read, plus the few still running.
 Heartbeats and code-location state (with the definitions it loaded) are small and read whole on every scrape.
 Series whose labels the loaded definitions name (jobs, assets, checks, schedules, sensors) start at 0, so the
