@@ -311,7 +311,8 @@ class EventTracker:
         self.last_materialization: dict[str, float] = {}  # asset_key -> unix time
         self.checks: Counter[tuple[str, str, str, str]] = Counter()  # (asset, check, outcome, severity)
         self.steps: dict[tuple[str, str, str], _Histogram] = {}  # (job, step, status) -> histogram
-        self.rows_read = 0
+        self.rows_read = 0  # asset event rows the last refresh read
+        self.step_rows_read = 0  # step event rows read for the runs that last finished
 
     def refresh(self) -> None:
         table = SqlEventLogStorageTable
@@ -368,6 +369,7 @@ class EventTracker:
         history: the histogram counts the steps of runs finished since the webserver started.
         """
         table = SqlEventLogStorageTable
+        self.step_rows_read = 0
         shard_path = getattr(self._storage, "path_for_shard", None)  # SQLite: one file per run
         for run_id, job in runs:
             if shard_path is not None and not os.path.exists(shard_path(run_id)):
@@ -379,7 +381,7 @@ class EventTracker:
                     .where(table.c.dagster_event_type.in_([_STEP_START, *_STEP_END]))
                     .order_by(table.c.id)
                 ).fetchall()
-            self.rows_read += len(rows)
+            self.step_rows_read += len(rows)
             started: dict[str, float] = {}
             for step, event_type, stamp in rows:
                 at = _epoch(stamp)

@@ -250,3 +250,15 @@ def test_build_info_names_both_versions(instance: DagsterInstance) -> None:
     samples = scrape(DagsterCollector(instance))
     (info,) = [labels for name, labels in samples if name == "dagster_build_info"]
     assert dict(info) == {"dagster_version": dagster.__version__, "phlo_dagster_version": "0.4.0"}
+
+
+def test_steps_are_read_once_per_finished_run(
+    instance: DagsterInstance, workspace: WorkspaceProcessContext
+) -> None:
+    collector = DagsterCollector(instance, locations=workspace_locations(workspace))
+    scrape(collector)
+    assert run("fine", instance)
+    scrape(collector)
+    assert collector.events.step_rows_read == 2  # the step's start and success
+    scrape(collector)
+    assert collector.events.step_rows_read == 0  # that run is not read again
