@@ -91,7 +91,8 @@ def quantity() -> st.SearchStrategy[tuple[int | str, float]]:
 
 @st.composite
 def resources(draw: st.DrawFn) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """Requests within limits; hugepages (whole pages, with cpu or memory) and extended resources (whole) with
+    requests equal to limits, as Kubernetes wants them."""
     limits: dict[str, Any] = {}
     requests: dict[str, Any] = {}
     for name in draw(st.lists(st.sampled_from(["cpu", "memory", "ephemeral-storage"]), unique=True)):
@@ -101,11 +102,18 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
             requests[name] = request[0]
         if limit is not None:
             limits[name] = limit[0]
-    if limits:
-        out["limits"] = limits
-    if requests:
-        out["requests"] = requests
-    return out
+    fixed = {
+        "hugepages-2Mi": st.integers(1, 8).map(lambda n: f"{2 * n}Mi"),
+        "nvidia.com/gpu": st.integers(1, 8),
+        "example.com/dongle": st.integers(1, 8).map(str),
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(fixed)), unique=True, max_size=2)):
+        limits[name] = draw(fixed[name])
+        if draw(st.booleans()):
+            requests[name] = limits[name]
+    if "hugepages-2Mi" in limits and not {"cpu", "memory"} & {*limits, *requests}:
+        limits["memory"] = "1Gi"
+    return {k: v for k, v in (("limits", limits), ("requests", requests)) if v}
 
 
 ENV_NAME = st.from_regex(r"[-._a-zA-Z][-._a-zA-Z0-9]{0,30}", fullmatch=True).filter(
@@ -127,13 +135,22 @@ def value_from() -> st.SearchStrategy[dict[str, Any]]:
     resource = st.tuples(
         st.sampled_from(["limits", "requests"]), st.sampled_from(["cpu", "memory", "ephemeral-storage"])
     ).map(".".join)
+    resource_ref = resource.flatmap(
+        lambda r: st.fixed_dictionaries(
+            {"resource": st.just(r)},
+            optional={
+                "divisor": st.sampled_from(m._CPU_DIVISORS if r.endswith(".cpu") else m._BYTE_DIVISORS),
+                "containerName": dns_label(),
+            },
+        )
+    )
     return st.one_of(
         selector.map(lambda s: {"secretKeyRef": s}),
         selector.map(lambda s: {"configMapKeyRef": s}),
         st.fixed_dictionaries({"fieldPath": field}, optional={"apiVersion": st.just("v1")}).map(
             lambda f: {"fieldRef": f}
         ),
-        st.fixed_dictionaries({"resource": resource}).map(lambda r: {"resourceFieldRef": r}),
+        resource_ref.map(lambda r: {"resourceFieldRef": r}),
     )
 
 

@@ -178,18 +178,41 @@ class ResourceRequirements(_Model):
             amount = quantity_value(quantity)
             if amount > INT64_MAX:
                 raise ValueError(f"{key}: {quantity!r} is larger than Kubernetes can hold")
-            extended = "/" in key and not key.split("/", 1)[0].endswith("kubernetes.io")
-            if extended and amount != amount.to_integral_value():
+            if _extended(key) and amount != amount.to_integral_value():
                 raise ValueError(f"{key}: {quantity!r} must be a whole number (an extended resource)")
+            if key.startswith("hugepages-"):
+                page = key.removeprefix("hugepages-")
+                if not _QUANTITY.fullmatch(page) or quantity_value(page) <= 0:
+                    raise ValueError(
+                        f"{key!r} is not a resource name (hugepages-<page size>, e.g. hugepages-2Mi)"
+                    )
+                if amount <= 0 or amount % quantity_value(page):
+                    raise ValueError(f"{key}: {quantity!r} must be a whole number of {page} pages")
         return value
 
     @model_validator(mode="after")
     def _requests_within_limits(self) -> ResourceRequirements:
-        for key, limit in (self.limits or {}).items():
-            request = (self.requests or {}).get(key)
+        limits, requests = self.limits or {}, self.requests or {}
+        for key, limit in limits.items():
+            request = requests.get(key)
             if request is not None and quantity_value(request) > quantity_value(limit):
                 raise ValueError(f"requests.{key} ({request}) must not exceed limits.{key} ({limit})")
+        for key, request in requests.items():
+            # Hugepages and extended resources cannot be overcommitted: Kubernetes wants the limit, equal.
+            fixed = key.startswith("hugepages-") or _extended(key)
+            if fixed and (key not in limits or quantity_value(limits[key]) != quantity_value(request)):
+                raise ValueError(
+                    f"requests.{key} needs limits.{key} of the same amount (it cannot be overcommitted)"
+                )
+        if any(k.startswith("hugepages-") for k in (*limits, *requests)):
+            if not {"cpu", "memory"} & {*limits, *requests}:
+                raise ValueError("hugepages need cpu or memory set too (Kubernetes refuses them alone)")
         return self
+
+
+def _extended(resource: str) -> bool:
+    """An extended resource (e.g. nvidia.com/gpu): domain-qualified, outside kubernetes.io."""
+    return "/" in resource and not resource.split("/", 1)[0].endswith("kubernetes.io")
 
 
 class KeySelector(_Model):
@@ -234,6 +257,21 @@ class ResourceFieldSelector(_Model):
         return value
 
     divisor: int | str | None = Field(default=None, description="Output unit, e.g. 1Mi (default 1).")
+
+    @model_validator(mode="after")
+    def _divisor(self) -> ResourceFieldSelector:
+        if self.divisor is None:
+            return self
+        text = str(self.divisor)
+        allowed = _CPU_DIVISORS if self.resource.endswith(".cpu") else _BYTE_DIVISORS
+        valid = _QUANTITY.fullmatch(text) and quantity_value(text) in {quantity_value(d) for d in allowed}
+        if not valid:
+            raise ValueError(f"divisor {text!r} for {self.resource}: one of {', '.join(allowed)}")
+        return self
+
+
+_CPU_DIVISORS = ("1m", "1")
+_BYTE_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")
 
 
 class EnvVarSource(_Model):
@@ -368,12 +406,13 @@ class Toleration(_Model):
     toleration_seconds: int | None = Field(
         default=None,
         description="Seconds a NoExecute taint is tolerated before eviction.",
-        ge=-INT64_MAX - 1,
-        le=INT64_MAX,
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> Toleration:
+        # Not a schema bound: the API server reads int64 bounds in a CRD as floats, then refuses any value.
+        if self.toleration_seconds is not None and not -INT64_MAX - 1 <= self.toleration_seconds <= INT64_MAX:
+            raise ValueError("tolerationSeconds must fit in 64 bits")
         if self.operator == "Exists" and self.value:
             raise ValueError("value must be empty when operator is Exists")
         if self.toleration_seconds is not None and self.effect != "NoExecute":
