@@ -9,6 +9,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
+from phlo_operator import names
+from phlo_operator.vocabulary import WEBSERVER
+
 # `_created` samples double the series and tell nothing a restart's reset does not.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -25,6 +28,12 @@ WORKFLOWS = Gauge(
 )
 API_ERRORS = Counter("phlo_operator_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"])
 BUILD_INFO = Gauge("phlo_operator_build_info", "Always 1; the operator's version.", ["version"])
+# Lets DagsterWebserverDown tell a webserver that is gone from one whose workflow was deleted.
+WORKFLOW_WEBSERVERS = Gauge(
+    "phlo_operator_workflow_webserver",
+    "1 for each PhloWorkflow the operator manages, naming its webserver Service (its metrics target's job).",
+    ["workflow_namespace", "workflow", "webserver_service"],
+)
 for _result in RECONCILE_RESULTS:
     RECONCILES.labels(result=_result)
 
@@ -47,12 +56,16 @@ def api_error(verb: str, code: int) -> None:
 
 
 def observe_workflow(key: tuple[str, str], conditions: list[dict[str, Any]] | None) -> None:
-    """Record a workflow's latest conditions (None: it is gone) and refresh the gauge from all of them."""
+    """Record a workflow's latest conditions (None: it is gone) and refresh the gauges from all of them."""
     with _lock:
+        namespace, name = key
+        webserver = (namespace, name, names.child(name, WEBSERVER))
         if conditions is None:
-            _conditions.pop(key, None)
+            if _conditions.pop(key, None) is not None:
+                WORKFLOW_WEBSERVERS.remove(*webserver)
         else:
             _conditions[key] = {c["type"]: c["status"] for c in conditions}
+            WORKFLOW_WEBSERVERS.labels(*webserver).set(1)
         tally = Tally((t, s) for conds in _conditions.values() for t, s in conds.items())
         WORKFLOWS.clear()
         for (type_, status), count in tally.items():

@@ -38,6 +38,13 @@ def quiet(name: str, at: str) -> dict[str, Any]:
     return {"eval_time": at, "alertname": name, "exp_alerts": []}
 
 
+def managed(values: str) -> dict[str, str]:
+    """The operator's series for workflow team/wf, whose webserver Service (target job) is wf-webserver."""
+    labels = 'workflow_namespace="team",workflow="wf",webserver_service="wf-webserver"'
+    target = f'namespace="{NS}",job="{OPERATOR_JOB}",instance="10.0.1.1:8080",pod="op-a"'
+    return {"series": f"phlo_operator_workflow_webserver{{{target},{labels}}}", "values": values}
+
+
 def failed_check(check: str, severity: str, blocking: str) -> dict[str, str]:
     """A check of raw/orders whose evaluations are counted at 0 from the start and fail once at 10m."""
     labels = {"asset_key": "raw/orders", "check_name": check, "severity": severity, "blocking": blocking}
@@ -91,10 +98,14 @@ CASES: dict[str, list[dict[str, Any]]] = {
             quiet("DagsterWebserverDown", "13m"),
             fires("DagsterWebserverDown", "17m", **CRITICAL),
         ),
-        case(  # the target disappears at 10m (its pod is gone): absent counts as down
-            [series(UP, "1x10")],
+        case(  # the target disappears at 10m (its pod is gone) while the operator manages the workflow
+            [series(UP, "1x10"), managed("1x40")],
             quiet("DagsterWebserverDown", "12m"),
             fires("DagsterWebserverDown", "25m", **CRITICAL),
+        ),
+        case(  # the workflow is deleted at 10m: its webserver goes with it, no alert
+            [series(UP, "1x10"), managed("1x10")],
+            quiet("DagsterWebserverDown", "25m"),
         ),
         case(  # one of two replicas down: the webserver still serves
             [series(UP, "1x40"), series(UP, "1x10 0x30", REPLICA_B)],
@@ -226,7 +237,8 @@ def test_alert_fires_on_its_failure_and_stays_quiet_otherwise(tmp_path: Path, na
 
     Mutation (2026-12-06): DagsterRunFailed as the old failure-ratio rule (4 runs an hour at least) stays
     quiet on the daily job; DagsterDaemonDown without its `unless` branch stays quiet on a daemon that never
-    started; DagsterWebserverDown as `up == 0` stays quiet when the target is gone. Each fails its case."""
+    started; DagsterWebserverDown as `up == 0` stays quiet when the target is gone, and without its
+    `and on (...) phlo_operator_workflow_webserver` alerts on the deleted workflow. Each fails its case."""
     only = [
         {**group, "rules": [_without_annotations(r) for r in group["rules"] if r["alert"] == name]}
         for group in groups()

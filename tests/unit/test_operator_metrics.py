@@ -42,3 +42,17 @@ def test_reference_table_lists_every_operator_family() -> None:
     }
     assert {name for name, _kind, _labels, _doc in reference.operator_families()} == exported
     assert all(f"`{name}` (operator)" in reference.metrics_table() for name in exported)
+
+
+def test_managed_workflows_name_their_webserver_service() -> None:
+    """DagsterWebserverDown joins `up` with this gauge: a deleted workflow's series must go with it."""
+    labels = {
+        "workflow_namespace": "team",
+        "workflow": "nightly-etl",
+        "webserver_service": "nightly-etl-webserver",
+    }
+    metrics.observe_workflow(("team", "nightly-etl"), [{"type": "Ready", "status": "True"}])
+    assert REGISTRY.get_sample_value("phlo_operator_workflow_webserver", labels) == 1
+    metrics.observe_workflow(("team", "nightly-etl"), None)
+    assert REGISTRY.get_sample_value("phlo_operator_workflow_webserver", labels) is None
+    metrics.observe_workflow(("team", "never-seen"), None)  # gone before it was observed: nothing to remove

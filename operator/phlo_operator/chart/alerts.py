@@ -66,9 +66,13 @@ OPERATOR_ALERTS = (
 DAGSTER_ALERTS = (
     Alert(
         "DagsterWebserverDown",
-        # Seen in the lookback and not up now: covers a failing target (up 0) and one that is gone.
-        f"max by (namespace, job) (max_over_time({UP}[$(webserverAbsentLookback)]))\n"
-        f"unless on (namespace, job)\nmax by (namespace, job) ({UP} == 1)",
+        # Every target of the deployment fails; or its targets are gone (seen in the lookback, none now)
+        # while the operator still manages the workflow, so a deleted workflow does not alert.
+        f"max by (namespace, job) ({UP}) == 0\nor\n(\n"
+        f"  max by (namespace, job) (max_over_time({UP}[$(webserverAbsentLookback)]))\n"
+        f"  unless on (namespace, job) {UP}\n"
+        "  and on (namespace, job) label_replace(label_replace(phlo_operator_workflow_webserver,\n"
+        '    "namespace", "$1", "workflow_namespace", "(.+)"), "job", "$1", "webserver_service", "(.+)")\n)',
         "$(webserverDownFor)",
         CRITICAL,
         "A Dagster webserver is down",

@@ -16,6 +16,7 @@ OPERATOR_METRICS = (
     "phlo_operator_workflows",
     "phlo_operator_api_errors_total",
     "phlo_operator_build_info",
+    "phlo_operator_workflow_webserver",
 )
 DASHBOARD_UID = "phlo-dagster"
 NS = 'namespace=~"$namespace"'
@@ -101,6 +102,18 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 ),
                 unit="ops",
                 width=16,
+            ),
+            Panel(
+                "Managed workflows",
+                "PhloWorkflows the operator manages, with the webserver Service Prometheus scrapes for each.",
+                (
+                    (
+                        "max by (workflow_namespace, workflow, webserver_service) "
+                        f"(phlo_operator_workflow_webserver{{{OPERATOR_NS}}})",
+                        "{{workflow_namespace}} {{workflow}} {{webserver_service}}",
+                    ),
+                ),
+                kind="table",
             ),
             Panel(
                 "Operator version",

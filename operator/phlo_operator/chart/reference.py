@@ -22,6 +22,7 @@ OPERATOR_FAMILIES: tuple[Any, ...] = (
     operator_metrics.WORKFLOWS,
     operator_metrics.API_ERRORS,
     operator_metrics.BUILD_INFO,
+    operator_metrics.WORKFLOW_WEBSERVERS,
 )
 
 

@@ -189,11 +189,11 @@ class AlertThresholds(StrictModel):
         description="How long a webserver target must be down or gone to alert (DagsterWebserverDown).",
     )
     webserver_absent_lookback: str = Field(
-        default="1h",
+        default="1d",
         pattern=_DURATION,
         description=(
-            "A webserver target seen within this window and gone now counts as down; after a workflow is "
-            "deleted DagsterWebserverDown fires until this window has passed."
+            "A webserver target seen within this window and gone now counts as down while the operator still "
+            "manages its workflow (phlo_operator_workflow_webserver); a target gone for longer is forgotten."
         ),
     )
     daemon_down_for: str = Field(
