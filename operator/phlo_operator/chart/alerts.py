@@ -77,7 +77,8 @@ DAGSTER_ALERTS = (
         CRITICAL,
         "A Dagster webserver is down",
         "No webserver target of {{ $labels.job }} in {{ $labels.namespace }} has answered /metrics for "
-        "$(webserverDownFor): the UI is gone and every other Dagster alert of it is blind.",
+        "$(webserverDownFor) (failing, or gone while the operator still manages the workflow): the UI is "
+        "gone and every other Dagster alert of it is blind.",
         "kubectl -n NAMESPACE get pods -l app.kubernetes.io/component=webserver; their logs and Events say "
         "why they do not serve (a crash loop, a failed probe, storage unreachable).",
     ),
