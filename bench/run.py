@@ -1,8 +1,9 @@
 """Definitions build benchmark: our adapter vs Phlo's phlo-dagster 0.16.2 vs native Dagster, in one run.
 
-    .venv/bin/python bench/run.py [--sizes 100,1000,10000] [--repeats 5] [--json out.json] [--no-metrics]
+    .venv/bin/python bench/run.py [--sizes 100,1000,10000] [--repeats 5] [--json F] [--no-metrics] [--no-cli]
 
-After the build table it runs bench/bench_metrics.py (the /metrics scrape benchmark): `make bench` does both.
+After the build table it runs bench/bench_metrics.py (the /metrics scrape benchmark) and bench/bench_cli.py
+(`phlo materialize` and `phlo dev` against native Dagster and dbt): `make bench` runs all three.
 
 Phlo's packages (phlo==0.16.2, phlo-dagster==0.16.2, with the same Dagster pin as ours) are installed by this
 script into a separate virtualenv under .bench/, so its ``phlo_dagster`` never meets ours. Each measurement
@@ -100,6 +101,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results.json")
     parser.add_argument(
+        "--no-cli",
+        action="store_true",
+        help="Skip the phlo materialize / phlo dev benchmark (bench/bench_cli.py).",
+    )
+    parser.add_argument(
         "--no-metrics",
         action="store_true",
         help="Skip the /metrics scrape benchmark (bench/bench_metrics.py).",
@@ -170,6 +176,12 @@ def main() -> None:
         out.write("\n/metrics scrape (bench/bench_metrics.py):\n")
         out.flush()
         subprocess.run([sys.executable, str(metrics_bench)], check=True)
+
+    cli_bench = Path(__file__).resolve().parent / "bench_cli.py"
+    if not args.no_cli:
+        out.write("\nphlo materialize and phlo dev against native Dagster and dbt (bench/bench_cli.py):\n")
+        out.flush()
+        subprocess.run([sys.executable, str(cli_bench), "--repeats", str(args.repeats)], check=True)
 
 
 if __name__ == "__main__":
