@@ -25,7 +25,7 @@ _ROW = re.compile(r"^(\S+)\s+\[.*?\]\s+\[.*?\]\s+\[(.*)\]$")
 
 @pytest.fixture
 def operator_account(testbed: Testbed, namespace: str, tmp_path: Path) -> Iterator[str]:
-    """The chart's ServiceAccount and RBAC (default values: namespaced mode), without the rest of the chart."""
+    """The chart's ServiceAccount and RBAC (default values: namespaced mode), not the rest of the chart."""
     release = f"rbac-{uuid.uuid4().hex[:6]}"
     objects = [o for o in template(tmp_path, namespace=namespace, release=release) if o["kind"] in RBAC_KINDS]
     testbed.kubectl(
@@ -62,8 +62,8 @@ def test_the_operator_can_do_exactly_what_is_documented(
     testbed: Testbed, namespace: str, operator_account: str
 ) -> None:
     """Mutation (2026-12-06): "delete" added to the phloworkflows rule in rbac.py, then `make generate` (the
-    chart renders rbac.py): this test failed (the ServiceAccount could delete phloworkflows, the table does not
-    say so), and so did tests/unit/test_rbac_documented.py."""
+    chart renders rbac.py): this test failed (the ServiceAccount could delete phloworkflows, the table does
+    not say so), and so did tests/unit/test_rbac_documented.py."""
     doc = rbac_documented.documented()
     cluster = {(g, r, v) for scope, g, r, v in doc if scope == "cluster"}
     everywhere = {(g, r, v) for _scope, g, r, v in doc}
