@@ -20,7 +20,7 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.8
 UV := .testbed/tools/uv-$(UV_VERSION)/bin/uv
 
-.PHONY: realnode-up realnode-down e2e venv lock images demo test unit integration lint format generate testbed-binaries testbed-up testbed-down postgres-up postgres-down bench kind-e2e clean
+.PHONY: realnode-up realnode-down e2e venv lock images demo test unit integration reliability lint format generate testbed-binaries testbed-up testbed-down postgres-up postgres-down bench kind-e2e clean
 
 # The quickstart's example plugin is never installed here (every project using this venv would gain its assets):
 # `make demo` and the quickstart's tests put it on PYTHONPATH (phlo_dagster/demo.py). A venv an older Makefile
@@ -104,6 +104,17 @@ unit: venv
 
 integration: venv testbed-binaries
 	$(PY) -m pytest -m integration tests
+
+## The figures of RELIABILITY.md: the bad-input corpus (tests/corpus) on the bed, the property tests over the model
+## with RELIABILITY_EXAMPLES examples and the server-side dry runs of what it renders with RELIABILITY_BED_EXAMPLES,
+## the documented RBAC. `make test` runs the same tests with 100 and 15 examples.
+RELIABILITY_EXAMPLES ?= 2000
+RELIABILITY_BED_EXAMPLES ?= 500
+RELIABILITY_TESTS := tests/unit/test_corpus.py tests/unit/test_model_properties.py tests/unit/test_rbac_documented.py \
+	tests/integration/test_corpus.py tests/integration/test_render_dry_run.py tests/integration/test_rbac_documented.py
+reliability: venv testbed-binaries
+	PHLO_PROPERTY_EXAMPLES=$(RELIABILITY_EXAMPLES) PHLO_PROPERTY_BED_EXAMPLES=$(RELIABILITY_BED_EXAMPLES) \
+		$(PY) -m pytest -s --durations=0 $(RELIABILITY_TESTS)
 
 ## The whole suite, in three passes so the slow cold build of the Go binaries overlaps other work. While
 ## tests/testbed/build.sh builds them in the background (cached by version; a build .ci/run started is waited

@@ -4,6 +4,7 @@ server-side dry runs of what it renders (tests/integration)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import string
 from typing import Any
@@ -197,6 +198,7 @@ def toleration(draw: st.DrawFn) -> dict[str, Any]:
     return out
 
 
+# Deep-copied per example: mangled_specs edits what it draws in place.
 AFFINITY = st.sampled_from(
     [
         None,
@@ -223,7 +225,7 @@ AFFINITY = st.sampled_from(
             }
         },
     ]
-)
+).map(copy.deepcopy)
 
 
 def _optional(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -357,7 +359,7 @@ def mangled_specs(draw: st.DrawFn) -> Any:
     """A valid spec with one field (at any depth) replaced by arbitrary JSON, or arbitrary JSON outright."""
     if draw(st.integers(0, 9)) == 0:
         return draw(JSON)
-    spec = draw(specs())
+    spec = copy.deepcopy(draw(specs()))
     node: Any = spec
     path = [draw(st.sampled_from(FIELDS))]
     while isinstance(node.get(path[-1]), dict) and node[path[-1]] and draw(st.booleans()):
