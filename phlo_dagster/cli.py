@@ -446,7 +446,7 @@ def materialize_assets(
         raise CliError(f"--partition {partition}: none of the selected assets is partitioned")
     names = ", ".join(sorted(k.to_user_string() for k in keys))
     progress(f"materializing {names}" + (f" (partition {partition})" if partition else ""))
-    with local_instance() as instance, terminal_stderr() as progress_stream:
+    with local_instance() as instance, terminal_stderr() as progress_stream, dagster_logs_not_repeated():
         if partition is not None:
             with partition_loading_context(dynamic_partitions_store=instance):
                 for key in keys:
@@ -517,6 +517,19 @@ def terminal_stderr() -> Iterator[TextIO]:
         return
     with os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace") as stream:
         yield stream
+
+
+@contextmanager
+def dagster_logs_not_repeated() -> Iterator[None]:
+    """Dagster's own python logger (`dagster.builtin`, which dagster-dbt writes to) reaches the run's loggers,
+    the progress lines; kept from the root logger's handler too, it printed each line a second time."""
+    dagster_log = logging.getLogger("dagster.builtin")
+    before = dagster_log.propagate
+    dagster_log.propagate = False
+    try:
+        yield
+    finally:
+        dagster_log.propagate = before
 
 
 def progress_logger(stream: TextIO | None = None) -> Any:
