@@ -1054,7 +1054,8 @@ def test_any_legal_cr_name_gets_valid_children(kc: Kubectl, operator: Operator) 
         "secret",
         "generic",
         "pg",
-        *(f"--from-literal={k}=x" for k in ("host", "port", "user", "password", "database")),
+        *(f"--from-literal={k}=x" for k in ("host", "user", "password", "database")),
+        "--from-literal=port=5432",  # the operator checks that it is a port number
     )
     doc = yaml.safe_load(WORKFLOW.read_text())
     doc["metadata"]["name"] = name

@@ -36,7 +36,8 @@ def test_all_namespaces_reconciles_every_namespace_with_cluster_peering(
     teams = ["team-a", "team-b"]
     for ns in teams:
         bed.kubectl("create", "namespace", ns)
-        keys = [f"--from-literal={k}=x" for k in ("host", "port", "user", "password", "database")]
+        keys = [f"--from-literal={k}=x" for k in ("host", "user", "password", "database")]
+        keys.append("--from-literal=port=5432")  # the operator checks that it is a port number
         bed.kubectl("-n", ns, "create", "secret", "generic", "pg", *keys)
         doc = yaml.safe_load(WORKFLOW.read_text())
         doc["spec"]["storage"] = {"postgres": {"secretName": "pg"}}
