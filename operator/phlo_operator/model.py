@@ -568,7 +568,11 @@ class Postgres(_Model):
         description="On CR deletion keep (Retain) or delete (Delete) the managed PostgreSQL PVC and Secret.",
     )
     image: str = Field(
-        default="postgres:17-alpine", description="Image of the managed PostgreSQL.", min_length=1
+        default="postgres:17-alpine",
+        description="Image of the managed PostgreSQL: [registry/]path[:tag][@digest].",
+        min_length=1,
+        max_length=1024,
+        pattern=IMAGE_REFERENCE,
     )
     storage_size: str = Field(
         default=_SIZE,
