@@ -52,7 +52,9 @@ def test_sigterm_to_make_demo_leaves_no_process(tmp_path: Path) -> None:
     make = start_logged(["make", "-s", "-f", str(makefile), "demo"], cwd=tmp_path, env=env, log=log)
     try:
         deadline = time.monotonic() + 600
-        while "press Ctrl-C to stop" not in log.read_text(errors="replace"):
+        # The demo's own last line (phlo dev's "instance: ...; press Ctrl-C to stop" comes before the demo
+        # has materialized its first partition).
+        while "\npress Ctrl-C to stop\n" not in log.read_text(errors="replace"):
             assert make.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(2)
