@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,20 @@ from tests.testbed import cluster, state
 from tests.testbed import postgres as pg
 from tests.testbed.cluster import Testbed
 from tests.testbed.postgres import Postgres
+
+
+@pytest.fixture(autouse=True)
+def default_sigterm() -> None:
+    """Every test starts with SIGTERM at its default, as a shell leaves it for the processes a user starts.
+
+    Dagster's in-process execution (execute_in_process, `phlo materialize` called in-process) copies SIGINT's
+    handler onto SIGTERM when it restores its interrupt handlers; where the test run's SIGINT is ignored (a
+    `make test` started in the background, as CI does), SIGTERM stayed ignored in this process and in every
+    process a later test started, so they could not be stopped by SIGTERM: `make demo` never passed one on
+    (test_demo_signals failed in every CI run of 2026-12-06, never alone).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 
 # kwok's pods serve nothing: operators the integration tests start (as processes) count pods available as
 # Ready instead of asking a webserver for its code location. The real-node suite (tests/e2e) runs the
