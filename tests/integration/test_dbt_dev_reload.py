@@ -3,7 +3,6 @@ reloads the code location, and so does "Reload" (the code server compiles change
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -13,21 +12,17 @@ import pytest
 
 from phlo_dagster import graphql
 from tests.integration.local_processes import start_logged, stop
-from tests.integration.test_dbt_projects import SHOP, env_for, wait_for_line
+from tests.integration.test_dbt_projects import (
+    env_for,
+    shop_project,  # noqa: F401 (the `project` fixture)
+    wait_for_line,
+)
 from tests.operator_process import free_port
 
 pytestmark = pytest.mark.integration
 
 LOYALTY = "select customer_id, order_count from {{ ref('customers') }}\n"
 ASSET_KEYS = "{ assetNodes { assetKey { path } } }"
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(SHOP, root / "shop", ignore=shutil.ignore_patterns("target", "logs", "*.duckdb"))
-    (tmp_path / "tmp").mkdir()
-    return root
 
 
 def asset_keys(url: str) -> set[str]:

@@ -40,9 +40,10 @@ register_asset(AssetSpec(key="reports.summary", deps=["customers"], run=RunSpec(
 """
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A folder holding the dbt project as shop/ and nothing else (no workflows/)."""
+@pytest.fixture(name="project")
+def shop_project(tmp_path: Path) -> Path:
+    """A folder holding the dbt project as shop/ and nothing else (no workflows/); the dbt test modules share
+    it as `project`."""
     root = tmp_path / "project"
     shutil.copytree(SHOP, root / "shop", ignore=shutil.ignore_patterns("target", "logs", "*.duckdb"))
     (tmp_path / "tmp").mkdir()

@@ -13,7 +13,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.integration.test_dbt_projects import SHOP, env_for, error_block, phlo
+from tests.integration.test_dbt_projects import (
+    env_for,
+    error_block,
+    phlo,
+    shop_project,  # noqa: F401 (the `project` fixture)
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +38,6 @@ ENTRY_POINTS = (
     "from importlib.metadata import entry_points\n"
     "print(sorted(f'{e.group}:{e.name}' for e in entry_points() if e.group.startswith('phlo.plugins.')))\n"
 )
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """The dbt project as shop/ in a folder of its own (no workflows/)."""
-    root = tmp_path / "project"
-    shutil.copytree(SHOP, root / "shop", ignore=shutil.ignore_patterns("target", "logs", "*.duckdb"))
-    (tmp_path / "tmp").mkdir()
-    return root
 
 
 def materialized(result: subprocess.CompletedProcess[str]) -> set[str]:
