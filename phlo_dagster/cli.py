@@ -34,6 +34,7 @@ from phlo_dagster.constants import (
     ENV_WORKFLOWS_PATH,
     METRICS_PATH,
 )
+from phlo_dagster.dev_code import CodeServer, free_port, shared_workspace, wait_serving
 from phlo_dagster.services import (
     DAEMON_SERVICE,
     WEBSERVER_SERVICE,
@@ -203,14 +204,23 @@ def run_dev(
     home.init_storage()
     env.update(home.env())
     services = [DagsterServicePlugin().definition(port), DagsterDaemonServicePlugin().definition()]
+    workspace, code_servers = dev_workspace(home)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     files: Any = None
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     with sigterm_as_interrupt():
         try:
+            # One code server per location, shared by the webserver and the daemon (the definitions load
+            # once, not once per service), serving before either starts, as `dagster dev` does.
+            located: dict[str, subprocess.Popen[bytes]] = {}
+            for server in code_servers:
+                progress(f"starting the code server of location {server.location}")
+                located[server.location] = spawn(server.argv, cwd=project, env=env)
+                procs[f"code server {server.location}"] = located[server.location]
+            wait_serving(code_servers, located, load_timeout)
             for definition in services:
                 argv = render_command(
-                    definition.command, host=host, ports=definition.ports, workspace=home.workspace_yaml
+                    definition.command, host=host, ports=definition.ports, workspace=workspace
                 )
                 progress(f"starting {definition.name}")
                 procs[definition.name] = spawn(argv, cwd=project, env={**env, **definition.env})
@@ -246,6 +256,29 @@ def run_dev(
                 terminate_groups([proc.pid for proc in procs.values()])
                 for proc in procs.values():
                     proc.wait()
+
+
+def dev_workspace(home: PhloHome) -> tuple[Path, list[CodeServer]]:
+    """The workspace `phlo dev` gives its services (.phlo/dev-workspace.yaml) and the shared code servers
+    it points at, made from the project's .phlo/workspace.yaml."""
+    import yaml
+
+    path = home.workspace_yaml
+    try:
+        workspace = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"{path}: not a readable workspace file ({one_line(str(exc), 200)})") from None
+    if not isinstance(workspace, dict) or not isinstance(workspace.get("load_from", []), list):
+        raise CliError(f"{path}: expected a mapping with a load_from list, as Dagster's workspace.yaml")
+    shared, servers = shared_workspace(workspace, path.parent, free_port)
+    if not servers:
+        return path, []
+    target = home.root / "dev-workspace.yaml"
+    target.write_text(
+        "# Written by `phlo dev` from workspace.yaml (edit that one): its code servers, shared by the\n"
+        "# webserver and the daemon.\n" + yaml.safe_dump(shared, sort_keys=False)
+    )
+    return target, servers
 
 
 def check_host(host: str) -> None:

@@ -314,3 +314,39 @@ def test_demo_serves_and_exits_after_its_first_run(tmp_path: Path) -> None:
     assert "succeeded" in result.stdout
     with socket.socket() as sock:  # the demo stopped `phlo dev`: nothing listens on the port any more
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def cmdlines_under(root: Path) -> list[list[str]]:
+    """Command lines of the live processes that name a path under root."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode() for a in argv if a]
+        if any(str(root) in a for a in args):
+            found.append(args)
+    return found
+
+
+@pytest.mark.parametrize("dev_server", ["sqlite"], indirect=True)
+def test_webserver_and_daemon_share_one_code_server(dev_server: tuple[str, Path]) -> None:
+    """Both services read a workspace of grpc_server entries that point at the one `dagster code-server
+    start` process of `phlo dev`, so the definitions load once (each service used to start its own)."""
+    base, log = dev_server
+    project = log.parent / "project"
+    services = [a for a in cmdlines_under(project) if "--workspace" in a or "-w" in a]
+    workspaces = {a[a.index("--workspace" if "--workspace" in a else "-w") + 1] for a in services}
+    assert len(services) == 2 and workspaces == {str(project / ".phlo" / "dev-workspace.yaml")}, services
+    entries = yaml.safe_load(Path(workspaces.pop()).read_text())["load_from"]
+    assert [list(e) for e in entries] == [["grpc_server"]], entries
+    port = str(entries[0]["grpc_server"]["port"])
+    code_servers = [a for a in cmdlines_under(project) if "code-server" in a]
+    assert len(code_servers) == 1 and a_port(code_servers[0]) == port, code_servers
+    entry = graphql(base, LOCATION_STATUS, {})["workspaceOrError"]["locationEntries"][0]
+    assert (entry["name"], entry["locationOrLoadError"]["__typename"]) == ("phlo", "RepositoryLocation")
+
+
+def a_port(argv: list[str]) -> str:
+    return argv[argv.index("--port") + 1]
