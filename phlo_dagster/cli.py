@@ -217,7 +217,8 @@ def run_dev(
                 progress(f"starting the code server of location {server.location}")
                 located[server.location] = spawn(server.argv, cwd=project, env=env)
                 procs[f"code server {server.location}"] = located[server.location]
-            wait_serving(code_servers, located, load_timeout)
+            # The proxy serves once its code has loaded (or failed to: the webserver then shows why).
+            wait_serving(code_servers, located, DEV_START_TIMEOUT_S + load_timeout if load_timeout else 0)
             for definition in services:
                 argv = render_command(
                     definition.command, host=host, ports=definition.ports, workspace=workspace

@@ -141,6 +141,7 @@ def wait_serving(
         if deadline is not None and time.monotonic() >= deadline:
             names = ", ".join(s.location for s in waiting)
             raise CliError(
-                f"code location {names} did not start serving within {timeout:.0f}s (--load-timeout)"
+                f"the code server of location {names} did not start serving within {timeout:.0f}s "
+                "(its start plus --load-timeout)"
             )
         time.sleep(0.2)
