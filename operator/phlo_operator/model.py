@@ -429,6 +429,28 @@ class _PodAnnotated(_Model):
         return _check_keys(value, "annotation")
 
 
+class LocalObjectReference(_Model):
+    """An object in the PhloWorkflow's namespace, by name."""
+
+    name: str = Field(description="Name of the object.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+class ServiceAccountSettings(_Model):
+    """The ServiceAccount the operator generates for the Dagster pods and runs."""
+
+    annotations: dict[str, AnnotationValue] = Field(
+        default_factory=dict,
+        description="Annotations of the generated ServiceAccount, e.g. for workload identity "
+        "(eks.amazonaws.com/role-arn, iam.gke.io/gcp-service-account, azure.workload.identity/client-id). "
+        "Not with serviceAccountName: annotate an existing ServiceAccount yourself.",
+    )
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "annotation")
+
+
 class Workflows(_Model):
     """Where the Phlo workflow modules live inside the image."""
 
@@ -687,6 +709,12 @@ class Metrics(_Model):
         return self
 
 
+_SA_ANNOTATIONS_MESSAGE = (
+    "serviceAccount.annotations are for the generated ServiceAccount: with serviceAccountName, "
+    "annotate that ServiceAccount instead"
+)
+
+
 class PhloWorkflowSpec(_Model):
     """Desired state of a Dagster deployment running Phlo workflows."""
 
@@ -698,7 +726,12 @@ class PhloWorkflowSpec(_Model):
                     " || !has(self.webserver.port) || self.metrics.port != self.webserver.port"
                     " || (has(self.metrics.enabled) && !self.metrics.enabled)",
                     "message": "metrics.port must differ from webserver.port (both are ports of one Service)",
-                }
+                },
+                {
+                    "rule": "!has(self.serviceAccountName) || !has(self.serviceAccount)"
+                    " || !has(self.serviceAccount.annotations) || size(self.serviceAccount.annotations) == 0",
+                    "message": _SA_ANNOTATIONS_MESSAGE,
+                },
             ]
         }
     )
@@ -740,6 +773,18 @@ class PhloWorkflowSpec(_Model):
         max_length=253,
         pattern=DNS_SUBDOMAIN,
     )
+    service_account: ServiceAccountSettings = Field(
+        default_factory=ServiceAccountSettings,
+        description="Settings of the ServiceAccount the operator generates (without serviceAccountName).",
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        description="Secrets (type kubernetes.io/dockerconfigjson) to pull images from private registries, "
+        "in the PhloWorkflow's namespace; set on every pod: webserver, daemon, code server, "
+        "dbt-compile Jobs, managed PostgreSQL and run pods (with another runLauncher.namespace they must "
+        "exist there too).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")
     suspend: bool = Field(
         default=False, description="Scale every Dagster Deployment to 0; storage and data are kept."
@@ -750,6 +795,21 @@ class PhloWorkflowSpec(_Model):
         if self.metrics.enabled and self.metrics.port == self.webserver.port:
             raise ValueError("metrics.port must differ from webserver.port (both are ports of one Service)")
         return self
+
+    @model_validator(mode="after")
+    def _annotations_need_generated_account(self) -> PhloWorkflowSpec:
+        if self.service_account_name and self.service_account.annotations:
+            raise ValueError(_SA_ANNOTATIONS_MESSAGE)
+        return self
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _distinct_pull_secrets(cls, value: list[LocalObjectReference]) -> list[LocalObjectReference]:
+        names = [ref.name for ref in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"imagePullSecrets: {name} appears twice")
+        return value
 
     @field_validator("node_selector")
     @classmethod

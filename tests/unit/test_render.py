@@ -256,7 +256,8 @@ def test_user_env_scheduling_and_service_account() -> None:
     assert spec["serviceAccountName"] == "team-sa"
     ctr = spec["containers"][0]
     assert {"name": "A", "value": "1"} in ctr["env"] and ctr["envFrom"] == [{"configMapRef": {"name": "cm"}}]
-    assert "ServiceAccount" not in [o["kind"] for o in d.objects]
+    accounts = [o["metadata"]["name"] for o in d.objects if o["kind"] == "ServiceAccount"]
+    assert accounts == ["demo-postgres"]  # PostgreSQL's own; no generated Dagster ServiceAccount
     rb = next(o for o in d.objects if o["kind"] == "RoleBinding")
     assert rb["subjects"][0]["name"] == "team-sa"
 

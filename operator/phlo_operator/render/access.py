@@ -11,13 +11,16 @@ from phlo_operator.vocabulary import RBAC
 
 
 def service_account(wf: Workflow) -> dict[str, Any] | None:
-    """None when spec.serviceAccountName names an existing one."""
+    """None when spec.serviceAccountName names an existing one. Annotations: e.g. workload identity."""
     if wf.spec.service_account_name:
         return None
+    meta = wf.metadata("dagster", RBAC)
+    if wf.spec.service_account.annotations:
+        meta["annotations"] = dict(wf.spec.service_account.annotations)
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": wf.metadata("dagster", RBAC),
+        "metadata": meta,
         "automountServiceAccountToken": False,
     }
 

@@ -69,9 +69,10 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
         absent.append(("v1", "ServiceAccount", wf.namespace, wf.child("dagster")))
     objects += [access.role(wf), access.role_binding(wf)]
     if spec.storage.postgres.is_managed:
-        objects += [postgres.service(wf), postgres.statefulset(wf)]
+        objects += [postgres.service_account(wf), postgres.service(wf), postgres.statefulset(wf)]
     else:
         absent += [
+            ("v1", "ServiceAccount", wf.namespace, wf.postgres_service_account),
             ("apps/v1", "StatefulSet", wf.namespace, wf.child(postgres.COMPONENT)),
             ("v1", "Service", wf.namespace, wf.child(postgres.COMPONENT)),
         ]

@@ -52,6 +52,13 @@ def run_k8s_config(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, A
     }
 
 
+def _pull_secrets(wf: Workflow) -> dict[str, Any]:
+    """The launcher puts these on every run pod, before any a run's dagster-k8s/config tag adds."""
+    if not wf.spec.image_pull_secrets:
+        return {}
+    return {"image_pull_secrets": [{"name": ref.name} for ref in wf.spec.image_pull_secrets]}
+
+
 def dagster_yaml(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
     """The Dagster instance config; secrets are read from env at runtime, never written here."""
     return {
@@ -84,6 +91,7 @@ def dagster_yaml(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any
                 "service_account_name": wf.service_account,
                 "load_incluster_config": True,
                 "run_k8s_config": run_k8s_config(wf, dbt_init),
+                **_pull_secrets(wf),
             },
         },
         # The daemon's run monitor enforces max_runtime_seconds (the dagster/max_runtime tag) and fails

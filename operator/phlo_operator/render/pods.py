@@ -162,9 +162,17 @@ def pod_spec(
         "containers": containers,
         "volumes": volumes,
     }
+    spec.update(pull_secrets(wf))
     spec.update(scheduling(wf))
     spec.update(extra)
     return spec
+
+
+def pull_secrets(wf: Workflow) -> dict[str, Any]:
+    """imagePullSecrets of every pod the workflow runs (none: the key is left out)."""
+    if not wf.spec.image_pull_secrets:
+        return {}
+    return {"imagePullSecrets": [{"name": ref.name} for ref in wf.spec.image_pull_secrets]}
 
 
 def scheduling(wf: Workflow) -> dict[str, Any]:

@@ -52,6 +52,16 @@ def run_secret_copy(wf: Workflow, data: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def service_account(wf: Workflow) -> dict[str, Any]:
+    """PostgreSQL's own ServiceAccount: bound to no Role and without a token, not the namespace's default."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": wf.metadata(COMPONENT, COMPONENT),
+        "automountServiceAccountToken": False,
+    }
+
+
 def service(wf: Workflow) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -107,7 +117,9 @@ def statefulset(wf: Workflow) -> dict[str, Any]:
     if pg.storage_class_name:
         pvc_spec["storageClassName"] = pg.storage_class_name
     pod: dict[str, Any] = {
+        "serviceAccountName": wf.postgres_service_account,
         "automountServiceAccountToken": False,
+        **pods.pull_secrets(wf),
         "securityContext": pods.pod_security_context(POSTGRES_UID),
         "containers": [container],
         "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],

@@ -101,6 +101,10 @@ class Workflow:
         return self.spec.service_account_name or self.child("dagster")
 
     @property
+    def postgres_service_account(self) -> str:
+        return self.child("postgres")
+
+    @property
     def webserver_url(self) -> str:
         return f"http://{self.webserver_service}.{self.namespace}.svc:{self.spec.webserver.port}"
 
