@@ -319,6 +319,11 @@ def specs(draw: st.DrawFn) -> Spec:
         spec["webserver"] = webserver
     if metrics:
         spec["metrics"] = metrics
+    pull = draw(st.lists(dns_subdomain(60), max_size=3, unique=True))
+    if pull:
+        spec["imagePullSecrets"] = [{"name": n} for n in pull]
+    if "serviceAccountName" not in spec and draw(st.booleans()):
+        spec["serviceAccount"] = {"annotations": draw(annotations())}
     return spec
 
 
