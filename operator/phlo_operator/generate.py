@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,11 +36,31 @@ def write_vocabulary(root: Path) -> list[Path]:
     return written
 
 
+INSTANCE_SCHEMA = Path("operator/phlo_operator/dagster_instance_schema.json")
+
+
+def instance_schema_text() -> str:
+    """Dagster's instance config schema, exported by the runtime package in a process of its own (the operator
+    never imports Dagster)."""
+    command = [sys.executable, "-m", "phlo_dagster.instance_schema"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def write_instance_schema(root: Path) -> list[Path]:
+    text = instance_schema_text()
+    path = root / INSTANCE_SCHEMA
+    if path.exists() and path.read_text() == text:
+        return []
+    path.write_text(text)
+    return [INSTANCE_SCHEMA]
+
+
 # name -> function(repo_root) returning the files it wrote. Other areas append their generators here.
 GENERATORS: dict[str, Generator] = {
     "crd": crdgen.write,
     "chart": chart_generate.write_files,  # after "crd": the chart embeds a copy of the CRD
     "vocabulary": write_vocabulary,
+    "instance-schema": write_instance_schema,
 }
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from phlo_dagster import constants as c
+from phlo_operator.instance_schema import max_concurrency_limit
 
 GROUP = "phlo.dev"
 VERSION = "v1alpha1"
@@ -665,6 +666,118 @@ class RunLauncher(_Model):
     )
 
 
+class TagConcurrencyLimit(_Model):
+    """At most `limit` runs in progress among the runs with a tag (and value)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.value) || !has(self.applyLimitPerUniqueValue)"
+                    " || !self.applyLimitPerUniqueValue",
+                    "message": "set value or applyLimitPerUniqueValue, not both",
+                }
+            ]
+        }
+    )
+
+    key: str = Field(description="Run tag key, e.g. dagster/backfill or team.", min_length=1, max_length=1024)
+    value: str | None = Field(
+        default=None,
+        description="Tag value the limit applies to (default: every run with the key, all values together).",
+        max_length=1024,
+    )
+    apply_limit_per_unique_value: bool | None = Field(
+        default=None, description="Apply the limit to each value of the key separately (excludes value)."
+    )
+    limit: int = Field(ge=0, le=INT32_MAX, description="Runs with this tag that may be in progress at once.")
+
+    @model_validator(mode="after")
+    def _one_value(self) -> TagConcurrencyLimit:
+        if self.value is not None and self.apply_limit_per_unique_value:
+            raise ValueError("set value or applyLimitPerUniqueValue, not both")
+        return self
+
+
+class RunCoordinator(_Model):
+    """The run queue (Dagster's QueuedRunCoordinator): how many runs may be in progress at once."""
+
+    max_concurrent_runs: int | None = Field(
+        default=None,
+        ge=-1,
+        le=INT32_MAX,
+        description="Runs in progress at once; more wait in the queue (default: Dagster's 10). "
+        "-1: no limit; 0: launch nothing.",
+    )
+    tag_concurrency_limits: list[TagConcurrencyLimit] = Field(
+        default_factory=list,
+        description="Limits for runs carrying a tag ({key, value, limit}); a run waits while one is reached.",
+    )
+
+
+class RunRetries(_Model):
+    """Automatic re-execution of failed runs by the daemon (Dagster's run_retries)."""
+
+    max_retries: int = Field(
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="Times a failed run is retried (0: never); a run's dagster/max_retries tag overrides it.",
+    )
+    retry_on_asset_or_op_failure: bool = Field(
+        default=True,
+        description="Retry runs that failed because an asset or op failed; false retries only runs whose "
+        "worker crashed or was stopped (op and asset retry policies handle the rest).",
+    )
+
+
+_DAYS = "Days ticks with status {} are kept (-1: forever)."
+
+
+class TickRetention(_Model):
+    """Days schedule or sensor ticks are kept, by tick status; unset statuses keep Dagster's default."""
+
+    started: int | None = Field(default=None, ge=-1, le=INT32_MAX, description=_DAYS.format("started"))
+    skipped: int | None = Field(default=None, ge=-1, le=INT32_MAX, description=_DAYS.format("skipped"))
+    success: int | None = Field(default=None, ge=-1, le=INT32_MAX, description=_DAYS.format("success"))
+    failure: int | None = Field(default=None, ge=-1, le=INT32_MAX, description=_DAYS.format("failure"))
+
+
+class Retention(_Model):
+    """How long the daemon keeps tick history (Dagster's retention); Dagster's default keeps every tick
+    except skipped sensor ticks (7 days)."""
+
+    schedule: TickRetention | None = Field(default=None, description="Schedule ticks.")
+    sensor: TickRetention | None = Field(default=None, description="Sensor ticks.")
+    auto_materialize: TickRetention | None = Field(
+        default=None, description="Automation (declarative) ticks."
+    )
+
+
+class Pools(_Model):
+    """Concurrency pools: limits on ops or assets that share a pool (Dagster's concurrency.pools)."""
+
+    default_limit: int | None = Field(
+        default=None,
+        ge=0,
+        le=max_concurrency_limit(),
+        description="Slots of a pool that has no limit of its own (default: unlimited).",
+    )
+    granularity: Literal["run", "op"] | None = Field(
+        default=None, description="Enforce pool limits per op (op) or per run (run); default: Dagster's."
+    )
+
+
+class Concurrency(_Model):
+    """Concurrency limits beyond the run queue."""
+
+    pools: Pools | None = Field(
+        default=None,
+        description="Pool limits. With pools set, the run queue's limits (runCoordinator) are written under "
+        "dagster.yaml's concurrency.runs, as Dagster requires.",
+    )
+
+
 class ServiceMonitor(_Model):
     """A Prometheus Operator ServiceMonitor for the webserver's /metrics."""
 
@@ -786,6 +899,18 @@ class PhloWorkflowSpec(_Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")
+    run_coordinator: RunCoordinator = Field(
+        default_factory=RunCoordinator, description="The run queue: runs in progress at once, tag limits."
+    )
+    run_retries: RunRetries | None = Field(default=None, description="Retry failed runs automatically.")
+    retention: Retention | None = Field(default=None, description="Days schedule and sensor ticks are kept.")
+    concurrency: Concurrency | None = Field(default=None, description="Concurrency pools.")
+    instance_config: dict[str, Any] | None = _preserve(
+        "More dagster.yaml settings, merged over what the operator renders as a JSON merge patch (RFC 7386: "
+        "objects merge key by key, a null removes a key, anything else replaces). The result is checked "
+        "against Dagster's instance schema (of the Dagster version of this release's runtime image) before "
+        "anything rolls; a refused merge names the key."
+    )
     suspend: bool = Field(
         default=False, description="Scale every Dagster Deployment to 0; storage and data are kept."
     )

@@ -99,6 +99,37 @@ def test_camel_case_fields_from_the_issue_contract_parse() -> None:
             {"image": "i", "nodeSelector": {"pool": "a b"}},
             "spec.nodeSelector: pool: 'a b' is not a valid label",
         ),
+        (
+            {"image": "i", "runCoordinator": {"maxConcurrentRuns": -2}},
+            "spec.runCoordinator.maxConcurrentRuns: Input should be greater than or equal to -1",
+        ),
+        (
+            {"image": "i", "runCoordinator": {"tagConcurrencyLimits": [{"key": "k", "limit": -1}]}},
+            "spec.runCoordinator.tagConcurrencyLimits.0.limit",
+        ),
+        (
+            {
+                "image": "i",
+                "runCoordinator": {
+                    "tagConcurrencyLimits": [
+                        {"key": "k", "value": "v", "applyLimitPerUniqueValue": True, "limit": 1}
+                    ]
+                },
+            },
+            "set value or applyLimitPerUniqueValue, not both",
+        ),
+        ({"image": "i", "runRetries": {"maxRetries": -1}}, "spec.runRetries.maxRetries"),
+        ({"image": "i", "retention": {"sensor": {"skiped": 1}}}, "spec.retention.sensor.skiped"),
+        ({"image": "i", "retention": {"schedule": {"success": -2}}}, "spec.retention.schedule.success"),
+        (
+            {"image": "i", "concurrency": {"pools": {"defaultLimit": 1001}}},
+            "spec.concurrency.pools.defaultLimit: Input should be less than or equal to 1000",
+        ),
+        (
+            {"image": "i", "concurrency": {"pools": {"granularity": "step"}}},
+            "spec.concurrency.pools.granularity",
+        ),
+        ({"image": "i", "instanceConfig": [1]}, "spec.instanceConfig"),
         ({"image": "i", "env": [{"name": "X", "valueFrom": {}}]}, "set exactly one of secretKeyRef"),
         ({"image": "i", "tolerations": [{"operator": "Sometimes"}]}, "spec.tolerations.0.operator"),
         ({"image": "i", "envFrom": [{"secretRef": {"nam": "x"}}]}, "spec.envFrom.0.secretRef.nam"),

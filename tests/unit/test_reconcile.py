@@ -384,6 +384,28 @@ def test_an_invalid_spec_touches_nothing() -> None:
     assert ("Warning", "InvalidSpec") in [(e.type, e.reason) for e in bed.kube.events]
 
 
+def test_an_instance_config_dagster_refuses_touches_nothing_and_says_which_key() -> None:
+    bed = Bed(instanceConfig={"run_coordinator": {"config": {"max_concurent_runs": 3}}})
+    result = bed.run()
+    assert result.outcome == "invalid"
+    assert [k for (_, k, _, _) in bed.kube.objects] == [m.KIND]  # not even the managed Secret
+    degraded = bed.condition("Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.instanceConfig" in degraded["message"]
+    assert "root:run_coordinator:config: unexpected key 'max_concurent_runs'" in degraded["message"]
+
+
+def test_a_refused_instance_config_on_a_running_workflow_rolls_nothing() -> None:
+    bed = Bed(dbt={"enabled": False})
+    bed.ready()
+    before = copy.deepcopy(bed.kube.objects)
+    bed.patch_spec(instanceConfig={"telemetry": {"enabled": "no"}})
+    assert bed.run().outcome == "invalid"
+    children = {ref: obj for ref, obj in bed.kube.objects.items() if ref != CR_REF}
+    assert children == {ref: obj for ref, obj in before.items() if ref != CR_REF}
+    assert bed.condition("Degraded")["reason"] == "InvalidSpec"
+
+
 def test_a_missing_service_monitor_api_is_one_warning_and_recorded_in_status() -> None:
     bed = Bed(dbt={"enabled": False}, metrics={"enabled": True, "serviceMonitor": {"enabled": True}})
     bed.run()

@@ -323,3 +323,134 @@ def test_dagster_yaml_passes_instance_schema(monkeypatch: pytest.MonkeyPatch) ->
     assert result.success, result.errors
     # max_runtime_seconds from RunSpec is enforced by the daemon's run monitor only when it is on.
     assert doc["run_monitoring"]["enabled"] is True
+
+
+# -- instance settings: the run queue, retries, tick retention, pools, free-form instance config
+def _coordinator(doc: dict[str, Any]) -> Any:
+    """The run coordinator Dagster builds from the rendered dagster.yaml."""
+    from dagster._serdes.config_class import ConfigurableClassData
+
+    section = doc["run_coordinator"]
+    return ConfigurableClassData(
+        section["module"], section["class"], yaml.safe_dump(section.get("config") or {})
+    ).rehydrate()
+
+
+def test_the_run_queue_settings_reach_dagsters_queued_run_coordinator() -> None:
+    default = _coordinator(instance_yaml(wf()))
+    assert default.get_run_queue_config().max_concurrent_runs == 10  # Dagster's default, nothing rendered
+    limits = [
+        {"key": "team", "value": "ml", "limit": 1},
+        {"key": "dagster/backfill", "limit": 3},
+        {"key": "tenant", "applyLimitPerUniqueValue": True, "limit": 2},
+    ]
+    doc = instance_yaml(wf(runCoordinator={"maxConcurrentRuns": 2, "tagConcurrencyLimits": limits}))
+    queue = _coordinator(doc).get_run_queue_config()
+    assert queue.max_concurrent_runs == 2
+    assert queue.tag_concurrency_limits == [
+        {"key": "team", "value": "ml", "limit": 1},
+        {"key": "dagster/backfill", "limit": 3},
+        {"key": "tenant", "value": {"applyLimitPerUniqueValue": True}, "limit": 2},
+    ]
+    assert "concurrency" not in doc
+
+
+def test_with_pools_the_run_limits_move_to_concurrency_runs() -> None:
+    """Dagster refuses run-queue limits in the coordinator's config once concurrency is configured."""
+    from dagster._core.instance.config import ConcurrencyConfig
+
+    doc = instance_yaml(
+        wf(
+            runCoordinator={"maxConcurrentRuns": 4},
+            concurrency={"pools": {"defaultLimit": 3, "granularity": "op"}},
+        )
+    )
+    assert "config" not in doc["run_coordinator"]
+    settings = ConcurrencyConfig.from_concurrency_settings(
+        doc["concurrency"], _coordinator(doc).get_run_queue_config()
+    )
+    assert settings.run_queue_config is not None and settings.run_queue_config.max_concurrent_runs == 4
+    assert settings.pool_config.default_pool_limit == 3
+    assert (
+        settings.pool_config.pool_granularity is not None
+        and settings.pool_config.pool_granularity.value == "op"
+    )
+
+
+def test_run_retries_and_tick_retention_render_as_dagster_reads_them() -> None:
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.instance.config import get_default_tick_retention_settings, get_tick_retention_settings
+    from dagster._core.scheduler.instigation import TickStatus
+
+    assert "run_retries" not in instance_yaml(wf()) and "retention" not in instance_yaml(wf())
+    doc = instance_yaml(
+        wf(
+            runRetries={"maxRetries": 2, "retryOnAssetOrOpFailure": False},
+            retention={"sensor": {"skipped": 1, "failure": 30}, "schedule": {"success": -1}},
+        )
+    )
+    assert doc["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
+    sensor = get_tick_retention_settings(
+        doc["retention"]["sensor"], get_default_tick_retention_settings(InstigatorType.SENSOR)
+    )
+    assert sensor[TickStatus.SKIPPED] == 1 and sensor[TickStatus.FAILURE] == 30
+    assert sensor[TickStatus.SUCCESS] == -1  # unset: Dagster's default
+    assert doc["retention"]["schedule"] == {"purge_after_days": {"success": -1}}
+    off = instance_yaml(wf(runRetries={"maxRetries": 0}))
+    assert off["run_retries"]["enabled"] is False
+
+
+def test_instance_config_is_merged_last_as_a_json_merge_patch() -> None:
+    doc = instance_yaml(
+        wf(
+            runCoordinator={"maxConcurrentRuns": 2},
+            instanceConfig={
+                "run_coordinator": {"config": {"max_concurrent_runs": 7, "dequeue_interval_seconds": 2}},
+                "run_monitoring": {"poll_interval_seconds": 10},
+                "telemetry": None,
+                "sensors": {"use_threads": True, "num_workers": 4},
+            },
+        )
+    )
+    assert doc["run_coordinator"]["config"] == {"max_concurrent_runs": 7, "dequeue_interval_seconds": 2}
+    assert doc["run_coordinator"]["class"] == "QueuedRunCoordinator"  # objects merge key by key
+    assert doc["run_monitoring"] == {
+        "enabled": True,
+        "start_timeout_seconds": 300,
+        "poll_interval_seconds": 10,
+    }
+    assert "telemetry" not in doc  # null removes
+    assert doc["sensors"] == {"use_threads": True, "num_workers": 4}
+    assert _coordinator(doc).get_run_queue_config().max_concurrent_runs == 7
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            {"instanceConfig": {"run_coordinator": {"config": {"max_concurent_runs": 3}}}},
+            "spec.instanceConfig: Dagster 1.13.27 would refuse the resulting dagster.yaml: "
+            "root:run_coordinator:config: unexpected key 'max_concurent_runs'",
+        ),
+        (
+            {"instanceConfig": {"telemetry": {"enabled": "no"}}},
+            'root:telemetry:enabled: "no" is not a boolean',
+        ),
+        ({"instanceConfig": {"schedulez": {}}}, "root: unexpected key 'schedulez'"),
+        (
+            {
+                "concurrency": {"pools": {"defaultLimit": 1}},
+                "instanceConfig": {"run_queue": {"max_concurrent_runs": 1}},
+            },
+            "root:run_queue:max_concurrent_runs: excluded by concurrency.runs/pools",
+        ),
+    ],
+)
+def test_an_instance_config_dagster_refuses_is_an_invalid_spec_naming_the_key(
+    spec: dict[str, Any], expected: str
+) -> None:
+    from phlo_operator.model import InvalidSpec
+
+    with pytest.raises(InvalidSpec) as err:
+        render_all(wf(**spec))
+    assert expected in str(err.value)

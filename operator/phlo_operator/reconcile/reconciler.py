@@ -67,6 +67,8 @@ class Reconciler:
         wf = Workflow(name, namespace, cr["metadata"]["uid"], spec, generation)
         try:
             observed = self.converge(wf, dict(cr.get("status") or {}), ledger)
+        except m.InvalidSpec as exc:  # found while rendering (e.g. Dagster refuses the merged dagster.yaml)
+            return self._report(cr, st.Observed(generation, invalid=str(exc)), ledger, "invalid")
         except ApiError as exc:
             log.warning("reconcile %s/%s: %s", namespace, name, exc)
             with contextlib.suppress(ApiError):  # the status write failing too changes nothing: retried
@@ -86,9 +88,9 @@ class Reconciler:
             hpa_targets=take(steps.hpa_targets(kube, wf)),
             service_monitor_api=take(steps.service_monitor_api(kube, wf, previous)),
         )
+        desired = render_all(wf, facts)  # before any write: a spec the renderers refuse changes nothing
         storage = take(steps.storage(kube, wf))
         missing = take(steps.references(kube, wf))
-        desired = render_all(wf, facts)
         workloads = take(steps.children(kube, desired, wf))
         take(steps.absent(kube, desired.absent))
         dbt = take(steps.dbt_compile(kube, wf, desired.dbt_job, previous))

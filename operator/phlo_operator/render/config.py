@@ -7,6 +7,8 @@ from typing import Any
 import yaml
 
 from phlo_dagster import constants as c
+from phlo_operator import instance_schema
+from phlo_operator import model as m
 from phlo_operator.render import pods
 from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DAGSTER_HOME, Workflow
@@ -59,8 +61,90 @@ def _pull_secrets(wf: Workflow) -> dict[str, Any]:
     return {"image_pull_secrets": [{"name": ref.name} for ref in wf.spec.image_pull_secrets]}
 
 
+def run_queue(spec: m.PhloWorkflowSpec) -> dict[str, Any]:
+    """spec.runCoordinator as Dagster's run-queue settings (empty: Dagster's defaults)."""
+    queue: dict[str, Any] = {}
+    coordinator = spec.run_coordinator
+    if coordinator.max_concurrent_runs is not None:
+        queue["max_concurrent_runs"] = coordinator.max_concurrent_runs
+    if coordinator.tag_concurrency_limits:
+        limits = []
+        for tag in coordinator.tag_concurrency_limits:
+            limit: dict[str, Any] = {"key": tag.key, "limit": tag.limit}
+            if tag.value is not None:
+                limit["value"] = tag.value
+            elif tag.apply_limit_per_unique_value:
+                limit["value"] = {"applyLimitPerUniqueValue": True}
+            limits.append(limit)
+        queue["tag_concurrency_limits"] = limits
+    return queue
+
+
+def instance_settings(spec: m.PhloWorkflowSpec) -> dict[str, Any]:
+    """The typed instance settings: run queue, run retries, tick retention, concurrency pools."""
+    coordinator: dict[str, Any] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+    out: dict[str, Any] = {"run_coordinator": coordinator}
+    queue = run_queue(spec)
+    pools = spec.concurrency.pools if spec.concurrency else None
+    if pools is not None:
+        # Dagster refuses run-queue limits in the coordinator's config once concurrency is configured.
+        pool_config = {"default_limit": pools.default_limit, "granularity": pools.granularity}
+        out["concurrency"] = {"pools": {k: v for k, v in pool_config.items() if v is not None}}
+        if queue:
+            out["concurrency"]["runs"] = queue
+    elif queue:
+        coordinator["config"] = queue
+    if spec.run_retries is not None:
+        retries = spec.run_retries
+        out["run_retries"] = {
+            "enabled": retries.max_retries > 0,
+            "max_retries": retries.max_retries,
+            "retry_on_asset_or_op_failure": retries.retry_on_asset_or_op_failure,
+        }
+    if spec.retention is not None:
+        retention = {}
+        for kind, ticks in (
+            ("schedule", spec.retention.schedule),
+            ("sensor", spec.retention.sensor),
+            ("auto_materialize", spec.retention.auto_materialize),
+        ):
+            days = ticks.model_dump(exclude_none=True) if ticks else {}
+            if days:
+                retention[kind] = {"purge_after_days": days}
+        if retention:
+            out["retention"] = retention
+    return out
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null removes the key, any other value replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
 def dagster_yaml(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
-    """The Dagster instance config; secrets are read from env at runtime, never written here."""
+    """The Dagster instance config, checked against Dagster's instance schema; raises InvalidSpec naming
+    the key Dagster would refuse. Secrets are read from env at runtime, never written here."""
+    rendered = merge_patch(_operator_instance(wf, dbt_init), instance_settings(wf.spec))
+    merged: dict[str, Any] = merge_patch(rendered, wf.spec.instance_config or {})
+    problems = instance_schema.problems(merged)
+    if problems:
+        field = "spec.instanceConfig" if wf.spec.instance_config else "spec"
+        raise m.InvalidSpec(
+            f"{field}: Dagster {instance_schema.dagster_version()} would refuse the resulting dagster.yaml: "
+            + "; ".join(problems)
+        )
+    return merged
+
+
+def _operator_instance(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "storage": {
             "postgres": {
@@ -74,10 +158,6 @@ def dagster_yaml(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any
                     "scheme": "postgresql+psycopg2",
                 }
             }
-        },
-        "run_coordinator": {
-            "module": "dagster.core.run_coordinator",
-            "class": "QueuedRunCoordinator",
         },
         "run_launcher": {
             "module": "dagster_k8s",
