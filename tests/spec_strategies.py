@@ -253,6 +253,30 @@ def storage(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+def tag_limit() -> st.SearchStrategy[dict[str, Any]]:
+    base = {"key": st.text(min_size=1, max_size=30), "limit": st.integers(0, m.INT32_MAX)}
+    return st.one_of(
+        st.fixed_dictionaries(base, optional={"value": st.text(max_size=30)}),
+        st.fixed_dictionaries({**base, "applyLimitPerUniqueValue": st.booleans()}),
+    )
+
+
+def tick_days() -> st.SearchStrategy[dict[str, Any]]:
+    days = st.integers(-1, m.INT32_MAX)
+    return _optional(started=days, skipped=days, success=days, failure=days)
+
+
+# dagster.yaml additions Dagster accepts (whatever the typed settings beside them).
+INSTANCE_CONFIGS: list[dict[str, Any]] = [
+    {},
+    {"telemetry": None},
+    {"run_monitoring": {"poll_interval_seconds": 10, "max_resume_run_attempts": 0}},
+    {"sensors": {"use_threads": True, "num_workers": 4}, "schedules": {"use_threads": True}},
+    {"run_coordinator": {"config": {"dequeue_interval_seconds": 2}}},
+    {"code_servers": {"reload_timeout": 120}, "python_logs": {"python_log_level": "INFO"}},
+]
+
+
 @st.composite
 def specs(draw: st.DrawFn) -> Spec:
     """A spec the operator must accept: every field optional, any legal value."""
@@ -302,6 +326,20 @@ def specs(draw: st.DrawFn) -> Spec:
                 affinity=AFFINITY.filter(lambda a: a is not None),
                 serviceAccountName=dns_subdomain(60),
                 suspend=st.booleans(),
+                runCoordinator=_optional(
+                    maxConcurrentRuns=st.integers(-1, m.INT32_MAX),
+                    tagConcurrencyLimits=st.lists(tag_limit(), max_size=3),
+                ),
+                runRetries=_optional(
+                    maxRetries=st.integers(0, m.INT32_MAX), retryOnAssetOrOpFailure=st.booleans()
+                ),
+                retention=_optional(schedule=tick_days(), sensor=tick_days(), autoMaterialize=tick_days()),
+                concurrency=_optional(
+                    pools=_optional(
+                        defaultLimit=st.integers(0, 1000), granularity=st.sampled_from(["run", "op"])
+                    )
+                ),
+                instanceConfig=st.sampled_from(INSTANCE_CONFIGS),
             )
         )
     )
@@ -356,6 +394,11 @@ FIELDS = [
     "serviceAccountName",
     "metrics",
     "suspend",
+    "runCoordinator",
+    "runRetries",
+    "retention",
+    "concurrency",
+    "instanceConfig",
 ]
 
 
