@@ -312,6 +312,7 @@ def specs(draw: st.DrawFn) -> Spec:
                 ),
                 daemon=_optional(resources=resources(), podAnnotations=annotations()),
                 codeServer=_optional(
+                    image=image(),
                     replicas=st.integers(0, m.INT32_MAX),
                     port=st.integers(1, 65535),
                     resources=resources(),

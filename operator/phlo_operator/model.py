@@ -38,6 +38,7 @@ RESERVED_ENV = frozenset(
         c.ENV_PG_PASSWORD,
         c.ENV_PG_DB,
         "DAGSTER_CURRENT_IMAGE",
+        "DAGSTER_CONTAINER_CONTEXT",
     }
 )
 
@@ -521,6 +522,16 @@ class Daemon(_PodAnnotated):
 
 class CodeServer(_PodAnnotated):
     """The gRPC user-code server that loads the Phlo definitions."""
+
+    image: str | None = Field(
+        default=None,
+        description="Image with the workflows and the dbt project, for the code server, its dbt compile "
+        "and its runs (default: spec.image): [registry/]path[:tag][@digest]. A change rolls only the code "
+        "server; the webserver and the daemon run spec.image and keep running.",
+        min_length=1,
+        max_length=1024,
+        pattern=IMAGE_REFERENCE,
+    )
 
     replicas: int = Field(
         default=1,

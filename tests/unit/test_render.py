@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,14 +268,102 @@ def test_rendering_is_pure() -> None:
     assert render_all(wf(dbt={"enabled": True})) == render_all(wf(dbt={"enabled": True}))
 
 
-def test_run_pods_get_the_dbt_init_container_and_psycopg2_storage() -> None:
-    doc = instance_yaml(wf(dbt={"enabled": True}))
-    run = doc["run_launcher"]["config"]["run_k8s_config"]
-    assert run["pod_spec_config"]["initContainers"][0]["command"] == ["phlo", "dbt", "compile"]
-    assert {"name": "dbt-target", "emptyDir": {}} in run["pod_spec_config"]["volumes"]
-    assert doc["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
-    env = {e["name"]: e.get("value") for e in run["container_config"]["env"]}
+def run_pod(w: Workflow, tmp_path: Path) -> Any:
+    """The pod spec of a run Job as Dagster's own K8sRunLauncher builds it from what the operator renders:
+    the launcher from dagster.yaml, the run's image and container context from the code server's env (as
+    `dagster api grpc` reads DAGSTER_CURRENT_IMAGE and DAGSTER_CONTAINER_CONTEXT into the code location)."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._serdes.config_class import ConfigurableClassData
+    from dagster_k8s.job import construct_dagster_k8s_job
+
+    kubeconfig = tmp_path / "kubeconfig"  # the launcher loads credentials when it is built; nothing is called
+    cluster = {"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}
+    context = {"name": "c", "context": {"cluster": "c", "user": "u"}}
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {"clusters": [cluster], "users": [{"name": "u", "user": {}}], "contexts": [context]}
+            | {"current-context": "c"}
+        )
+    )
+    launcher_config = instance_yaml(w)["run_launcher"]["config"]
+    launcher_config.update(load_incluster_config=False, kubeconfig_file=str(kubeconfig))
+    launcher: Any = ConfigurableClassData(
+        "dagster_k8s", "K8sRunLauncher", yaml.safe_dump(launcher_config)
+    ).rehydrate()
+    code_server = render_all(w).code_server["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in code_server["env"]}
+    location = RepositoryPythonOrigin(
+        executable_path="python",
+        code_pointer=ModuleCodePointer("phlo_dagster.definitions", "defs", working_directory=None),
+        container_image=env["DAGSTER_CURRENT_IMAGE"],
+        container_context=json.loads(env.get("DAGSTER_CONTAINER_CONTEXT") or "{}"),
+    )
+    run = DagsterRun(job_name="job", run_id="r1", job_code_origin=JobPythonOrigin("job", location))
+    context_for_run = launcher.get_container_context_for_run(run)
+    job = construct_dagster_k8s_job(
+        job_config=context_for_run.get_k8s_job_config(
+            job_image=location.container_image, run_launcher=launcher
+        ),
+        args=["dagster", "api", "execute_run"],
+        job_name="run-r1",
+        pod_name="run-r1",
+        component="run_worker",
+        user_defined_k8s_config=context_for_run.run_k8s_config,
+        labels={},
+        env_vars=[],
+    )
+    return job.spec.template.spec
+
+
+def test_run_pods_get_the_code_image_and_the_dbt_init_container_through_dagsters_launcher(
+    tmp_path: Path,
+) -> None:
+    w = wf(dbt={"enabled": True}, codeServer={"image": "team/code:7"})
+    pod = run_pod(w, tmp_path)
+    assert pod.containers[0].image == "team/code:7"
+    [init] = pod.init_containers
+    assert init.command == ["phlo", "dbt", "compile"] and init.image == "team/code:7"
+    assert [v.name for v in pod.volumes] == ["tmp", "dagster-home", "dbt-target"]
+    assert [m.name for m in pod.containers[0].volume_mounts] == ["tmp", "dagster-home", "dbt-target"]
+    env = {e.name: e.value for e in pod.containers[0].env}
     assert env["PHLO_DBT_COMPILE_ON_LOAD"] == "false"
+    assert pod.security_context.run_as_non_root is True
+    plain = run_pod(wf(), tmp_path)
+    assert plain.containers[0].image == "img:1" and not plain.init_containers
+    assert [v.name for v in plain.volumes] == ["tmp", "dagster-home"]
+    assert instance_yaml(w)["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+
+def test_dagster_yaml_holds_nothing_of_the_code_image() -> None:
+    w = wf(dbt={"enabled": True}, codeServer={"image": "team/code:7"})
+    text = config.instance_configmap(w, shared(w))["data"]["dagster.yaml"]
+    assert "team/code" not in text and "job_image" not in text
+
+
+def test_a_code_image_change_leaves_the_webserver_and_daemon_pod_templates_byte_identical() -> None:
+    def templates(w: Workflow) -> dict[str, str]:
+        d = render_all(w)
+        out = {
+            o["metadata"]["name"]: json.dumps(o["spec"]["template"], sort_keys=True)
+            for o in d.objects
+            if o["kind"] == "Deployment"
+        }
+        out["instance"] = json.dumps(config.instance_configmap(w, shared(w)), sort_keys=True)
+        out["code-server"] = json.dumps(d.code_server["spec"]["template"], sort_keys=True)
+        out["dbt-job"] = json.dumps(d.dbt_job, sort_keys=True)
+        return out
+
+    before = templates(wf(dbt={"enabled": True}, codeServer={"image": "team/code:1"}))
+    after = templates(wf(dbt={"enabled": True}, codeServer={"image": "team/code:2"}))
+    for unchanged in ("demo-webserver", "demo-daemon", "instance"):
+        assert before[unchanged] == after[unchanged], unchanged
+    assert before["code-server"] != after["code-server"] and before["dbt-job"] != after["dbt-job"]
+    # Without codeServer.image, spec.image is the code image and the webserver's and daemon's own image too.
+    moved = templates(wf(dbt={"enabled": True}, image="img:2"))
+    assert moved["demo-webserver"] != templates(wf(dbt={"enabled": True}))["demo-webserver"]
+    assert moved["instance"] == templates(wf(dbt={"enabled": True}))["instance"]
 
 
 def test_runs_in_another_namespace_read_a_copy_of_the_storage_secret() -> None:

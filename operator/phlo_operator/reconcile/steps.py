@@ -317,7 +317,8 @@ def dbt_inputs(wf: Workflow) -> str:
         fields.append(f"spec.dbt.profilesDir {dbt.profiles_dir}")
     if dbt.target:
         fields.append(f"spec.dbt.target {dbt.target}")
-    return ", ".join([*fields, f"spec.image {wf.spec.image}"])
+    image = "spec.codeServer.image" if wf.spec.code_server.image else "spec.image"
+    return ", ".join([*fields, f"{image} {wf.code_image}"])
 
 
 def superseded_jobs(kube: Api, wf: Workflow, keep: str) -> Found[None]:

@@ -39,7 +39,7 @@ def ref(obj: dict[str, Any]) -> Ref:
 def shared(wf: Workflow) -> Shared:
     """What several renderers need, each computed once."""
     dbt_init = dbt.dbt_init_container(wf) if wf.spec.dbt.enabled else None
-    instance, workspace = config.dagster_yaml(wf, dbt_init), config.workspace_yaml(wf)
+    instance, workspace = config.dagster_yaml(wf), config.workspace_yaml(wf)
     return Shared(
         env=pods.dagster_env(wf),
         dbt_hash=dbt.spec_hash(wf),

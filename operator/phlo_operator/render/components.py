@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from phlo_dagster import constants as c
-from phlo_operator.render import pods
+from phlo_operator.render import config, pods
 from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Workflow, digest
 from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
@@ -53,7 +54,7 @@ def _deployment(
 def code_server_server_id(wf: Workflow, shared: Shared) -> str:
     """One id per code version, shared by every replica, so the webserver does not see replicas as changes."""
     return digest(
-        [wf.spec.image, shared.env, pods.user_env_from(wf), wf.spec.workflows.path, shared.dbt_hash]
+        [wf.code_image, shared.env, pods.user_env_from(wf), wf.spec.workflows.path, shared.dbt_hash]
     )
 
 
@@ -72,11 +73,17 @@ def code_server_deployment(
         mounts.append(pods.dbt_target_mount())
         volumes.append(pods.dbt_target_volume())
         init.append(shared.dbt_init)
+    # Dagster launches this location's runs with its image and container context (dagster.yaml has neither).
+    env = [*shared.env, {"name": "DAGSTER_CURRENT_IMAGE", "value": wf.code_image}]
+    context = config.location_container_context(shared.dbt_init)
+    if context is not None:
+        env.append({"name": "DAGSTER_CONTAINER_CONTEXT", "value": json.dumps(context, sort_keys=True)})
     main = pods.container(
         wf,
         "code-server",
         command,
-        [*shared.env, {"name": "DAGSTER_CURRENT_IMAGE", "value": spec.image}],
+        env,
+        image=wf.code_image,
         ports=[{"name": "grpc", "containerPort": port, "protocol": "TCP"}],
         readinessProbe={
             "grpc": {"port": port, "service": "DagsterApi"},

@@ -19,8 +19,9 @@ def _env(name: str) -> dict[str, str]:
     return {"env": name}
 
 
-def run_k8s_config(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
-    """Raw Kubernetes config for run Jobs: TTL, labels for the NetworkPolicy, hardened pods, the same env."""
+def run_k8s_config(wf: Workflow) -> dict[str, Any]:
+    """Raw Kubernetes config for run Jobs: TTL, labels for the NetworkPolicy, hardened pods, the same env.
+    Nothing of the code location (its image, its dbt init container): see location_container_context."""
     container: dict[str, Any] = {
         "env": pods.dagster_env(wf, wf.run_postgres_secret),
         "securityContext": pods.container_security_context(),
@@ -35,11 +36,6 @@ def run_k8s_config(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, A
         "securityContext": pods.pod_security_context(),
         "volumes": pods.base_volumes(),
     }
-    if dbt_init is not None:
-        # Run workers load the definitions too: they get the code server's dbt init container.
-        container["volumeMounts"].append(pods.dbt_target_mount())
-        pod_spec["volumes"] = [*pod_spec["volumes"], pods.dbt_target_volume()]
-        pod_spec["initContainers"] = [dbt_init]
     pod_spec.update(pods.scheduling(wf))
     return {
         "job_spec_config": {
@@ -51,6 +47,23 @@ def run_k8s_config(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, A
         "pod_template_spec_metadata": {"labels": wf.selector(RUN)},
         "container_config": container,
         "pod_spec_config": pod_spec,
+    }
+
+
+def location_container_context(dbt_init: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the code location adds to its run pods: with dbt, the compile as an init container (run workers
+    load the definitions too) in the code image. The code server hands it to Dagster
+    (DAGSTER_CONTAINER_CONTEXT); dagster-k8s merges it over the launcher's run_k8s_config, lists appended. So
+    dagster.yaml, which the webserver and the daemon mount, holds nothing that changes with the code image."""
+    if dbt_init is None:
+        return None
+    return {
+        "k8s": {
+            "run_k8s_config": {
+                "container_config": {"volumeMounts": [pods.dbt_target_mount()]},
+                "pod_spec_config": {"volumes": [pods.dbt_target_volume()], "initContainers": [dbt_init]},
+            }
+        }
     }
 
 
@@ -129,10 +142,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-def dagster_yaml(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
+def dagster_yaml(wf: Workflow) -> dict[str, Any]:
     """The Dagster instance config, checked against Dagster's instance schema; raises InvalidSpec naming
     the key Dagster would refuse. Secrets are read from env at runtime, never written here."""
-    rendered = merge_patch(_operator_instance(wf, dbt_init), instance_settings(wf.spec))
+    rendered = merge_patch(_operator_instance(wf), instance_settings(wf.spec))
     merged: dict[str, Any] = merge_patch(rendered, wf.spec.instance_config or {})
     problems = instance_schema.problems(merged)
     if problems:
@@ -144,7 +157,7 @@ def dagster_yaml(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any
     return merged
 
 
-def _operator_instance(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[str, Any]:
+def _operator_instance(wf: Workflow) -> dict[str, Any]:
     return {
         "storage": {
             "postgres": {
@@ -166,11 +179,10 @@ def _operator_instance(wf: Workflow, dbt_init: dict[str, Any] | None) -> dict[st
                 "instance_config_map": wf.instance_configmap,
                 "dagster_home": DAGSTER_HOME,
                 "job_namespace": wf.run_namespace,
-                "job_image": wf.spec.image,
                 "image_pull_policy": wf.spec.image_pull_policy,
                 "service_account_name": wf.service_account,
                 "load_incluster_config": True,
-                "run_k8s_config": run_k8s_config(wf, dbt_init),
+                "run_k8s_config": run_k8s_config(wf),
                 **_pull_secrets(wf),
             },
         },

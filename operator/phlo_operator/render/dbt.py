@@ -19,7 +19,7 @@ def spec_hash(wf: Workflow) -> str | None:
         return None
     dbt = spec.dbt.model_dump(by_alias=True, exclude={"pod_annotations"})
     return digest(
-        [spec.image, dbt, spec.workflows.path, pods.user_env(wf), pods.user_env_from(wf)], length=10
+        [wf.code_image, dbt, spec.workflows.path, pods.user_env(wf), pods.user_env_from(wf)], length=10
     )
 
 
@@ -40,6 +40,7 @@ def dbt_init_container(wf: Workflow) -> dict[str, Any]:
         "dbt-compile",
         ["phlo", "dbt", "compile"],
         dbt_env(wf),
+        image=wf.code_image,
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
         resources=pods.resources(wf.spec.code_server.resources),
     )

@@ -134,12 +134,17 @@ def dbt_target_mount() -> dict[str, Any]:
 
 
 def container(
-    wf: Workflow, name: str, command: list[str], env: list[dict[str, Any]], **extra: Any
+    wf: Workflow,
+    name: str,
+    command: list[str],
+    env: list[dict[str, Any]],
+    image: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A Dagster container with the common image, envFrom and security settings."""
+    """A Dagster container with spec.image (or the image given), envFrom and the security settings."""
     body: dict[str, Any] = {
         "name": name,
-        "image": wf.spec.image,
+        "image": image or wf.spec.image,
         "imagePullPolicy": wf.spec.image_pull_policy,
         "command": command,
         "env": env,

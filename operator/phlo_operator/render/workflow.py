@@ -30,6 +30,11 @@ class Workflow:
     generation: int = 1
 
     @property
+    def code_image(self) -> str:
+        """The image of the code location: code server, dbt compile, run pods."""
+        return self.spec.code_server.image or self.spec.image
+
+    @property
     def run_namespace(self) -> str:
         return self.spec.run_launcher.namespace or self.namespace
 
