@@ -228,6 +228,62 @@ AFFINITY = st.sampled_from(
 ).map(copy.deepcopy)
 
 
+def pod_overrides(container: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Fragments the operator accepts: a volume mounted into the component's container, a sidecar, pod
+    labels and annotations, security-context fields that stay within Pod Security restricted."""
+    volume = {"name": "extra", "configMap": {"name": "extra-files", "optional": True}}
+    mount = {"name": "extra", "mountPath": "/etc/extra", "readOnly": True}
+    return st.sampled_from(
+        [
+            {"spec": {"volumes": [volume], "containers": [{"name": container, "volumeMounts": [mount]}]}},
+            {"spec": {"initContainers": [{"name": "wait", "image": "busybox:1", "command": ["true"]}]}},
+            {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "proxy",
+                            "image": "proxy:1",
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/t"}],
+                        }
+                    ]
+                }
+            },
+            {"metadata": {"labels": {"example.com/tier": "gold"}, "annotations": {"example.com/x": "y"}}},
+            {
+                "spec": {
+                    "securityContext": {"runAsUser": 2000, "runAsGroup": 2000, "fsGroup": 2000},
+                    "containers": [
+                        {
+                            "name": container,
+                            "securityContext": {
+                                "readOnlyRootFilesystem": False,
+                                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+                            },
+                            "env": [{"name": "EXTRA", "value": "1"}],
+                        }
+                    ],
+                }
+            },
+        ]
+    ).map(copy.deepcopy)
+
+
+def pod_settings(container: str) -> st.SearchStrategy[dict[str, Any]]:
+    """A component's own pod settings (over the spec-level ones)."""
+    return _optional(
+        env=env(),
+        envFrom=env_from(),
+        nodeSelector=st.dictionaries(qualified_name(), label_value(), max_size=2),
+        tolerations=st.lists(toleration(), max_size=2),
+        affinity=AFFINITY.filter(lambda a: a is not None),
+        labels=st.dictionaries(qualified_name(), label_value(), max_size=2).filter(
+            lambda d: not any(k.startswith("app.kubernetes.io/") for k in d)
+        ),
+        priorityClassName=dns_subdomain(60),
+        podOverrides=pod_overrides(container),
+    )
+
+
 def _optional(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries({}, optional=fields)
 
@@ -309,6 +365,7 @@ def specs(draw: st.DrawFn) -> Spec:
                         st.characters(exclude_categories=("Cs", "Cc", "Zs")), min_size=1, max_size=20
                     ).filter(lambda t: not any(c.isspace() for c in t)),
                     podAnnotations=annotations(),
+                    resources=resources(),
                 ),
                 daemon=_optional(resources=resources(), podAnnotations=annotations()),
                 codeServer=_optional(
@@ -350,6 +407,9 @@ def specs(draw: st.DrawFn) -> Spec:
             resources=resources(),
             serviceType=st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]),
             podAnnotations=annotations(),
+            pathPrefix=st.lists(
+                st.from_regex(r"[-A-Za-z0-9._~]{1,12}", fullmatch=True), min_size=1, max_size=3
+            ).map(lambda parts: "/" + "/".join(parts)),
         )
     )
     if web_port is not None:
@@ -358,6 +418,19 @@ def specs(draw: st.DrawFn) -> Spec:
         spec["webserver"] = webserver
     if metrics:
         spec["metrics"] = metrics
+    for field, container in (
+        ("webserver", "webserver"),
+        ("daemon", "daemon"),
+        ("codeServer", "code-server"),
+        ("dbt", "dbt-compile"),
+    ):
+        own = draw(pod_settings(container))
+        if own:
+            spec[field] = {**spec.get(field, {}), **own}
+    runs = draw(pod_settings("dagster"))
+    runs.update(draw(_optional(resources=resources(), podAnnotations=annotations())))
+    if runs:
+        spec["runLauncher"] = {**spec.get("runLauncher", {}), "runs": runs}
     pull = draw(st.lists(dns_subdomain(60), max_size=3, unique=True))
     if pull:
         spec["imagePullSecrets"] = [{"name": n} for n in pull]

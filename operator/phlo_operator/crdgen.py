@@ -23,6 +23,7 @@ _KEEP = {
     "maximum",
     "minLength",
     "maxLength",
+    "maxItems",
     "pattern",
     "format",
     "items",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, Overflow, localcontext
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from phlo_dagster import constants as c
+from phlo_operator import pod_fragment
 from phlo_operator.instance_schema import max_concurrency_limit
 
 GROUP = "phlo.dev"
@@ -93,6 +94,8 @@ _RESOURCE_FIELD = re.compile(r"(limits|requests)\.(cpu|memory|ephemeral-storage|
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 INT32_MAX = 2**31 - 1
+# A URL path prefix: segments of unreserved characters (and percent escapes), no trailing slash.
+PATH_PREFIX = r"^(/[-A-Za-z0-9._~%]+)+$"
 DEFAULT_METRICS_SERVICE_PORT = 9090
 _LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _QUALIFIED_KEY = re.compile(rf"^({DNS_SUBDOMAIN[1:-1]}/)?{_LABEL_NAME}$")
@@ -431,6 +434,114 @@ class _PodAnnotated(_Model):
         return _check_keys(value, "annotation")
 
 
+def _check_env(env: list[EnvVar], field: str) -> list[EnvVar]:
+    """Names the operator sets are refused; names must be valid and distinct."""
+    seen: set[str] = set()
+    for var in env:
+        if var.name in RESERVED_ENV:
+            raise ValueError(f"{var.name} is set by the operator; remove it from {field}")
+        if not _ENV_NAME.fullmatch(var.name):
+            raise ValueError(f"{var.name!r} is not a valid environment variable name")
+        if var.name in seen:
+            raise ValueError(f"{var.name} appears twice")
+        seen.add(var.name)
+    return env
+
+
+_OVERRIDES_HELP = (
+    "A PodTemplateSpec fragment ({metadata: {labels, annotations}, spec: {...}}) merged last into the pod "
+    "template, with Kubernetes' strategic-merge rules: containers, initContainers, volumes, env and "
+    "imagePullSecrets merged by name, volumeMounts by mountPath, ports by containerPort; maps merged; other "
+    "lists and scalars replaced; null removes a field. For volumes and mounts, sidecars, init containers and "
+    "security-context changes. A new container starts from the hardened security context; anything Pod "
+    "Security 'restricted' refuses (privileged, privilege escalation, root, added capabilities other than "
+    "NET_BIND_SERVICE, seccomp other than RuntimeDefault/Localhost, host namespaces, ports or paths) is "
+    "refused with InvalidSpec naming the field, and nothing is applied."
+)
+
+
+# Bounds on a component's env, envFrom and tolerations: each item carries CEL rules, and the API server
+# refuses a CRD whose estimated rule cost (rules x items) exceeds its budget.
+COMPONENT_LIST_MAX = 64
+
+
+class PodSettings(_PodAnnotated):
+    """Settings of one component's pods. Each adds to, or overrides, the spec-level setting of the same name:
+    env by name (the component's entry wins), envFrom appended, nodeSelector merged (the component's value
+    wins), tolerations appended, affinity merged per kind (nodeAffinity, podAffinity, podAntiAffinity: the
+    component's wins); then podOverrides is merged over the result."""
+
+    # The containers the operator renders in this component's pods (podOverrides may change them).
+    CONTAINERS: ClassVar[frozenset[str]] = frozenset()
+
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Extra env of this component's main container, after spec.env: an entry with the name "
+        "of a spec.env entry replaces it (names the operator sets are refused).",
+        max_length=COMPONENT_LIST_MAX,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list,
+        description="ConfigMaps/Secrets whose keys become env of this component's main container, after "
+        "spec.envFrom (a later source wins a duplicate key).",
+        max_length=COMPONENT_LIST_MAX,
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels this component's pods require, merged over spec.nodeSelector.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Tolerations of this component's pods, after spec.tolerations.",
+        max_length=COMPONENT_LIST_MAX,
+    )
+    affinity: dict[str, Any] | None = _preserve(
+        "Affinity of this component's pods, as in a Pod spec; each of nodeAffinity, podAffinity and "
+        "podAntiAffinity set here replaces the one in spec.affinity."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels of this component's pods and of its Deployment or Job (the operator's "
+        "app.kubernetes.io/ labels are refused).",
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        description="PriorityClass of this component's pods.",
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    pod_overrides: dict[str, Any] | None = _preserve(_OVERRIDES_HELP)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: list[EnvVar]) -> list[EnvVar]:
+        return _check_env(env, "env")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "label", label_values=True)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        owned = sorted(set(value) & pod_fragment.OPERATOR_LABELS)
+        if owned:
+            raise ValueError(f"{owned[0]} is set by the operator (its selectors use it)")
+        return _check_keys(value, "label", label_values=True)
+
+    @field_validator("pod_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        problems = pod_fragment.check(value, cls.CONTAINERS, RESERVED_ENV)
+        if problems:
+            raise pod_fragment.FragmentError(problems)
+        return value
+
+
 class LocalObjectReference(_Model):
     """An object in the PhloWorkflow's namespace, by name."""
 
@@ -464,8 +575,12 @@ class Workflows(_Model):
     )
 
 
-class Dbt(_PodAnnotated):
-    """The dbt project compiled by a Job before each code-server rollout."""
+class Dbt(PodSettings):
+    """The dbt project compiled by a Job before each code-server rollout. env, envFrom and resources apply
+    to the compile wherever it runs (the Job, the code server's and run pods' init containers); scheduling,
+    labels, podAnnotations, priorityClassName and podOverrides to the Job's pod."""
+
+    CONTAINERS: ClassVar[frozenset[str]] = frozenset({"dbt-compile"})
 
     enabled: bool = Field(default=False, description="Compile the dbt project and load its models as assets.")
     project_dir: str = Field(
@@ -488,10 +603,15 @@ class Dbt(_PodAnnotated):
     pod_annotations: dict[str, AnnotationValue] = Field(
         default_factory=dict, description="Extra annotations on the dbt-compile Job's pod."
     )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the dbt compile (default: codeServer.resources)."
+    )
 
 
-class Webserver(_PodAnnotated):
+class Webserver(PodSettings):
     """The Dagster webserver: UI, GraphQL API and Prometheus /metrics."""
+
+    CONTAINERS: ClassVar[frozenset[str]] = frozenset({"webserver"})
 
     replicas: int = Field(
         default=1,
@@ -506,13 +626,23 @@ class Webserver(_PodAnnotated):
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         default="ClusterIP", description="Type of the webserver Service."
     )
+    path_prefix: str | None = Field(
+        default=None,
+        description="Serve the UI and /graphql under this path (e.g. /dagster, for an Ingress that routes a "
+        "path): starts with '/', does not end with one. The readiness probe and status.webserverUrl follow "
+        "it; /metrics is also served at the root.",
+        max_length=253,
+        pattern=PATH_PREFIX,
+    )
     pod_annotations: dict[str, AnnotationValue] = Field(
         default_factory=dict, description="Extra annotations on webserver pods."
     )
 
 
-class Daemon(_PodAnnotated):
+class Daemon(PodSettings):
     """The Dagster daemon (schedules, sensors, run queue); always exactly one pod."""
+
+    CONTAINERS: ClassVar[frozenset[str]] = frozenset({"daemon"})
 
     resources: ResourceRequirements | None = Field(default=None, description="Daemon container resources.")
     pod_annotations: dict[str, AnnotationValue] = Field(
@@ -520,7 +650,7 @@ class Daemon(_PodAnnotated):
     )
 
 
-class CodeServer(_PodAnnotated):
+class CodeServer(PodSettings):
     """The gRPC user-code server that loads the Phlo definitions."""
 
     image: str | None = Field(
@@ -532,6 +662,7 @@ class CodeServer(_PodAnnotated):
         max_length=1024,
         pattern=IMAGE_REFERENCE,
     )
+    CONTAINERS: ClassVar[frozenset[str]] = frozenset({"code-server", "dbt-compile"})
 
     replicas: int = Field(
         default=1,
@@ -659,6 +790,48 @@ class Storage(_Model):
     )
 
 
+class Runs(PodSettings):
+    """The pods of Dagster runs (one Job per run), rendered into the K8sRunLauncher's run_k8s_config. A run's
+    `dagster-k8s/config` tag is merged on top by dagster-k8s (by default deep: maps merged, lists appended,
+    values the tag sets replace these)."""
+
+    # dagster-k8s names a run's container "dagster".
+    CONTAINERS: ClassVar[frozenset[str]] = frozenset({"dagster"})
+
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of each run's container (e.g. nvidia.com/gpu for GPU pools)."
+    )
+    pod_annotations: dict[str, AnnotationValue] = Field(
+        default_factory=dict, description="Extra annotations on run pods."
+    )
+
+    @field_validator("pod_overrides")
+    @classmethod
+    def _not_the_location_parts(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """With dbt, the code location adds the dbt-compile init container and the dbt-target volume to its
+        run pods (dagster-k8s appends them): an override of either would be a second one."""
+        spec = (value or {}).get("spec")
+        if not isinstance(spec, dict):
+            return value
+        problems = []
+        for field, owned in (
+            ("containers", "dbt-compile"),
+            ("initContainers", "dbt-compile"),
+            ("volumes", "dbt-target"),
+        ):
+            for i, item in enumerate(spec.get(field) or []):
+                if isinstance(item, dict) and item.get("name") == owned:
+                    problems.append(
+                        (
+                            f"spec.{field}[{i}].name",
+                            f"{owned} comes with the code location (set spec.dbt.env, envFrom or resources)",
+                        )
+                    )
+        if problems:
+            raise pod_fragment.FragmentError(problems)
+        return value
+
+
 class RunLauncher(_Model):
     """How runs are launched: one Kubernetes Job per run (dagster-k8s K8sRunLauncher)."""
 
@@ -674,6 +847,10 @@ class RunLauncher(_Model):
         ge=0,
         le=INT32_MAX,
         description="Seconds a finished run Job (and its pod) is kept before deletion.",
+    )
+    runs: Runs = Field(
+        default_factory=Runs,
+        description="Run pods: resources, scheduling, env, labels and podOverrides (over spec-level ones).",
     )
 
 
@@ -955,16 +1132,7 @@ class PhloWorkflowSpec(_Model):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: list[EnvVar]) -> list[EnvVar]:
-        seen: set[str] = set()
-        for var in env:
-            if var.name in RESERVED_ENV:
-                raise ValueError(f"{var.name} is set by the operator; remove it from spec.env")
-            if not _ENV_NAME.fullmatch(var.name):
-                raise ValueError(f"{var.name!r} is not a valid environment variable name")
-            if var.name in seen:
-                raise ValueError(f"{var.name} appears twice")
-            seen.add(var.name)
-        return env
+        return _check_env(env, "spec.env")
 
 
 def parse_spec(spec: dict[str, Any]) -> PhloWorkflowSpec:
@@ -980,6 +1148,11 @@ def format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in ("spec", *err["loc"]))
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, pod_fragment.FragmentError):
+            # A podOverrides problem: the path goes on inside the fragment.
+            lines += [f"{path}{'.' if inner else ''}{inner}: {msg}" for inner, msg in error.problems]
+            continue
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {msg}")
     return "; ".join(lines)

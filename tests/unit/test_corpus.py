@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from phlo_operator import model as m
 from phlo_operator import vocabulary as v
+from phlo_operator.render import Workflow, render_all
 
 from tests import corpus_manifests
 from tests.corpus_manifests import Case
@@ -59,8 +60,10 @@ INVALID = [c for c in CASES if c.reason == v.INVALID_SPEC]
 
 @pytest.mark.parametrize("case", INVALID, ids=_ids(INVALID))
 def test_operator_judged_cases_are_invalid_with_the_message(case: Case) -> None:
+    """As the reconciler judges: the spec, then the render (a podOverrides merge is judged there)."""
     with pytest.raises(m.InvalidSpec) as raised:
-        m.parse_spec(case.workflow["spec"])
+        spec = m.parse_spec(case.workflow["spec"])
+        render_all(Workflow(case.name, "corpus", "uid", spec))
     for part in case.messages:
         assert part in str(raised.value)
 

@@ -406,6 +406,28 @@ def test_a_refused_instance_config_on_a_running_workflow_rolls_nothing() -> None
     assert bed.condition("Degraded")["reason"] == "InvalidSpec"
 
 
+def test_under_a_path_prefix_the_operator_asks_the_prefixed_graphql_and_reports_that_url() -> None:
+    bed = Bed(webserver={"pathPrefix": "/dagster"})
+    bed.ready()
+    url = f"http://{NAME}-webserver.{NS}.svc:3000/dagster"
+    assert bed.status()["webserverUrl"] == url
+    assert bed.probes and {base for base, _ in bed.probes} == {url}
+
+
+def test_pod_overrides_the_merge_refuses_touch_nothing_and_name_the_field() -> None:
+    """Judged on the merged pod (the model cannot see the webserver's volumes): still nothing applied."""
+    mount = {"name": "webserver", "volumeMounts": [{"name": "certs", "mountPath": "/certs"}]}
+    bed = Bed(webserver={"podOverrides": {"spec": {"containers": [mount]}}})
+    result = bed.run()
+    assert result.outcome == "invalid"
+    assert [k for (_, k, _, _) in bed.kube.objects] == [m.KIND]
+    degraded = bed.condition("Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert degraded["message"].startswith(
+        "spec.webserver.podOverrides.spec.containers[0].volumeMounts[0].name: no volume 'certs'"
+    )
+
+
 def test_a_missing_service_monitor_api_is_one_warning_and_recorded_in_status() -> None:
     bed = Bed(dbt={"enabled": False}, metrics={"enabled": True, "serviceMonitor": {"enabled": True}})
     bed.run()

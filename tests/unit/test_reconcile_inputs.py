@@ -62,6 +62,19 @@ def test_missing_env_sources_and_service_account_are_named_until_they_exist() ->
     assert bed.condition("Ready")["status"] == "True"
 
 
+def test_missing_env_sources_of_a_component_are_named_with_its_field() -> None:
+    bed = Bed(
+        dbt={"enabled": False},
+        daemon={"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "daemon-api", "key": "t"}}}]},
+        runLauncher={"runs": {"envFrom": [{"secretRef": {"name": "run-creds"}}]}},
+    )
+    bed.ready_pods()
+    message = bed.condition("Degraded")["message"]
+    assert bed.condition("Degraded")["reason"] == "ReferenceNotFound"
+    assert "spec.daemon.env[0].valueFrom.secretKeyRef: Secret 'daemon-api' not found" in message
+    assert "spec.runLauncher.runs.envFrom[0].secretRef: Secret 'run-creds' not found" in message
+
+
 @pytest.mark.parametrize(
     ("values", "expected"),
     [

@@ -62,9 +62,10 @@ class Reconciler:
         ledger = Ledger()
         try:
             spec = m.parse_spec(cr.get("spec") or {})
+            wf = Workflow(name, namespace, cr["metadata"]["uid"], spec, generation)
+            render_all(wf)  # a podOverrides merge and dagster.yaml are judged here, before any write
         except m.InvalidSpec as exc:
             return self._report(cr, st.Observed(generation, invalid=str(exc)), ledger, "invalid")
-        wf = Workflow(name, namespace, cr["metadata"]["uid"], spec, generation)
         try:
             observed = self.converge(wf, dict(cr.get("status") or {}), ledger)
         except m.InvalidSpec as exc:  # found while rendering (e.g. Dagster refuses the merged dagster.yaml)

@@ -180,27 +180,44 @@ def references(kube: Api, wf: Workflow) -> Found[Problem | None]:
     def keys_of(obj: Obj) -> set[str]:
         return set(obj.get("data") or {}) | set(obj.get("binaryData") or {})
 
-    for i, var in enumerate(spec.env):
-        source = var.value_from
-        for kind, selector, field in (
-            ("Secret", source.secret_key_ref if source else None, "secretKeyRef"),
-            ("ConfigMap", source.config_map_key_ref if source else None, "configMapKeyRef"),
-        ):
-            if selector is None or selector.optional:
-                continue
-            where = f"spec.env[{i}].valueFrom.{field}"
-            obj = lookup(kind, selector.name)
-            if obj is None:
-                missing.append(f"{where}: {kind} {selector.name!r} not found")
-            elif selector.key not in keys_of(obj):
-                missing.append(f"{where}: {kind} {selector.name!r} has no key {selector.key!r}")
-    for i, env_from in enumerate(spec.env_from):
-        for kind, ref, field in (
-            ("Secret", env_from.secret_ref, "secretRef"),
-            ("ConfigMap", env_from.config_map_ref, "configMapRef"),
-        ):
-            if ref is not None and not ref.optional and lookup(kind, ref.name) is None:
-                missing.append(f"spec.envFrom[{i}].{field}: {kind} {ref.name!r} not found")
+    # Spec-level env, then each component's (run pods in another namespace are not looked at here).
+    env_lists = [
+        ("spec", spec.env, spec.env_from),
+        *(
+            (f"spec.{field}", settings.env, settings.env_from)
+            for field, settings in (
+                ("webserver", spec.webserver),
+                ("daemon", spec.daemon),
+                ("codeServer", spec.code_server),
+                ("dbt", spec.dbt),
+            )
+        ),
+    ]
+    if wf.run_namespace == wf.namespace:
+        runs = spec.run_launcher.runs
+        env_lists.append(("spec.runLauncher.runs", runs.env, runs.env_from))
+    for prefix, env, env_from in env_lists:
+        for i, var in enumerate(env):
+            source = var.value_from
+            for kind, selector, field in (
+                ("Secret", source.secret_key_ref if source else None, "secretKeyRef"),
+                ("ConfigMap", source.config_map_key_ref if source else None, "configMapKeyRef"),
+            ):
+                if selector is None or selector.optional:
+                    continue
+                where = f"{prefix}.env[{i}].valueFrom.{field}"
+                obj = lookup(kind, selector.name)
+                if obj is None:
+                    missing.append(f"{where}: {kind} {selector.name!r} not found")
+                elif selector.key not in keys_of(obj):
+                    missing.append(f"{where}: {kind} {selector.name!r} has no key {selector.key!r}")
+        for i, source_of in enumerate(env_from):
+            for kind, ref, field in (
+                ("Secret", source_of.secret_ref, "secretRef"),
+                ("ConfigMap", source_of.config_map_ref, "configMapRef"),
+            ):
+                if ref is not None and not ref.optional and lookup(kind, ref.name) is None:
+                    missing.append(f"{prefix}.envFrom[{i}].{field}: {kind} {ref.name!r} not found")
     account = spec.service_account_name
     if account and lookup("ServiceAccount", account) is None:
         missing.append(f"spec.serviceAccountName: ServiceAccount {account!r} not found")

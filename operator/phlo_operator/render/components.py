@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from phlo_dagster import constants as c
+from phlo_operator.model import PodSettings
 from phlo_operator.render import config, pods
 from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Workflow, digest
@@ -33,29 +34,46 @@ def _deployment(
     pod: dict[str, Any],
     annotations: dict[str, str],
     checksum: str,
+    settings: PodSettings,
+    where: str,
     **spec: Any,
 ) -> dict[str, Any]:
+    """`where` names the component's field (spec.webserver), for a podOverrides problem."""
+    meta = wf.metadata(component, component)
+    meta["labels"] = pods.labels(wf, component, settings)
+    template = {
+        "metadata": pods.template_metadata(wf, component, annotations, checksum, settings),
+        "spec": pod,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": wf.metadata(component, component),
+        "metadata": meta,
         "spec": {
             **spec,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": wf.selector(component)},
-            "template": {
-                "metadata": pods.template_metadata(wf, component, annotations, checksum),
-                "spec": pod,
-            },
+            "template": pods.with_overrides(template, settings, where),
         },
     }
 
 
+def code_server_env(wf: Workflow, shared: Shared) -> list[dict[str, Any]]:
+    return pods.component_env(shared.env, wf.spec.code_server)
+
+
 def code_server_server_id(wf: Workflow, shared: Shared) -> str:
     """One id per code version, shared by every replica, so the webserver does not see replicas as changes."""
-    return digest(
-        [wf.code_image, shared.env, pods.user_env_from(wf), wf.spec.workflows.path, shared.dbt_hash]
-    )
+    inputs: list[Any] = [
+        wf.code_image,
+        code_server_env(wf, shared),
+        pods.env_from(wf, wf.spec.code_server),
+        wf.spec.workflows.path,
+        shared.dbt_hash,
+    ]
+    if wf.spec.code_server.pod_overrides:
+        inputs.append(wf.spec.code_server.pod_overrides)  # may change the code's env or files
+    return digest(inputs)
 
 
 def code_server_deployment(
@@ -74,7 +92,7 @@ def code_server_deployment(
         volumes.append(pods.dbt_target_volume())
         init.append(shared.dbt_init)
     # Dagster launches this location's runs with its image and container context (dagster.yaml has neither).
-    env = [*shared.env, {"name": "DAGSTER_CURRENT_IMAGE", "value": wf.code_image}]
+    env = [*code_server_env(wf, shared), {"name": "DAGSTER_CURRENT_IMAGE", "value": wf.code_image}]
     context = config.location_container_context(shared.dbt_init)
     if context is not None:
         env.append({"name": "DAGSTER_CONTAINER_CONTEXT", "value": json.dumps(context, sort_keys=True)})
@@ -83,6 +101,7 @@ def code_server_deployment(
         "code-server",
         command,
         env,
+        spec.code_server,
         image=wf.code_image,
         ports=[{"name": "grpc", "containerPort": port, "protocol": "TCP"}],
         readinessProbe={
@@ -95,7 +114,7 @@ def code_server_deployment(
         resources=pods.resources(spec.code_server.resources),
     )
     extra: dict[str, Any] = {"initContainers": init} if init else {}
-    pod = pods.pod_spec(wf, [main], volumes, **extra)
+    pod = pods.pod_spec(wf, [main], volumes, spec.code_server, **extra)
     annotations = dict(spec.code_server.pod_annotations)
     if shared.dbt_hash:
         annotations[DBT_HASH_ANNOTATION] = shared.dbt_hash
@@ -106,6 +125,8 @@ def code_server_deployment(
         pod,
         annotations,
         shared.checksum,
+        spec.code_server,
+        "spec.codeServer",
         **_replicas(wf, spec.code_server.replicas, name, hpa_targets),
         strategy=surge_one(),
     )
@@ -132,14 +153,18 @@ def webserver_deployment(
     spec = wf.spec
     port = spec.webserver.port
     command = ["phlo", "webserver", "--host", "0.0.0.0", "--port", str(port), "--workspace", WORKSPACE_FILE]
+    prefix = spec.webserver.path_prefix or ""
+    if prefix:
+        command += ["--path-prefix", prefix]
     main = pods.container(
         wf,
         WEBSERVER,
         command,
-        shared.env,
+        pods.component_env(shared.env, spec.webserver),
+        spec.webserver,
         ports=[{"name": "http", "containerPort": port, "protocol": "TCP"}],
         readinessProbe={
-            "httpGet": {"path": "/server_info", "port": "http"},
+            "httpGet": {"path": f"{prefix}/server_info", "port": "http"},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
         },
@@ -156,7 +181,7 @@ def webserver_deployment(
             }
         )
     volumes = [*pods.base_volumes(), pods.instance_volume(wf), pods.workspace_volume(wf)]
-    pod = pods.pod_spec(wf, [main], volumes, automount=True)
+    pod = pods.pod_spec(wf, [main], volumes, spec.webserver, automount=True)
     name = wf.child(WEBSERVER)
     return _deployment(
         wf,
@@ -164,6 +189,8 @@ def webserver_deployment(
         pod,
         annotations,
         shared.checksum,
+        spec.webserver,
+        "spec.webserver",
         **_replicas(wf, spec.webserver.replicas, name, hpa_targets),
         strategy=surge_one(),
     )
@@ -191,7 +218,8 @@ def daemon_deployment(wf: Workflow, shared: Shared) -> dict[str, Any]:
         wf,
         DAEMON,
         ["dagster-daemon", "run", "-w", WORKSPACE_FILE],
-        shared.env,
+        pods.component_env(shared.env, spec.daemon),
+        spec.daemon,
         volumeMounts=[*pods.base_mounts(), pods.workspace_mount()],
         resources=pods.resources(spec.daemon.resources),
         # Ready once every daemon (scheduler, sensors, run queue, monitor) wrote a heartbeat to the instance;
@@ -211,13 +239,15 @@ def daemon_deployment(wf: Workflow, shared: Shared) -> dict[str, Any]:
         },
     )
     volumes = [*pods.base_volumes(), pods.instance_volume(wf), pods.workspace_volume(wf)]
-    pod = pods.pod_spec(wf, [main], volumes, automount=True)
+    pod = pods.pod_spec(wf, [main], volumes, spec.daemon, automount=True)
     return _deployment(
         wf,
         DAEMON,
         pod,
         dict(spec.daemon.pod_annotations),
         shared.checksum,
+        spec.daemon,
+        "spec.daemon",
         replicas=0 if spec.suspend else 1,
         strategy={"type": "Recreate"},
     )

@@ -19,32 +19,60 @@ def _env(name: str) -> dict[str, str]:
     return {"env": name}
 
 
+RUN_CONTAINER = "dagster"  # the name dagster-k8s gives a run's container
+
+
 def run_k8s_config(wf: Workflow) -> dict[str, Any]:
-    """Raw Kubernetes config for run Jobs: TTL, labels for the NetworkPolicy, hardened pods, the same env.
-    Nothing of the code location (its image, its dbt init container): see location_container_context."""
+    """Raw Kubernetes config for run Jobs: TTL, labels for the NetworkPolicy, hardened pods, the same env,
+    then spec.runLauncher.runs (resources, scheduling, labels, podOverrides). Nothing of the code location
+    (its image, its dbt init container): see location_container_context. A run's dagster-k8s/config tag goes
+    on top of both in dagster-k8s."""
+    runs = wf.spec.run_launcher.runs
     container: dict[str, Any] = {
-        "env": pods.dagster_env(wf, wf.run_postgres_secret),
+        "env": pods.component_env(pods.dagster_env(wf, wf.run_postgres_secret), runs),
         "securityContext": pods.container_security_context(),
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "dagster-home", "mountPath": DAGSTER_HOME},
         ],
     }
-    if wf.spec.env_from:
-        container["envFrom"] = pods.user_env_from(wf)
+    sources = pods.env_from(wf, runs)
+    if sources:
+        container["envFrom"] = sources
+    res = pods.resources(runs.resources)
+    if res:
+        container["resources"] = res
     pod_spec: dict[str, Any] = {
         "securityContext": pods.pod_security_context(),
         "volumes": pods.base_volumes(),
     }
-    pod_spec.update(pods.scheduling(wf))
+    pod_spec.update(pods.scheduling(wf, runs))
+    # Labelled like the pods, so deleting the PhloWorkflow finds (and deletes) the Jobs it launched.
+    labels = {**runs.labels, **wf.selector(RUN)}
+    metadata: dict[str, Any] = {"labels": labels}
+    if runs.pod_annotations:
+        metadata["annotations"] = dict(runs.pod_annotations)
+    if runs.pod_overrides:
+        # Merged as one pod template, then split back into the launcher's pieces.
+        template = {
+            "metadata": metadata,
+            "spec": {**pod_spec, "containers": [{"name": RUN_CONTAINER, **container}]},
+        }
+        merged = pods.with_overrides(template, runs, "spec.runLauncher.runs")
+        metadata, pod_spec = merged["metadata"], merged["spec"]
+        main = next(ctr for ctr in pod_spec["containers"] if ctr["name"] == RUN_CONTAINER)
+        container = {k: v for k, v in main.items() if k != "name"}
+        sidecars = [ctr for ctr in pod_spec["containers"] if ctr["name"] != RUN_CONTAINER]
+        pod_spec = {k: v for k, v in pod_spec.items() if k != "containers"}
+        if sidecars:
+            pod_spec["containers"] = sidecars  # dagster-k8s appends them after the run's container
     return {
         "job_spec_config": {
             "ttlSecondsAfterFinished": wf.spec.run_launcher.job_ttl_seconds,
             "backoffLimit": 0,
         },
-        # Labelled like the pods, so deleting the PhloWorkflow finds (and deletes) the Jobs it launched.
-        "job_metadata": {"labels": wf.selector(RUN)},
-        "pod_template_spec_metadata": {"labels": wf.selector(RUN)},
+        "job_metadata": {"labels": labels},
+        "pod_template_spec_metadata": metadata,
         "container_config": container,
         "pod_spec_config": pod_spec,
     }

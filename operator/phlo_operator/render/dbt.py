@@ -17,10 +17,18 @@ def spec_hash(wf: Workflow) -> str | None:
     spec = wf.spec
     if not spec.dbt.enabled:
         return None
-    dbt = spec.dbt.model_dump(by_alias=True, exclude={"pod_annotations"})
-    return digest(
-        [wf.code_image, dbt, spec.workflows.path, pods.user_env(wf), pods.user_env_from(wf)], length=10
-    )
+    dbt = spec.dbt.model_dump(by_alias=True, include={"enabled", "project_dir", "profiles_dir", "target"})
+    inputs: list[Any] = [wf.code_image, dbt, spec.workflows.path, pods.user_env(wf), pods.user_env_from(wf)]
+    # What may change the compile (a Job's template cannot change: new inputs, a new Job). Only when set, so
+    # the hash of a spec without them stays what it was.
+    extra = {
+        "env": [v.model_dump(by_alias=True, exclude_none=True) for v in spec.dbt.env],
+        "envFrom": [v.model_dump(by_alias=True, exclude_none=True) for v in spec.dbt.env_from],
+        "podOverrides": spec.dbt.pod_overrides,
+    }
+    if any(extra.values()):
+        inputs.append({k: v for k, v in extra.items() if v})
+    return digest(inputs, length=10)
 
 
 def hash_of(job: dict[str, Any]) -> str:
@@ -30,7 +38,8 @@ def hash_of(job: dict[str, Any]) -> str:
 
 def dbt_env(wf: Workflow) -> list[dict[str, Any]]:
     """The compile needs no storage credentials: runtime settings, user env, a log path."""
-    return [*pods.runtime_env(wf), *pods.user_env(wf), {"name": "DBT_LOG_PATH", "value": "/tmp/dbt-logs"}]
+    base = [*pods.runtime_env(wf), *pods.user_env(wf), {"name": "DBT_LOG_PATH", "value": "/tmp/dbt-logs"}]
+    return pods.component_env(base, wf.spec.dbt)
 
 
 def dbt_init_container(wf: Workflow) -> dict[str, Any]:
@@ -40,9 +49,10 @@ def dbt_init_container(wf: Workflow) -> dict[str, Any]:
         "dbt-compile",
         ["phlo", "dbt", "compile"],
         dbt_env(wf),
+        wf.spec.dbt,
         image=wf.code_image,
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, pods.dbt_target_mount()],
-        resources=pods.resources(wf.spec.code_server.resources),
+        resources=pods.resources(wf.spec.dbt.resources or wf.spec.code_server.resources),
     )
 
 
@@ -57,11 +67,23 @@ def job(wf: Workflow, shared: Shared) -> dict[str, Any] | None:
         return None
     spec = wf.spec
     pod = pods.pod_spec(
-        wf, [main], [{"name": "tmp", "emptyDir": {}}, pods.dbt_target_volume()], restartPolicy="Never"
+        wf,
+        [main],
+        [{"name": "tmp", "emptyDir": {}}, pods.dbt_target_volume()],
+        spec.dbt,
+        restartPolicy="Never",
     )
     meta = wf.metadata("x", COMPONENT)
     meta["name"] = job_name(wf, hash_)
+    meta["labels"] = pods.labels(wf, COMPONENT, spec.dbt)
     meta["annotations"] = {DBT_HASH_ANNOTATION: hash_}
+    template = {
+        "metadata": {
+            "labels": pods.labels(wf, COMPONENT, spec.dbt),
+            "annotations": {**spec.dbt.pod_annotations, DBT_HASH_ANNOTATION: hash_},
+        },
+        "spec": pod,
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -69,12 +91,6 @@ def job(wf: Workflow, shared: Shared) -> dict[str, Any] | None:
         "spec": {
             # A compile is deterministic: retrying the same inputs would fail the same way.
             "backoffLimit": 0,
-            "template": {
-                "metadata": {
-                    "labels": wf.labels(COMPONENT),
-                    "annotations": {**spec.dbt.pod_annotations, DBT_HASH_ANNOTATION: hash_},
-                },
-                "spec": pod,
-            },
+            "template": pods.with_overrides(template, spec.dbt, "spec.dbt"),
         },
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from phlo_dagster import constants as c
-from phlo_operator.model import ResourceRequirements
+from phlo_operator.model import PodSettings, ResourceRequirements
+from phlo_operator.render import overrides
 from phlo_operator.render.workflow import (
     CHECKSUM_ANNOTATION,
     DAGSTER_HOME,
@@ -92,6 +93,22 @@ def user_env_from(wf: Workflow) -> list[dict[str, Any]]:
     return [v.model_dump(by_alias=True, exclude_none=True) for v in wf.spec.env_from]
 
 
+def component_env(env: list[dict[str, Any]], settings: PodSettings | None) -> list[dict[str, Any]]:
+    """`env` with the component's entries: one named like an entry of `env` takes its place (so references
+    to it keep their order), the others follow."""
+    if settings is None or not settings.env:
+        return env
+    mine = {v.name: v.model_dump(by_alias=True, exclude_none=True) for v in settings.env}
+    out = [mine.pop(var["name"], var) for var in env]
+    return [*out, *mine.values()]
+
+
+def env_from(wf: Workflow, settings: PodSettings | None) -> list[dict[str, Any]]:
+    """spec.envFrom, then the component's (Kubernetes: a later source wins a duplicate key)."""
+    own = [v.model_dump(by_alias=True, exclude_none=True) for v in settings.env_from] if settings else []
+    return [*user_env_from(wf), *own]
+
+
 def dagster_env(wf: Workflow, secret: str | None = None) -> list[dict[str, Any]]:
     return [*runtime_env(wf), *postgres_env(wf, secret), *user_env(wf)]
 
@@ -138,10 +155,12 @@ def container(
     name: str,
     command: list[str],
     env: list[dict[str, Any]],
+    settings: PodSettings | None = None,
     image: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A Dagster container with spec.image (or the image given), envFrom and the security settings."""
+    """A Dagster container with spec.image (or the image given), envFrom (spec-level, then the component's)
+    and the security settings; `env` already holds the component's env (component_env)."""
     body: dict[str, Any] = {
         "name": name,
         "image": image or wf.spec.image,
@@ -150,14 +169,19 @@ def container(
         "env": env,
         "securityContext": container_security_context(),
     }
-    if wf.spec.env_from:
-        body["envFrom"] = user_env_from(wf)
+    sources = env_from(wf, settings)
+    if sources:
+        body["envFrom"] = sources
     body.update({k: v for k, v in extra.items() if v not in (None, {}, [])})
     return body
 
 
 def pod_spec(
-    wf: Workflow, containers: list[dict[str, Any]], volumes: list[dict[str, Any]], **extra: Any
+    wf: Workflow,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    settings: PodSettings | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Pod spec with scheduling constraints, the service account and the hardened pod security context."""
     spec: dict[str, Any] = {
@@ -168,7 +192,7 @@ def pod_spec(
         "volumes": volumes,
     }
     spec.update(pull_secrets(wf))
-    spec.update(scheduling(wf))
+    spec.update(scheduling(wf, settings))
     spec.update(extra)
     return spec
 
@@ -180,22 +204,46 @@ def pull_secrets(wf: Workflow) -> dict[str, Any]:
     return {"imagePullSecrets": [{"name": ref.name} for ref in wf.spec.image_pull_secrets]}
 
 
-def scheduling(wf: Workflow) -> dict[str, Any]:
-    """nodeSelector, tolerations and affinity as set in the spec: every pod of the workflow gets them."""
+def scheduling(wf: Workflow, settings: PodSettings | None = None) -> dict[str, Any]:
+    """nodeSelector, tolerations, affinity (spec-level, every pod of the workflow) with the component's on
+    top: nodeSelector merged (the component's value wins), tolerations appended, affinity merged per kind
+    (the component's nodeAffinity, podAffinity or podAntiAffinity replaces the spec-level one); and the
+    component's priorityClassName."""
+    node_selector = {**wf.spec.node_selector, **(settings.node_selector if settings else {})}
+    tolerations = [*wf.spec.tolerations, *(settings.tolerations if settings else [])]
+    affinity = {**(wf.spec.affinity or {}), **((settings.affinity if settings else None) or {})}
     out: dict[str, Any] = {}
-    if wf.spec.node_selector:
-        out["nodeSelector"] = dict(wf.spec.node_selector)
-    if wf.spec.tolerations:
-        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in wf.spec.tolerations]
-    if wf.spec.affinity:
-        out["affinity"] = dict(wf.spec.affinity)
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if tolerations:
+        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in tolerations]
+    if affinity:
+        out["affinity"] = affinity
+    if settings is not None and settings.priority_class_name:
+        out["priorityClassName"] = settings.priority_class_name
     return out
 
 
+def labels(wf: Workflow, component: str, settings: PodSettings | None = None) -> dict[str, str]:
+    """The component's extra labels under the operator's (which the model keeps them from naming)."""
+    return {**(settings.labels if settings else {}), **wf.labels(component)}
+
+
 def template_metadata(
-    wf: Workflow, component: str, annotations: dict[str, str], checksum: str
+    wf: Workflow,
+    component: str,
+    annotations: dict[str, str],
+    checksum: str,
+    settings: PodSettings | None = None,
 ) -> dict[str, Any]:
     return {
-        "labels": wf.labels(component),
+        "labels": labels(wf, component, settings),
         "annotations": {**annotations, CHECKSUM_ANNOTATION: checksum},
     }
+
+
+def with_overrides(template: dict[str, Any], settings: PodSettings, where: str) -> dict[str, Any]:
+    """The pod template with the component's podOverrides merged last; a new container starts hardened."""
+    return overrides.apply(
+        template, settings.pod_overrides, where, {"securityContext": container_security_context()}
+    )

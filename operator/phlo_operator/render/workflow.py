@@ -111,7 +111,8 @@ class Workflow:
 
     @property
     def webserver_url(self) -> str:
-        return f"http://{self.webserver_service}.{self.namespace}.svc:{self.spec.webserver.port}"
+        base = f"http://{self.webserver_service}.{self.namespace}.svc:{self.spec.webserver.port}"
+        return base + (self.spec.webserver.path_prefix or "")
 
 
 def digest(value: Any, length: int = 16) -> str:
