@@ -6,6 +6,7 @@ as a user's session would: install, apply, wait, use, upgrade, delete, uninstall
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -124,6 +125,47 @@ def test_materialization_runs_as_a_kubernetes_job(cluster_flow: Cluster) -> None
         120,
     )
     assert pods[0]["spec"]["nodeName"] == realnode.NODE_NAME
+
+
+def _secret_values(c: Cluster) -> dict[str, str]:
+    """Every value of the namespace's Opaque Secrets long enough to be a secret (passwords, connection
+    strings), by "secret/key"; short ones (a port, a user name) would match by chance."""
+    found = {}
+    for secret in c.get("secrets")["items"]:
+        if secret.get("type") != "Opaque":
+            continue
+        for key, encoded in (secret.get("data") or {}).items():
+            value = base64.b64decode(encoded).decode(errors="replace")
+            if len(value) >= 12:
+                found[f"{secret['metadata']['name']}/{key}"] = value
+    return found
+
+
+def test_no_secret_value_in_configmaps_env_logs_events_or_status(cluster_flow: Cluster) -> None:
+    """After install, Ready, a dbt compile and a run: no value of a Secret appears in a ConfigMap, a literal
+    env value of any pod, the logs of any container (the operator's, the components', the dbt Job's, the
+    run's), an Event or the PhloWorkflow's status. The managed PostgreSQL password is generated, so it is
+    among them."""
+    values = _secret_values(cluster_flow)
+    assert any("password" in k for k in values), f"no password among the Secrets: {sorted(values)}"
+    places: dict[str, str] = {}
+    for cm in cluster_flow.get("configmaps")["items"]:
+        places[f"configmap/{cm['metadata']['name']}"] = json.dumps(cm.get("data") or {})
+    for pod in cluster_flow.get("pods")["items"]:
+        name = pod["metadata"]["name"]
+        spec = pod["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            literals = [e.get("value", "") for e in container.get("env", [])]
+            places[f"env of {name}/{container['name']}"] = "\n".join(literals)
+            logs = cluster_flow.k("logs", name, "-c", container["name"], check=False, timeout=60)
+            places[f"log of {name}/{container['name']}"] = logs.stdout + logs.stderr
+    events = cluster_flow.get("events")["items"]
+    places["events"] = "\n".join(e.get("message", "") for e in events)
+    for cr in cluster_flow.get("pwf")["items"]:
+        places[f"status of pwf/{cr['metadata']['name']}"] = json.dumps(cr.get("status") or {})
+    assert sum(1 for p in places if p.startswith("log of ")) >= 4, sorted(places)
+    leaks = [(where, key) for key, value in values.items() for where, text in places.items() if value in text]
+    assert not leaks, f"Secret values found (place, secret/key): {leaks}"
 
 
 def test_ready_means_a_run_can_launch_at_once(cluster_flow: Cluster) -> None:
