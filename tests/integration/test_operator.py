@@ -975,6 +975,19 @@ _EXPLAIN_FIELD = re.compile(r"^  (\w+)\t<([^>]+)>")
 def explain_fields(bed: Testbed, path: str) -> dict[str, tuple[str, str]]:
     """`kubectl explain phloworkflow.PATH`'s FIELDS section: field -> (type, description)."""
     lines = bed.kubectl("explain", f"phloworkflow.{path}").stdout.splitlines()
+    return _fields(lines)
+
+
+def _explainable(bed: Testbed, timeout: float = 60) -> None:
+    """Established is not yet explainable: the API server publishes the CRD's OpenAPI a few seconds later
+    (run alone, the explain test raced it: "couldn't find resource")."""
+    deadline = time.monotonic() + timeout
+    while bed.kubectl("explain", "phloworkflow.spec", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the PhloWorkflow CRD never became explainable"
+        time.sleep(1)
+
+
+def _fields(lines: list[str]) -> dict[str, tuple[str, str]]:
     fields: dict[str, tuple[str, str]] = {}
     current: str | None = None
     in_fields = False
@@ -1026,6 +1039,7 @@ def test_children_the_api_server_refuses_degrade_without_a_retry_storm(
 def test_kubectl_explain_documents_every_field_recursively(testbed: Testbed) -> None:
     schema = crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     checked: list[str] = []
+    _explainable(testbed)
 
     def walk(path: str, node: dict[str, Any]) -> None:
         node = node.get("items", node) if node.get("type") == "array" else node
