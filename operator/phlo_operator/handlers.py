@@ -64,3 +64,34 @@ def child_event(body: kopf.Body, **_: Any) -> None:
     for owner in body["metadata"].get("ownerReferences", []):
         if owner.get("kind") == m.KIND and owner.get("apiVersion", "").startswith(m.GROUP + "/"):
             controller().trigger(body["metadata"]["namespace"], owner["name"])
+
+
+@kopf.index(m.GROUP, m.VERSION, m.PLURAL)
+def referencing_workflows(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str | None, str, str], str]:
+    """(namespace, kind, name) of each ConfigMap and Secret a workflow's pods read env from -> its name."""
+    try:
+        referenced = m.parse_spec(dict(spec)).referenced_objects()
+    except m.InvalidSpec:
+        return {}  # nothing of it runs: nothing to roll
+    return {(namespace, kind, obj): name for kind, obj in referenced}
+
+
+def _content_changed(kind: str, body: kopf.Body, index: kopf.Index[Any, str]) -> None:
+    """Trigger the workflows whose pods read this object (kopf passes the index under its function's name)."""
+    meta = body["metadata"]
+    for workflow in index.get((meta["namespace"], kind, meta["name"]), []):
+        controller().trigger(meta["namespace"], workflow)
+
+
+@kopf.on.event("", "v1", "configmaps")
+def referenced_configmap_event(body: kopf.Body, **kwargs: Any) -> None:
+    """A ConfigMap the Dagster pods read env from changed: the pass rolls them (referenced-checksum)."""
+    _content_changed("ConfigMap", body, kwargs["referencing_workflows"])
+
+
+@kopf.on.event("", "v1", "secrets")
+def referenced_secret_event(body: kopf.Body, **kwargs: Any) -> None:
+    """A Secret the Dagster pods read env from changed (its content never reaches a log, Event or status)."""
+    _content_changed("Secret", body, kwargs["referencing_workflows"])

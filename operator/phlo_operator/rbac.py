@@ -29,7 +29,8 @@ RULES: list[PolicyRule] = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": [""], "resources": ["configmaps", "services", "serviceaccounts"], "verbs": _OWN},
-    # Secrets: create the generated PostgreSQL password once, read the named one to check its keys.
+    # Secrets: create the generated PostgreSQL password once, read the named one to check its keys; read and
+    # watch those the pods read env from (their content rolls the pods).
     {
         "apiGroups": [""],
         "resources": ["secrets"],

@@ -59,6 +59,8 @@ def test_missing_env_sources_and_service_account_are_named_until_they_exist() ->
     )
     bed.run()
     assert bed.condition("Degraded")["status"] == "False"
+    bed.kube.settle()  # the sources' content is new to the pods: they rolled
+    bed.run()
     assert bed.condition("Ready")["status"] == "True"
 
 
@@ -127,3 +129,76 @@ def test_a_run_namespace_that_cannot_be_written_is_named() -> None:
     degraded = bed.condition("Degraded")
     assert degraded["reason"] == "ApplyFailed"
     assert "spec.runLauncher.namespace 'runs'" in degraded["message"]
+
+
+# -- content of referenced ConfigMaps and Secrets rolls the pods that read it
+REFERENCED = "phlo.dev/referenced-checksum"
+DEPLOYMENTS = ("demo-webserver", "demo-daemon", "demo-code-server")
+
+
+def _templates(bed: Bed) -> dict[str, dict[str, str]]:
+    return {
+        name: bed.kube.objects[("apps/v1", "Deployment", NS, name)]["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        for name in DEPLOYMENTS
+    }
+
+
+def _configmap(name: str, **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": NS},
+        "data": data,
+    }
+
+
+def test_editing_a_referenced_configmap_or_secret_rolls_the_dagster_pods() -> None:
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}}]
+    bed = Bed(
+        env=env,
+        envFrom=[{"configMapRef": {"name": "settings"}}],
+        storage={"postgres": {"secretName": "team-pg"}},
+        dbt={"enabled": False},
+    )
+    bed.kube.add(_secret("api", token="t-1", unused="u-1"))
+    bed.kube.add(_configmap("settings", LEVEL="info"))
+    bed.kube.add(_secret("team-pg", **STORAGE))
+    bed.ready()
+    first = _templates(bed)
+    assert len({a[REFERENCED] for a in first.values()}) == 1
+
+    def rolled_after(change: dict[str, Any]) -> bool:
+        before = _templates(bed)
+        bed.kube.add(change)
+        bed.run()
+        after = _templates(bed)
+        moved = {n for n in DEPLOYMENTS if after[n][REFERENCED] != before[n][REFERENCED]}
+        assert moved in (set(), set(DEPLOYMENTS)), moved  # all three read the same env
+        return bool(moved)
+
+    assert rolled_after(_configmap("settings", LEVEL="debug"))
+    assert rolled_after(_secret("api", token="t-2", unused="u-1"))
+    assert not rolled_after(_secret("api", token="t-2", unused="u-2"))  # a key no env reads
+    assert rolled_after(_secret("team-pg", **{**STORAGE, "password": "rotated-value"}))
+    writes = bed.run().writes
+    assert writes == 0  # unchanged content: nothing rolls again
+
+
+def test_the_checksum_names_no_secret_value() -> None:
+    bed = Bed(envFrom=[{"secretRef": {"name": "api"}}], dbt={"enabled": False})
+    bed.kube.add(_secret("api", token="t-very-secret-1"))
+    bed.ready()
+    others = {ref: obj for ref, obj in bed.kube.objects.items() if ref != ("v1", "Secret", NS, "api")}
+    text = repr([others, bed.kube.events])  # every child, the status, every Event
+    for value in ("t-very-secret-1", base64.b64encode(b"t-very-secret-1").decode()):
+        assert value not in text
+    checksum = _templates(bed)["demo-webserver"][REFERENCED]
+    assert re.fullmatch(r"[0-9a-f]{16}", checksum)
+
+
+def test_nothing_referenced_means_no_checksum_and_the_generated_secret_is_left_out() -> None:
+    bed = Bed(dbt={"enabled": False})
+    bed.ready()
+    assert all(REFERENCED not in a for a in _templates(bed).values())

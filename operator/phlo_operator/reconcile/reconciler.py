@@ -85,13 +85,15 @@ class Reconciler:
     def converge(self, wf: Workflow, previous: Previous, ledger: Ledger) -> st.Observed:
         """What a pass does, in order. Each step returns what it found; the ledger keeps what it did."""
         kube, take = self.kube, ledger.take
+        referenced = take(steps.references(kube, wf))
+        missing = referenced.problem
         facts = Facts(
             hpa_targets=take(steps.hpa_targets(kube, wf)),
             service_monitor_api=take(steps.service_monitor_api(kube, wf, previous)),
+            referenced_checksums=referenced.checksums,
         )
         desired = render_all(wf, facts)  # before any write: a spec the renderers refuse changes nothing
         storage = take(steps.storage(kube, wf))
-        missing = take(steps.references(kube, wf))
         workloads = take(steps.children(kube, desired, wf))
         take(steps.absent(kube, desired.absent))
         dbt = take(steps.dbt_compile(kube, wf, desired.dbt_job, previous))

@@ -21,7 +21,7 @@ from phlo_operator.reload import LocationState, ReloadFailed, webserver_base
 from phlo_operator.render import Desired, Workflow
 from phlo_operator.render import dbt as dbt_render
 from phlo_operator.render import postgres as pg_render
-from phlo_operator.render.workflow import RUN_SECRET_SUFFIX
+from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, digest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,10 +164,21 @@ def storage_values(data: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def references(kube: Api, wf: Workflow) -> Found[Problem | None]:
+class Referenced(NamedTuple):
+    """What the Dagster pods read from objects the spec names: what is missing, a checksum of the content."""
+
+    problem: Problem | None
+    # By component: a checksum of the values its pods read (spec-level env and its own); never a value itself.
+    checksums: dict[str, str]
+
+
+def references(kube: Api, wf: Workflow) -> Found[Referenced]:
     """The Secrets, ConfigMaps and ServiceAccount the spec names for the Dagster pods: without them no pod
     starts (the kubelet refuses a missing env source, the ReplicaSet a missing ServiceAccount), and nothing
-    else would say why. Optional sources may be missing."""
+    else would say why. Optional sources may be missing. The content a Deployment's pods read (a key of
+    valueFrom, every key of envFrom, the keys of the secretName storage Secret) goes into a checksum per
+    component: pods read env only when they start, so a content change must roll them. The generated storage
+    Secret is left out (created once, never rotated by the operator); dbt and run pods are not Deployments."""
     spec = wf.spec
     missing: list[str] = []
     cache: dict[tuple[str, str], Obj | None] = {}
@@ -177,8 +188,8 @@ def references(kube: Api, wf: Workflow) -> Found[Problem | None]:
             cache[(kind, name)] = kube.get(("v1", kind, wf.namespace, name))
         return cache[(kind, name)]
 
-    def keys_of(obj: Obj) -> set[str]:
-        return set(obj.get("data") or {}) | set(obj.get("binaryData") or {})
+    def values(obj: Obj | None) -> dict[str, str]:
+        return {**((obj or {}).get("data") or {}), **((obj or {}).get("binaryData") or {})}
 
     # Spec-level env, then each component's (run pods in another namespace are not looked at here).
     env_lists = [
@@ -196,34 +207,55 @@ def references(kube: Api, wf: Workflow) -> Found[Problem | None]:
     if wf.run_namespace == wf.namespace:
         runs = spec.run_launcher.runs
         env_lists.append(("spec.runLauncher.runs", runs.env, runs.env_from))
+    content: dict[str, list[Any]] = {}  # by env list: what its pods read
     for prefix, env, env_from in env_lists:
+        read = content.setdefault(prefix, [])
         for i, var in enumerate(env):
             source = var.value_from
             for kind, selector, field in (
                 ("Secret", source.secret_key_ref if source else None, "secretKeyRef"),
                 ("ConfigMap", source.config_map_key_ref if source else None, "configMapKeyRef"),
             ):
-                if selector is None or selector.optional:
+                if selector is None:
+                    continue
+                obj = lookup(kind, selector.name)
+                read.append([kind, selector.name, selector.key, values(obj).get(selector.key)])
+                if selector.optional:
                     continue
                 where = f"{prefix}.env[{i}].valueFrom.{field}"
-                obj = lookup(kind, selector.name)
                 if obj is None:
                     missing.append(f"{where}: {kind} {selector.name!r} not found")
-                elif selector.key not in keys_of(obj):
+                elif selector.key not in values(obj):
                     missing.append(f"{where}: {kind} {selector.name!r} has no key {selector.key!r}")
         for i, source_of in enumerate(env_from):
             for kind, ref, field in (
                 ("Secret", source_of.secret_ref, "secretRef"),
                 ("ConfigMap", source_of.config_map_ref, "configMapRef"),
             ):
-                if ref is not None and not ref.optional and lookup(kind, ref.name) is None:
+                if ref is None:
+                    continue
+                obj = lookup(kind, ref.name)
+                read.append([kind, ref.name, values(obj) if obj is not None else None])
+                if not ref.optional and obj is None:
                     missing.append(f"{prefix}.envFrom[{i}].{field}: {kind} {ref.name!r} not found")
+    if spec.storage.postgres.secret_name:
+        name = spec.storage.postgres.secret_name
+        storage = values(lookup("Secret", name))
+        content["spec"].append(["Secret", name, [storage.get(k) for k in pg_render.SECRET_KEYS]])
     account = spec.service_account_name
     if account and lookup("ServiceAccount", account) is None:
         missing.append(f"spec.serviceAccountName: ServiceAccount {account!r} not found")
-    if not missing:
-        return Found(None)
-    return Found(Problem(v.REFERENCE_NOT_FOUND, "; ".join(missing)))
+    checksums = {}
+    for component, field in (
+        (v.WEBSERVER, "spec.webserver"),
+        (v.DAEMON, "spec.daemon"),
+        (v.CODE_SERVER, "spec.codeServer"),
+    ):
+        read = [content["spec"], content[field]]
+        if any(read):
+            checksums[component] = digest([wf.uid, read])
+    problem = Problem(v.REFERENCE_NOT_FOUND, "; ".join(missing)) if missing else None
+    return Found(Referenced(problem, checksums))
 
 
 def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[Problem | None, Obj | None]]:

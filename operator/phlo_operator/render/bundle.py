@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from phlo_operator.render import access, components, config, dbt, monitoring, pods, policy, postgres
@@ -18,6 +19,8 @@ class Facts:
 
     service_monitor_api: bool = False
     hpa_targets: frozenset[str] = frozenset()
+    # By component: checksum of the ConfigMap and Secret content its pods read (env, envFrom, storage Secret).
+    referenced_checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +39,7 @@ def ref(obj: dict[str, Any]) -> Ref:
     return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
-def shared(wf: Workflow) -> Shared:
+def shared(wf: Workflow, referenced: Mapping[str, str] | None = None) -> Shared:
     """What several renderers need, each computed once."""
     dbt_init = dbt.dbt_init_container(wf) if wf.spec.dbt.enabled else None
     instance, workspace = config.dagster_yaml(wf), config.workspace_yaml(wf)
@@ -47,6 +50,7 @@ def shared(wf: Workflow) -> Shared:
         instance=instance,
         workspace=workspace,
         checksum=digest([instance, workspace, wf.postgres_secret]),
+        referenced=dict(referenced or {}),
     )
 
 
@@ -54,7 +58,7 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
     """Pure: the same inputs always give the same manifests."""
     spec = wf.spec
     facts = facts or Facts()
-    once = shared(wf)
+    once = shared(wf, facts.referenced_checksums)
     objects: list[dict[str, Any]] = [
         config.instance_configmap(wf, once),
         config.workspace_configmap(wf, once),

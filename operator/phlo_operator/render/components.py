@@ -36,13 +36,14 @@ def _deployment(
     checksum: str,
     settings: PodSettings,
     where: str,
+    referenced: str,
     **spec: Any,
 ) -> dict[str, Any]:
     """`where` names the component's field (spec.webserver), for a podOverrides problem."""
     meta = wf.metadata(component, component)
     meta["labels"] = pods.labels(wf, component, settings)
     template = {
-        "metadata": pods.template_metadata(wf, component, annotations, checksum, settings),
+        "metadata": pods.template_metadata(wf, component, annotations, checksum, settings, referenced),
         "spec": pod,
     }
     return {
@@ -127,6 +128,7 @@ def code_server_deployment(
         shared.checksum,
         spec.code_server,
         "spec.codeServer",
+        shared.referenced.get(CODE_SERVER, ""),
         **_replicas(wf, spec.code_server.replicas, name, hpa_targets),
         strategy=surge_one(),
     )
@@ -191,6 +193,7 @@ def webserver_deployment(
         shared.checksum,
         spec.webserver,
         "spec.webserver",
+        shared.referenced.get(WEBSERVER, ""),
         **_replicas(wf, spec.webserver.replicas, name, hpa_targets),
         strategy=surge_one(),
     )
@@ -248,6 +251,7 @@ def daemon_deployment(wf: Workflow, shared: Shared) -> dict[str, Any]:
         shared.checksum,
         spec.daemon,
         "spec.daemon",
+        shared.referenced.get(DAEMON, ""),
         replicas=0 if spec.suspend else 1,
         strategy={"type": "Recreate"},
     )

@@ -11,6 +11,7 @@ from phlo_operator.render.workflow import (
     CHECKSUM_ANNOTATION,
     DAGSTER_HOME,
     DBT_TARGET_PATH,
+    REFERENCED_ANNOTATION,
     WORKSPACE_DIR,
     Workflow,
 )
@@ -235,11 +236,11 @@ def template_metadata(
     annotations: dict[str, str],
     checksum: str,
     settings: PodSettings | None = None,
+    referenced: str = "",
 ) -> dict[str, Any]:
-    return {
-        "labels": labels(wf, component, settings),
-        "annotations": {**annotations, CHECKSUM_ANNOTATION: checksum},
-    }
+    """Labels, the user's annotations, and the checksums whose change rolls the pods."""
+    rolls = {CHECKSUM_ANNOTATION: checksum, **({REFERENCED_ANNOTATION: referenced} if referenced else {})}
+    return {"labels": labels(wf, component, settings), "annotations": {**annotations, **rolls}}
 
 
 def with_overrides(template: dict[str, Any], settings: PodSettings, where: str) -> dict[str, Any]:

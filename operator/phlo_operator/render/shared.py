@@ -16,3 +16,5 @@ class Shared:
     instance: dict[str, Any]  # dagster.yaml
     workspace: dict[str, Any]  # workspace.yaml
     checksum: str  # of both files and the storage Secret name: a change rolls the Dagster pods
+    # By component: checksum of the ConfigMap/Secret content its pods read (absent: none read).
+    referenced: dict[str, str] = dataclasses.field(default_factory=dict)

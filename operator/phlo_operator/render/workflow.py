@@ -11,6 +11,7 @@ from phlo_operator import model as m
 from phlo_operator import names
 
 CHECKSUM_ANNOTATION = "phlo.dev/config-checksum"
+REFERENCED_ANNOTATION = "phlo.dev/referenced-checksum"  # ConfigMaps and Secrets the pods read env from
 DBT_HASH_ANNOTATION = "phlo.dev/dbt-spec-hash"
 DAGSTER_HOME = "/opt/dagster/dagster_home"
 WORKSPACE_DIR = "/opt/dagster/workspace"
