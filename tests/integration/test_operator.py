@@ -585,6 +585,71 @@ def test_edited_or_deleted_children_are_repaired_by_their_watch(
         assert not unrepaired, f"not repaired within 30 s by their watch: {unrepaired}\n{op.tail()}"
 
 
+def test_editing_a_referenced_configmap_or_secret_rolls_the_pods_through_its_watch(
+    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
+) -> None:
+    """The content of a ConfigMap (envFrom) and a Secret (env valueFrom) the pods read goes into
+    phlo.dev/referenced-checksum; the operator watches both kinds, so an edit rolls the Deployments within
+    seconds though the resync is an hour. A key no env reads changes nothing; no value reaches the log.
+    Mutation run (2026-12-06): without the ConfigMap and Secret `kopf.on.event` decorators in handlers.py it
+    failed: "timed out after 30s waiting for ConfigMap edited: all three Deployments roll"."""
+    kc("create", "configmap", "team-settings", "--from-literal=LEVEL=info")
+    kc(
+        "create",
+        "secret",
+        "generic",
+        "team-api",
+        "--from-literal=token=t-first-9f3a",
+        "--from-literal=spare=s",
+    )
+    env = [
+        {"name": "PHLO_LOG_LEVEL", "value": "INFO"},
+        {"name": "PHLO_DATA_DIR", "value": "/tmp"},
+        {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "team-api", "key": "token"}}},
+    ]
+    overrides = {"env": env, "envFrom": [{"configMapRef": {"name": "team-settings"}}]}
+    deployments = [f"{NAME}-webserver", f"{NAME}-daemon", f"{NAME}-code-server"]
+
+    def checksums() -> set[str]:
+        return {
+            kc.must("deploy", d)["spec"]["template"]["metadata"]["annotations"].get(
+                "phlo.dev/referenced-checksum", ""
+            )
+            for d in deployments
+        }
+
+    with quickstart_ready(
+        kc, testbed, tmp_path / "operator.log", "--resync-seconds", "3600", **overrides
+    ) as op:
+        [first] = checksums()
+        assert first
+        for what, command in (
+            (
+                "ConfigMap edited",
+                ["patch", "configmap", "team-settings", "-p", '{"data": {"LEVEL": "debug"}}'],
+            ),
+            (
+                "Secret key read by env edited",
+                ["patch", "secret", "team-api", "-p", '{"stringData": {"token": "t-second-4b1c"}}'],
+            ),
+        ):
+            before = checksums()
+            settled(op)
+            kc(*command)
+            wait_for(
+                f"{what}: all three Deployments roll",
+                lambda b=before: len(checksums()) == 1 and checksums() != b,
+                timeout=30,
+            )
+        rolled = checksums()
+        settled(op)
+        kc("patch", "secret", "team-api", "-p", '{"stringData": {"spare": "unread"}}')
+        settled(op)
+        assert checksums() == rolled  # a key no env reads
+        log = op.log_path.read_text(errors="replace")
+        assert "t-first-9f3a" not in log and "t-second-4b1c" not in log
+
+
 def test_suspend_scales_to_zero_and_keeps_data(ready: Kubectl, operator: Operator) -> None:
     kc = ready
     kc.patch({"spec": {"suspend": True}})
