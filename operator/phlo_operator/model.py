@@ -1104,17 +1104,17 @@ class PhloWorkflowSpec(_Model):
     )
 
     def referenced_objects(self) -> set[tuple[str, str]]:
-        """(kind, name) of every ConfigMap and Secret the webserver, daemon and code-server pods read env from:
-        env valueFrom and envFrom (spec-level and the component's own), the storage Secret named by secretName."""
+        """(kind, name) of every ConfigMap and Secret the webserver, daemon and code-server pods read env
+        from: env valueFrom and envFrom (spec-level and each component's), the secretName storage Secret."""
         found: set[tuple[str, str]] = set()
         components = (self.webserver, self.daemon, self.code_server)
-        for var in [*self.env, *(v for c in components for v in c.env)]:
+        for var in [*self.env, *(v for part in components for v in part.env)]:
             source = var.value_from
             if source is not None and source.secret_key_ref is not None:
                 found.add(("Secret", source.secret_key_ref.name))
             if source is not None and source.config_map_key_ref is not None:
                 found.add(("ConfigMap", source.config_map_key_ref.name))
-        for env_from in [*self.env_from, *(e for c in components for e in c.env_from)]:
+        for env_from in [*self.env_from, *(e for part in components for e in part.env_from)]:
             if env_from.secret_ref is not None:
                 found.add(("Secret", env_from.secret_ref.name))
             if env_from.config_map_ref is not None:

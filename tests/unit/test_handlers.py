@@ -18,6 +18,7 @@ SPEC: dict[str, Any] = {
     ],
     "envFrom": [{"configMapRef": {"name": "more"}}, {"secretRef": {"name": "creds", "optional": True}}],
     "storage": {"postgres": {"secretName": "team-pg"}},
+    "daemon": {"envFrom": [{"secretRef": {"name": "daemon-only"}}]},
 }
 
 
@@ -29,6 +30,7 @@ def test_the_index_lists_every_configmap_and_secret_the_pods_read() -> None:
         ("team", "ConfigMap", "more"): "demo",
         ("team", "Secret", "creds"): "demo",
         ("team", "Secret", "team-pg"): "demo",
+        ("team", "Secret", "daemon-only"): "demo",
     }
     assert handlers.referencing_workflows(namespace="team", name="bad", spec={"image": 3}) == {}
 

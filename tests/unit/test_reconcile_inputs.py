@@ -202,3 +202,20 @@ def test_nothing_referenced_means_no_checksum_and_the_generated_secret_is_left_o
     bed = Bed(dbt={"enabled": False})
     bed.ready()
     assert all(REFERENCED not in a for a in _templates(bed).values())
+
+
+def test_a_source_only_one_component_reads_rolls_only_that_component() -> None:
+    bed = Bed(webserver={"envFrom": [{"configMapRef": {"name": "ui"}}]}, dbt={"enabled": False})
+    bed.kube.add(_configmap("ui", THEME="dark"))
+    bed.ready()
+    before = _templates(bed)
+    assert REFERENCED in before["demo-webserver"]
+    assert REFERENCED not in before["demo-daemon"] and REFERENCED not in before["demo-code-server"]
+    bed.kube.add(_configmap("ui", THEME="light"))
+    bed.run()
+    after = _templates(bed)
+    assert after["demo-webserver"][REFERENCED] != before["demo-webserver"][REFERENCED]
+    assert (
+        after["demo-daemon"] == before["demo-daemon"]
+        and after["demo-code-server"] == before["demo-code-server"]
+    )
