@@ -428,6 +428,32 @@ def test_pod_overrides_the_merge_refuses_touch_nothing_and_name_the_field() -> N
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "verb", "kind"),
+    [("webserver", "patch", "Deployment"), ("codeServer", "patch", "Deployment"), ("dbt", "post", "Job")],
+)
+def test_a_pod_template_the_api_server_refuses_names_its_pod_overrides(
+    field: str, verb: str, kind: str
+) -> None:
+    """What the operator cannot judge (a bad value deep in a container) the API server refuses; the message
+    names the podOverrides merged into that template. Without podOverrides, the server's message alone."""
+    bed = Bed(dbt={"enabled": True})
+    bed.ready()
+    overrides = {"metadata": {"annotations": {"example.com/x": "y"}}}
+    bed.patch_spec(**{field: {**bed.cr()["spec"].get(field, {}), "podOverrides": overrides}})
+    bed.kube.fail(verb, kind, 422, "spec.template.spec.containers[1].image: Required value")
+    with pytest.raises(ApiError):
+        bed.run()
+    message = bed.condition("Degraded")["message"]
+    assert bed.condition("Degraded")["reason"] == "ApplyFailed"
+    assert f"spec.{field}.podOverrides (merged into the pod template): spec.template" in message, message
+    plain = Bed(dbt={"enabled": False})
+    plain.kube.fail("patch", "Deployment", 422, "spec.template.spec.containers[1].image: Required value")
+    with pytest.raises(ApiError):
+        plain.run()
+    assert "podOverrides" not in plain.condition("Degraded")["message"]
+
+
 def test_a_missing_service_monitor_api_is_one_warning_and_recorded_in_status() -> None:
     bed = Bed(dbt={"enabled": False}, metrics={"enabled": True, "serviceMonitor": {"enabled": True}})
     bed.run()

@@ -99,7 +99,9 @@ class Reconciler:
         dbt = take(steps.dbt_compile(kube, wf, desired.dbt_job, previous))
         template_hash = digest(desired.code_server["spec"]["template"])
         may_roll = dbt.code_server_may_roll
-        code_server = take(steps.code_server(kube, desired.code_server, template_hash, may_roll, previous))
+        code_server = take(
+            steps.code_server(kube, wf, desired.code_server, template_hash, may_roll, previous)
+        )
         if may_roll:
             take(steps.reload_location(wf, code_server, template_hash, previous, self.reloader))
         location = None

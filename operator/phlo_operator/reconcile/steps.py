@@ -292,14 +292,33 @@ def storage_secret(kube: Api, wf: Workflow) -> Found[tuple[Problem | None, Obj |
 # -- children
 def apply_child(kube: Api, obj: Obj, wf: Workflow) -> tuple[int, Obj]:
     """apply(); a write in another runLauncher.namespace that fails (it does not exist, no rights there)
-    names that field first."""
+    names that field first, a pod template the API server refuses names its podOverrides."""
     try:
         return apply(kube, obj)
     except ApiError as exc:
         where = obj["metadata"].get("namespace")
         if where == wf.namespace or where != wf.run_namespace:
-            raise
+            raise blame_overrides(exc, obj, wf) from None
         raise ApiError(exc.verb, exc.code, f"spec.runLauncher.namespace {where!r}: {exc.reason}") from None
+
+
+def blame_overrides(exc: ApiError, obj: Obj, wf: Workflow) -> ApiError:
+    """A workload the API server refuses as invalid (422) whose pod template has podOverrides merged in:
+    the message names that field first (the operator judged the merge, the server found more)."""
+    spec = wf.spec
+    fields = {
+        v.WEBSERVER: ("spec.webserver", spec.webserver),
+        v.DAEMON: ("spec.daemon", spec.daemon),
+        v.CODE_SERVER: ("spec.codeServer", spec.code_server),
+        v.DBT_COMPILE: ("spec.dbt", spec.dbt),
+    }
+    component = (obj["metadata"].get("labels") or {}).get(c.LABEL_COMPONENT, "")
+    field, settings = fields.get(component, ("", None))
+    if exc.code != 422 or obj["kind"] not in ("Deployment", "Job") or settings is None:
+        return exc
+    if not settings.pod_overrides:
+        return exc
+    return ApiError(exc.verb, exc.code, f"{field}.podOverrides (merged into the pod template): {exc.reason}")
 
 
 def children(kube: Api, desired: Desired, wf: Workflow) -> Found[dict[str, Obj]]:
@@ -344,7 +363,10 @@ def dbt_compile(kube: Api, wf: Workflow, job: Obj | None, previous: Previous) ->
             Compile(st.DbtObservation("Pending", name, hash_, v.SUSPENDED, msg), True), status=status
         )
     if live is None:
-        created = kube.create(job)
+        try:
+            created = kube.create(job)
+        except ApiError as exc:
+            raise blame_overrides(exc, job, wf) from None
         started = Event("Normal", v.EVENT_DBT_COMPILE_STARTED, f"Job {name} compiles the dbt project")
         obs = st.DbtObservation("Running", name, hash_, v.RUNNING, f"Job {name} is compiling the dbt project")
         return Found(Compile(obs, False), int(created), (started,), status)
@@ -382,12 +404,15 @@ def superseded_jobs(kube: Api, wf: Workflow, keep: str) -> Found[None]:
 
 
 def code_server(
-    kube: Api, desired: Obj, template_hash: str, may_roll: bool, previous: Previous
+    kube: Api, wf: Workflow, desired: Obj, template_hash: str, may_roll: bool, previous: Previous
 ) -> Found[Obj | None]:
     """Apply the code-server Deployment when dbt allows it, else only read the one that keeps serving."""
     if not may_roll:
         return Found(kube.get(ref_of(desired)))
-    written, live = apply(kube, desired)
+    try:
+        written, live = apply(kube, desired)
+    except ApiError as exc:
+        raise blame_overrides(exc, desired, wf) from None
     before = (previous.get("codeServer") or {}).get("templateHash")
     events: tuple[Event, ...] = ()
     if written and before and before != template_hash:
