@@ -431,6 +431,35 @@ def specs(draw: st.DrawFn) -> Spec:
     runs.update(draw(_optional(resources=resources(), podAnnotations=annotations())))
     if runs:
         spec["runLauncher"] = {**spec.get("runLauncher", {}), "runs": runs}
+    host = st.tuples(st.booleans(), dns_subdomain(60)).map(lambda t: ("*." if t[0] else "") + t[1])
+    ingress = draw(
+        _optional(
+            enabled=st.booleans(),
+            className=dns_subdomain(60),
+            host=host,
+            tls=_optional(secretName=dns_subdomain(60)),
+            annotations=annotations(),
+        )
+    )
+    if ingress.get("tls") == {}:
+        del ingress["tls"]  # secretName is required
+    if ingress:
+        spec["ingress"] = ingress
+    parent = st.fixed_dictionaries(
+        {"name": dns_subdomain(60)},
+        optional={"namespace": dns_label(), "sectionName": dns_label(), "port": st.integers(1, 65535)},
+    )
+    route = draw(
+        _optional(
+            parentRefs=st.lists(parent, min_size=1, max_size=3),
+            hostnames=st.lists(host, max_size=3),
+            enabled=st.booleans(),
+        )
+    )
+    if route.get("enabled") and not route.get("parentRefs"):
+        route["enabled"] = False
+    if route:
+        spec["httpRoute"] = route
     pull = draw(st.lists(dns_subdomain(60), max_size=3, unique=True))
     if pull:
         spec["imagePullSecrets"] = [{"name": n} for n in pull]
@@ -467,6 +496,8 @@ FIELDS = [
     "affinity",
     "serviceAccountName",
     "metrics",
+    "ingress",
+    "httpRoute",
     "suspend",
     "runCoordinator",
     "runRetries",

@@ -41,6 +41,8 @@ PLURALS: dict[tuple[str, str], str] = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
+    ("networking.k8s.io/v1", "Ingress"): "ingresses",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     (m.API_VERSION, m.KIND): m.PLURAL,
 }

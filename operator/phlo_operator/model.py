@@ -1010,6 +1010,129 @@ class Metrics(_Model):
         return self
 
 
+# A host name an Ingress or HTTPRoute matches: a DNS name in lower case, optionally a leading `*.` wildcard.
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Bound on httpRoute.parentRefs and hostnames (the Gateway API's own limits).
+ROUTE_LIST_MAX = 16
+
+
+class IngressTLS(_Model):
+    """TLS termination at the ingress controller."""
+
+    secret_name: str = Field(
+        description="Secret (type kubernetes.io/tls) with the certificate for `host`, in the PhloWorkflow's "
+        "namespace.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+
+
+class IngressSettings(_Model):
+    """A networking.k8s.io/v1 Ingress to the webserver Service (path: webserver.pathPrefix, or /)."""
+
+    enabled: bool = Field(default=False, description="Create the Ingress.")
+    class_name: str | None = Field(
+        default=None,
+        description="IngressClass that serves it (default: the cluster's default IngressClass).",
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    host: str | None = Field(
+        default=None,
+        description="Host name the rule matches, e.g. dagster.example.com (default: every host).",
+        max_length=253,
+        pattern=HOSTNAME,
+    )
+    tls: IngressTLS | None = Field(default=None, description="Terminate TLS for `host` with a Secret.")
+    annotations: dict[str, AnnotationValue] = Field(
+        default_factory=dict,
+        description="Annotations of the Ingress, e.g. the controller's own settings (auth, timeouts, body "
+        "size).",
+    )
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "annotation")
+
+
+class ParentReference(_Model):
+    """A Gateway (or a listener of one) the HTTPRoute attaches to, as in the Gateway API's parentRefs."""
+
+    group: str | None = Field(
+        default=None,
+        description="API group of the parent (default gateway.networking.k8s.io).",
+        max_length=253,
+        pattern=r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    )
+    kind: str | None = Field(
+        default=None,
+        description="Kind of the parent (default Gateway).",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$",
+    )
+    namespace: str | None = Field(
+        default=None,
+        description="Namespace of the parent (default: the PhloWorkflow's); the Gateway must allow routes "
+        "from this namespace.",
+        max_length=63,
+        pattern=DNS_LABEL,
+    )
+    name: str = Field(description="Name of the parent.", min_length=1, max_length=253)
+    section_name: str | None = Field(
+        default=None,
+        description="Listener of the Gateway to attach to (default: every listener that accepts it).",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Listener port to attach to.")
+
+
+_ROUTE_PARENTS_MESSAGE = "httpRoute.enabled needs at least one parentRefs entry (the Gateway to attach to)"
+
+
+class HTTPRouteSettings(_Model):
+    """A gateway.networking.k8s.io/v1 HTTPRoute to the webserver Service (path: webserver.pathPrefix, or /),
+    created only when the Gateway API is installed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.enabled) || !self.enabled || (has(self.parentRefs)"
+                    " && size(self.parentRefs) > 0)",
+                    "message": _ROUTE_PARENTS_MESSAGE,
+                }
+            ]
+        }
+    )
+
+    enabled: bool = Field(
+        default=False,
+        description="Create the HTTPRoute (only when the gateway.networking.k8s.io/v1 API exists; otherwise "
+        "a Warning Event and status.exposure.httpRoute CRDMissing).",
+    )
+    parent_refs: list[ParentReference] = Field(
+        default_factory=list,
+        description="Gateways the route attaches to ({name, namespace, sectionName, port, group, kind}).",
+        max_length=ROUTE_LIST_MAX,
+    )
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=HOSTNAME)]] = Field(
+        default_factory=list,
+        description="Host names the route matches (default: every host the Gateway's listener accepts).",
+        max_length=ROUTE_LIST_MAX,
+    )
+
+    @model_validator(mode="after")
+    def _parents(self) -> HTTPRouteSettings:
+        if self.enabled and not self.parent_refs:
+            raise ValueError(_ROUTE_PARENTS_MESSAGE)
+        return self
+
+
 _SA_ANNOTATIONS_MESSAGE = (
     "serviceAccount.annotations are for the generated ServiceAccount: with serviceAccountName, "
     "annotate that ServiceAccount instead"
@@ -1087,6 +1210,15 @@ class PhloWorkflowSpec(_Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")
+    ingress: IngressSettings = Field(
+        default_factory=IngressSettings,
+        description="An Ingress to the webserver (UI and /graphql). See docs/production.md: without "
+        "auth the UI is open to whoever reaches it.",
+    )
+    http_route: HTTPRouteSettings = Field(
+        default_factory=HTTPRouteSettings,
+        description="A Gateway API HTTPRoute to the webserver (UI and /graphql).",
+    )
     run_coordinator: RunCoordinator = Field(
         default_factory=RunCoordinator, description="The run queue: runs in progress at once, tag limits."
     )

@@ -17,6 +17,7 @@ RUN_LAUNCHER_RULES: list[PolicyRule] = [
 ]
 
 _OWN = ["get", "list", "watch", "create", "patch", "update", "delete"]
+_APPLIED = ["get", "create", "patch", "delete"]
 
 # Namespaced rules: a Role per watched (and run) namespace, or a ClusterRole for --all-namespaces.
 RULES: list[PolicyRule] = [
@@ -46,6 +47,9 @@ RULES: list[PolicyRule] = [
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": _OWN},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWN},
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": _OWN},
+    # The webserver's Ingress and HTTPRoute: applied (server-side apply creates) and deleted, never watched.
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _APPLIED},
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": _APPLIED},
     {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": _OWN},
     {
         "apiGroups": ["autoscaling"],

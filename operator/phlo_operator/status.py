@@ -236,7 +236,8 @@ def compute(
     obs: Observed, previous: dict[str, Any], now: str, extra: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, Any]:
     """The full status object to write; equal to `previous` when nothing changed (so no write is needed).
-    `extra` is the pass's bookkeeping (dbt, codeServer, runLauncher, metrics), merged over the previous."""
+    `extra` is the pass's bookkeeping (dbt, codeServer, runLauncher, metrics, exposure), merged over the
+    previous."""
     before = previous.get("conditions", [])
     status: dict[str, Any]
     if obs.apply_error is not None:
@@ -247,7 +248,7 @@ def compute(
         status = {"observedGeneration": obs.generation}
         if obs.webserver_url:
             status["webserverUrl"] = obs.webserver_url
-        for key in ("dbt", "codeServer", "runLauncher", "metrics"):
+        for key in ("dbt", "codeServer", "runLauncher", "metrics", "exposure"):
             if previous.get(key):
                 status[key] = previous[key]
         generation, new = obs.generation, conditions(obs)

@@ -79,6 +79,21 @@ class MetricsStatus(_Model):
     )
 
 
+class ExposureStatus(_Model):
+    """How the webserver is exposed outside the cluster."""
+
+    http_route: Literal["Disabled", "Applied", "CRDMissing"] | None = Field(
+        default=None,
+        description="Disabled (not asked for), Applied, or CRDMissing (asked for, but the "
+        "gateway.networking.k8s.io/v1 API is not installed; rechecked every minute).",
+    )
+    unauthenticated: bool | None = Field(
+        default=None,
+        description="True while an Ingress or HTTPRoute exposes the UI without spec.auth in front of it "
+        "(a Warning Event ExposedWithoutAuthentication says so when it turns true).",
+    )
+
+
 class PhloWorkflowStatus(_Model):
     """Observed state, computed from the children."""
 
@@ -93,3 +108,6 @@ class PhloWorkflowStatus(_Model):
     code_server: CodeServerStatus | None = Field(default=None, description="Code-server rollout bookkeeping.")
     run_launcher: RunLauncherStatus | None = Field(default=None, description="Where run Jobs are launched.")
     metrics: MetricsStatus | None = Field(default=None, description="Metrics objects the operator manages.")
+    exposure: ExposureStatus | None = Field(
+        default=None, description="Ingress and HTTPRoute of the webserver, and whether auth guards them."
+    )

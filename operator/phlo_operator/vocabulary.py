@@ -123,6 +123,16 @@ EVENT_SERVICE_MONITOR_UNAVAILABLE = _term(
     "ServiceMonitorUnavailable",
     "Warning: a ServiceMonitor is asked for but its API is not installed.",
 )
+EVENT_HTTP_ROUTE_UNAVAILABLE = _term(
+    EVENTS,
+    "HTTPRouteUnavailable",
+    "Warning: an HTTPRoute is asked for but the Gateway API (gateway.networking.k8s.io/v1) is not installed.",
+)
+EVENT_EXPOSED_WITHOUT_AUTHENTICATION = _term(
+    EVENTS,
+    "ExposedWithoutAuthentication",
+    "Warning: an Ingress or HTTPRoute exposes the UI and no spec.auth proxy stands in front of it.",
+)
 EVENT_RUN_NAMESPACE_CLEANUP_FAILED = _term(
     EVENTS,
     "RunNamespaceCleanupFailed",

@@ -90,6 +90,7 @@ class Reconciler:
         facts = Facts(
             hpa_targets=take(steps.hpa_targets(kube, wf)),
             service_monitor_api=take(steps.service_monitor_api(kube, wf, previous)),
+            http_route_api=take(steps.exposure(kube, wf, previous)),
             referenced_checksums=referenced.checksums,
         )
         desired = render_all(wf, facts)  # before any write: a spec the renderers refuse changes nothing

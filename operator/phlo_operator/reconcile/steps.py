@@ -20,6 +20,7 @@ from phlo_operator.apply import Api, ApiError, Ref, ref_of
 from phlo_operator.reload import LocationState, ReloadFailed, webserver_base
 from phlo_operator.render import Desired, Workflow
 from phlo_operator.render import dbt as dbt_render
+from phlo_operator.render import exposure as exposure_render
 from phlo_operator.render import postgres as pg_render
 from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, digest
 
@@ -119,6 +120,39 @@ def service_monitor_api(kube: Api, wf: Workflow, previous: Previous) -> Found[bo
         )
         events = (Event("Warning", v.EVENT_SERVICE_MONITOR_UNAVAILABLE, message),)
     return Found(found, events=events, status={"metrics": {"serviceMonitor": state}})
+
+
+def exposure(kube: Api, wf: Workflow, previous: Previous) -> Found[bool]:
+    """Whether the Gateway API's HTTPRoute exists; Warning Events when an HTTPRoute is asked for but cannot be
+    made, and when the UI is exposed (Ingress or HTTPRoute) without authentication in front of it."""
+    before = previous.get("exposure") or {}
+    route_before = before.get("httpRoute") or "Disabled"
+    spec = wf.spec
+    try:
+        found = kube.has_api(*exposure_render.HTTP_ROUTE_API)
+    except ApiError:
+        found = route_before == "Applied"
+        route = route_before
+    else:
+        route = "Disabled" if not spec.http_route.enabled else ("Applied" if found else "CRDMissing")
+    events: list[Event] = []
+    if route == "CRDMissing" and route_before != route:
+        message = (
+            "httpRoute.enabled is true but the gateway.networking.k8s.io/v1 HTTPRoute API is not installed; "
+            "the webserver is reachable only inside the cluster (or through spec.ingress)"
+        )
+        events.append(Event("Warning", v.EVENT_HTTP_ROUTE_UNAVAILABLE, message))
+    exposed = exposure_render.exposed(wf, found)
+    unauthenticated = bool(exposed) and not exposure_render.authenticated(wf)
+    if unauthenticated and not before.get("unauthenticated"):
+        message = (
+            "the UI is exposed without authentication: anyone who reaches the "
+            f"{' and '.join(exposed)} can read and launch runs; set spec.auth or protect it at the proxy "
+            "(docs/production.md)"
+        )
+        events.append(Event("Warning", v.EVENT_EXPOSED_WITHOUT_AUTHENTICATION, message))
+    status = {"exposure": {"httpRoute": route, "unauthenticated": unauthenticated}}
+    return Found(found, events=tuple(events), status=status)
 
 
 # -- storage

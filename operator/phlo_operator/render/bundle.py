@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from phlo_operator.render import access, components, config, dbt, monitoring, pods, policy, postgres
+from phlo_operator.render import access, components, config, dbt, exposure, monitoring, pods, policy, postgres
 from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import Workflow, digest
 
@@ -18,6 +18,7 @@ class Facts:
     """What the renderers need to know about the cluster (read by the reconciler, passed in)."""
 
     service_monitor_api: bool = False
+    http_route_api: bool = False  # the Gateway API (gateway.networking.k8s.io/v1 HTTPRoute) is installed
     hpa_targets: frozenset[str] = frozenset()
     # By component: checksum of the ConfigMap and Secret content its pods read (env, envFrom, storage Secret).
     referenced_checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -99,6 +100,14 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
         objects.append(monitoring.service_monitor(wf))
     elif facts.service_monitor_api:
         absent.append(monitor_ref)
+    if spec.ingress.enabled:
+        objects.append(exposure.ingress(wf))
+    else:
+        absent.append(("networking.k8s.io/v1", "Ingress", wf.namespace, wf.child(components.WEBSERVER)))
+    if spec.http_route.enabled and facts.http_route_api:
+        objects.append(exposure.http_route(wf))
+    elif facts.http_route_api:
+        absent.append((exposure.HTTP_ROUTE_API[0], "HTTPRoute", wf.namespace, wf.child(components.WEBSERVER)))
     return Desired(
         objects=objects,
         code_server=components.code_server_deployment(wf, once, facts.hpa_targets),
