@@ -11,6 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 from phlo_operator import model as m
+from phlo_operator import names
 
 # `make test` runs few examples; `make reliability` sets PHLO_PROPERTY_EXAMPLES (and the bed's count) higher.
 EXAMPLES = int(os.environ.get("PHLO_PROPERTY_EXAMPLES", "100"))
@@ -465,6 +466,36 @@ def specs(draw: st.DrawFn) -> Spec:
         spec["imagePullSecrets"] = [{"name": n} for n in pull]
     if "serviceAccountName" not in spec and draw(st.booleans()):
         spec["serviceAccount"] = {"annotations": draw(annotations())}
+    if draw(st.booleans()):
+        spec = _as_locations(draw, spec)
+    return spec
+
+
+def _as_locations(draw: st.DrawFn, spec: Spec) -> Spec:
+    """The same spec with its location settings under spec.codeLocations, and up to two more locations."""
+    server = spec.pop("codeServer", {})
+    if "image" in server:
+        spec["codeServer"] = {"image": server.pop("image")}
+    first = {**server, **{field: spec.pop(field) for field in ("workflows", "dbt") if field in spec}}
+    more = st.fixed_dictionaries(
+        {},
+        optional={
+            "image": image(),
+            "imagePullPolicy": st.sampled_from(["Always", "IfNotPresent", "Never"]),
+            "workflows": _optional(path=absolute_path()),
+            "dbt": _optional(enabled=st.booleans(), projectDir=absolute_path()),
+            "replicas": st.integers(0, 3),
+            "port": st.integers(1, 65535),
+            "env": env(),
+        },
+    )
+    locations = [first, *draw(st.lists(more, max_size=2))]
+    labels = draw(
+        st.lists(
+            dns_label(), min_size=len(locations), max_size=len(locations), unique_by=names.location_suffix
+        )
+    )
+    spec["codeLocations"] = [{"name": name, **loc} for name, loc in zip(labels, locations, strict=True)]
     return spec
 
 

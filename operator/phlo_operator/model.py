@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from phlo_dagster import constants as c
-from phlo_operator import pod_fragment
+from phlo_operator import names, pod_fragment
 from phlo_operator.instance_schema import max_concurrency_limit
 
 GROUP = "phlo.dev"
@@ -679,6 +679,49 @@ class CodeServer(PodSettings):
     )
 
 
+# Bound on spec.codeLocations: each location carries CEL rules (its env, envFrom, tolerations, dbt), and the
+# API server refuses a CRD whose estimated rule cost (rules x items) exceeds its budget.
+CODE_LOCATIONS_MAX = 16
+
+
+class CodeLocation(CodeServer):
+    """One code location: its own code-server Deployment and Service, dbt-compile Job, NetworkPolicy, and an
+    entry in the webserver's and the daemon's workspace.yaml. Its runs use its image. Settings it leaves out
+    take the defaults below (not spec.codeServer's, spec.workflows' or spec.dbt's, which describe the single
+    location of a spec without codeLocations); the image defaults to spec.codeServer.image, then spec.image.
+    Changing a location rolls only its code server, gated on its own dbt compile, and reloads only it in the
+    webserver."""
+
+    name: str = Field(
+        description="Location name (a DNS label): the webserver shows it, runs and schedules carry it. "
+        "Location phlo keeps the object names of a spec without codeLocations (<name>-code-server); another "
+        "gets <name>-code-<location> (shortened and hashed when long).",
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+    )
+    image: str | None = Field(
+        default=None,
+        description="Image with phlo-dagster, this location's workflows and dbt project, for its code "
+        "server, its dbt compile and its runs (default: spec.codeServer.image, then spec.image): "
+        "[registry/]path[:tag][@digest]. A change rolls only this location's code server.",
+        min_length=1,
+        max_length=1024,
+        pattern=IMAGE_REFERENCE,
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None,
+        description="Pull policy of this location's containers (code server, dbt compile; default: "
+        "spec.imagePullPolicy).",
+    )
+    workflows: Workflows = Field(
+        default_factory=Workflows, description="Workflow modules inside this location's image."
+    )
+    dbt: Dbt = Field(
+        default_factory=Dbt, description="dbt project of this location, compiled before each of its rollouts."
+    )
+
+
 _SIZE = "1Gi"
 
 
@@ -1174,7 +1217,19 @@ class PhloWorkflowSpec(_Model):
     dbt: Dbt = Field(default_factory=Dbt, description="dbt project compiled before each code-server rollout.")
     webserver: Webserver = Field(default_factory=Webserver, description="The Dagster webserver.")
     daemon: Daemon = Field(default_factory=Daemon, description="The Dagster daemon (one pod).")
-    code_server: CodeServer = Field(default_factory=CodeServer, description="The gRPC code server.")
+    code_server: CodeServer = Field(
+        default_factory=CodeServer,
+        description="The gRPC code server of the single location phlo (without codeLocations); with "
+        "codeLocations only its image applies (their default image).",
+    )
+    code_locations: list[CodeLocation] = Field(
+        default_factory=list,
+        description="Code locations, each with its own image, code server, dbt compile and release cadence, "
+        "behind one webserver and one daemon. Absent: one location named phlo from spec.image "
+        "(spec.codeServer.image), spec.workflows, spec.dbt and spec.codeServer. Names are unique.",
+        max_length=CODE_LOCATIONS_MAX,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     storage: Storage = Field(default_factory=Storage, description="Dagster storage.")
     run_launcher: RunLauncher = Field(default_factory=RunLauncher, description="Run Jobs.")
     env: list[EnvVar] = Field(
@@ -1237,9 +1292,10 @@ class PhloWorkflowSpec(_Model):
 
     def referenced_objects(self) -> set[tuple[str, str]]:
         """(kind, name) of every ConfigMap and Secret the webserver, daemon and code-server pods read env
-        from: env valueFrom and envFrom (spec-level and each component's), the secretName storage Secret."""
+        from: env valueFrom and envFrom (spec-level, each component's and location's), the secretName storage
+        Secret."""
         found: set[tuple[str, str]] = set()
-        components = (self.webserver, self.daemon, self.code_server)
+        components = (self.webserver, self.daemon, self.code_server, *self.code_locations)
         for var in [*self.env, *(v for part in components for v in part.env)]:
             source = var.value_from
             if source is not None and source.secret_key_ref is not None:
@@ -1254,6 +1310,45 @@ class PhloWorkflowSpec(_Model):
         if self.storage.postgres.secret_name:
             found.add(("Secret", self.storage.postgres.secret_name))
         return found
+
+    @field_validator("code_locations")
+    @classmethod
+    def _distinct_locations(cls, value: list[CodeLocation]) -> list[CodeLocation]:
+        seen: dict[str, tuple[int, str]] = {}
+        for i, location in enumerate(value):
+            suffix = names.location_suffix(location.name)
+            if suffix in seen:
+                j, first = seen[suffix]
+                if first == location.name:
+                    raise ValueError(f"{location.name} appears twice (items {j} and {i}): names are unique")
+                raise ValueError(
+                    f"{location.name} (item {i}) would name its objects like {first} (item {j}): {suffix}; "
+                    "rename one"
+                )
+            seen[suffix] = (i, location.name)
+        return value
+
+    @model_validator(mode="after")
+    def _one_place_for_location_settings(self) -> PhloWorkflowSpec:
+        """With codeLocations, spec.workflows, spec.dbt and codeServer's settings would apply to nothing."""
+        if not self.code_locations:
+            return self
+        for field, differs, fix in (
+            ("workflows", self.workflows != Workflows(), "spec.codeLocations[].workflows"),
+            ("dbt", self.dbt != Dbt(), "spec.codeLocations[].dbt"),
+            (
+                "codeServer settings other than image",
+                self.code_server.model_copy(update={"image": None}) != CodeServer(),
+                "the settings of spec.codeLocations[]",
+            ),
+        ):
+            if differs:
+                raise ValueError(
+                    f"{field} are for the single location of a spec without codeLocations: use {fix}"
+                    if field.startswith("codeServer")
+                    else f"{field} is for the single location of a spec without codeLocations: use {fix}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _distinct_service_ports(self) -> PhloWorkflowSpec:

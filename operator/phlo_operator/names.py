@@ -11,6 +11,11 @@ MANAGER = "phlo-dagster-operator"
 # Longest base so that "<base>-<suffix>" and the pod/revision names Kubernetes derives from it stay within 63.
 _MAX_BASE = 30
 _SUFFIX_MAX = 16
+# On the children of a code location other than `phlo` (whose children keep the names and labels of the single
+# code server they had before spec.codeLocations): in their selectors, so locations never share pods.
+LOCATION_LABEL = "phlo.dev/code-location"
+CODE_SERVER_SUFFIX = "code-server"
+_LOCATION_HEAD = _SUFFIX_MAX - len("code-") - 7  # room for "-<6 hex>"
 
 
 def short_hash(*parts: str, length: int = 8) -> str:
@@ -35,6 +40,16 @@ def child(cr_name: str, suffix: str) -> str:
     if len(suffix) > _SUFFIX_MAX:
         raise ValueError(f"suffix {suffix!r} longer than {_SUFFIX_MAX}")
     return f"{base(cr_name)}-{suffix}"
+
+
+def location_suffix(location: str) -> str:
+    """Child-name suffix of a code location's code server, Service, NetworkPolicy and PDB: `phlo` keeps
+    `code-server`; another name `code-<name>`, shortened and hashed when longer than the suffix allows."""
+    if location == c.DEFAULT_CODE_LOCATION_NAME:
+        return CODE_SERVER_SUFFIX
+    if len(f"code-{location}") <= _SUFFIX_MAX and f"code-{location}" != CODE_SERVER_SUFFIX:
+        return f"code-{location}"
+    return f"code-{location[:_LOCATION_HEAD].rstrip('-')}-{short_hash(location, length=6)}"
 
 
 def instance_label(cr_name: str) -> str:

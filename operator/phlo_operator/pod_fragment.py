@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from phlo_dagster import constants as c
+from phlo_operator.names import LOCATION_LABEL
 
 # The list fields merged item by item, and the key that identifies an item (Kubernetes' patchMergeKey).
 MERGE_KEYS = {
@@ -24,7 +25,7 @@ MERGE_KEYS = {
 CONTAINER_LISTS = ("containers", "initContainers")
 # Labels and annotations the operator owns: selectors, rollout checksums.
 OPERATOR_LABELS = frozenset(
-    {c.LABEL_NAME, c.LABEL_INSTANCE, c.LABEL_COMPONENT, c.LABEL_PART_OF, c.LABEL_MANAGED_BY}
+    {c.LABEL_NAME, c.LABEL_INSTANCE, c.LABEL_COMPONENT, c.LABEL_PART_OF, c.LABEL_MANAGED_BY, LOCATION_LABEL}
 )
 OPERATOR_ANNOTATION_PREFIX = "phlo.dev/"
 # Pod fields the operator sets from other spec fields (or that a pod template must not have).

@@ -32,6 +32,16 @@ class DbtObservation:
 
 
 @dataclasses.dataclass(frozen=True)
+class LocationObserved:
+    """One code location: its live code-server Deployment, its dbt compile, what the webserver says of it."""
+
+    name: str
+    deployment: Obj | None
+    dbt: DbtObservation = DbtObservation("Disabled")
+    loaded: Check | None = None  # None: not asked
+
+
+@dataclasses.dataclass(frozen=True)
 class Observed:
     """Everything status is computed from. deployments maps component -> live Deployment (None: absent)."""
 
@@ -53,6 +63,11 @@ class Observed:
     webserver_url: str | None = None
     # What the webserver says of the code location; None when not asked (--no-code-location-check).
     code_location: Check | None = None
+    # Each code location; when given, CodeServerReady, DbtCompiled and CodeLocationLoaded cover them all
+    # (deployments[code-server], dbt and code_location are then not read).
+    locations: tuple[LocationObserved, ...] = ()
+    # status.codeLocations to write (None: keep the previous).
+    code_locations: list[dict[str, Any]] | None = None
 
 
 COMPONENT_CONDITIONS = v.COMPONENT_CONDITIONS
@@ -130,6 +145,34 @@ def job_observation(job: Obj | None, spec_hash: str, job_name: str) -> DbtObserv
     )
 
 
+def combine(checks: list[tuple[str, Check]]) -> Check:
+    """One verdict over the code locations: the single one's as it is; else ok when all are, the reason of
+    the first that is not, and a message naming each location."""
+    if len(checks) == 1:
+        return checks[0][1]
+    bad = [(name, check) for name, check in checks if not check.ok]
+    shown = bad or checks
+    message = "; ".join(f"{name}: {check.message}" for name, check in shown)
+    return Check(not bad, shown[0][1].reason, message)
+
+
+def combine_dbt(locations: tuple[LocationObserved, ...]) -> DbtObservation:
+    """The dbt compiles of all locations as one: a failed one first, then one under way."""
+    if len(locations) == 1:
+        return locations[0].dbt
+    for state in ("Failed", "Running", "Pending"):
+        hits = [loc for loc in locations if loc.dbt.state == state]
+        if hits:
+            message = "; ".join(f"{loc.name}: {loc.dbt.message}" for loc in hits)
+            return dataclasses.replace(hits[0].dbt, message=message)
+    compiled = [loc.name for loc in locations if loc.dbt.state == "Succeeded"]
+    if not compiled:
+        return DbtObservation("Disabled")
+    return DbtObservation(
+        "Succeeded", reason=v.SUCCEEDED, message=f"dbt projects compiled: {', '.join(compiled)}"
+    )
+
+
 def _condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
     return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
 
@@ -144,8 +187,15 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
             _condition(v.DEGRADED, True, v.INVALID_SPEC, msg),
         ]
     checks = {c: deployment_check(obs.deployments.get(c), obs.suspended) for c in COMPONENT_CONDITIONS}
+    dbt, location = obs.dbt, obs.code_location
+    if obs.locations:
+        checks[v.CODE_SERVER] = combine(
+            [(loc.name, deployment_check(loc.deployment, obs.suspended)) for loc in obs.locations]
+        )
+        dbt = combine_dbt(obs.locations)
+        asked = [(loc.name, loc.loaded) for loc in obs.locations if loc.loaded is not None]
+        location = combine(asked) if asked else None
     out = [_condition(COMPONENT_CONDITIONS[c], ch.ok, ch.reason, ch.message) for c, ch in checks.items()]
-    dbt = obs.dbt
     if dbt.state == "Disabled":
         out.append(_condition(v.DBT_COMPILED, True, v.DISABLED, "dbt is disabled"))
     else:
@@ -158,7 +208,6 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
     else:
         storage = Check(True, v.EXTERNAL_SECRET, "using the PostgreSQL named by storage.postgres.secretName")
     out.append(_condition(v.STORAGE_READY, storage.ok, storage.reason, storage.message))
-    location = obs.code_location
     if location is not None and not obs.suspended:
         out.append(_condition(v.CODE_LOCATION_LOADED, location.ok, location.reason, location.message))
 
@@ -248,9 +297,11 @@ def compute(
         status = {"observedGeneration": obs.generation}
         if obs.webserver_url:
             status["webserverUrl"] = obs.webserver_url
-        for key in ("dbt", "codeServer", "runLauncher", "metrics", "exposure"):
+        for key in ("dbt", "codeServer", "runLauncher", "metrics", "exposure", "codeLocations"):
             if previous.get(key):
                 status[key] = previous[key]
+        if obs.code_locations is not None:
+            status["codeLocations"] = obs.code_locations
         generation, new = obs.generation, conditions(obs)
     status["conditions"] = with_timestamps(new, before, generation, now)
     for key, value in (extra or {}).items():

@@ -59,6 +59,27 @@ class CodeServerStatus(_Model):
     )
 
 
+class CodeLocationStatus(_Model):
+    """One code location as observed."""
+
+    name: str = Field(description="Location name (spec.codeLocations[].name; phlo without codeLocations).")
+    image: str | None = Field(default=None, description="Image of its code server, dbt compile and runs.")
+    template_hash: str | None = Field(
+        default=None, description="Hash of its code-server pod template rolled out (applied)."
+    )
+    reloaded_hash: str | None = Field(
+        default=None, description="Template hash for which the webserver was asked to reload this location."
+    )
+    ready_replicas: int = Field(default=0, description="Ready pods of its code-server Deployment.")
+    loaded: bool | None = Field(
+        default=None,
+        description="Whether the webserver has loaded this location from its current code server (absent: "
+        "not checked, e.g. with the code-location check off).",
+    )
+    message: str | None = Field(default=None, description="What the webserver says of it, when checked.")
+    dbt: DbtStatus | None = Field(default=None, description="Its dbt compile (phlo's is also status.dbt).")
+
+
 class RunLauncherStatus(_Model):
     """Where run Jobs are launched."""
 
@@ -106,6 +127,11 @@ class PhloWorkflowStatus(_Model):
     webserver_url: str | None = Field(default=None, description="In-cluster URL of the Dagster webserver.")
     dbt: DbtStatus | None = Field(default=None, description="dbt compile outcome.")
     code_server: CodeServerStatus | None = Field(default=None, description="Code-server rollout bookkeeping.")
+    code_locations: list[CodeLocationStatus] = Field(
+        default_factory=list,
+        description="Each code location: image, template hash, ready replicas, loaded by the webserver.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     run_launcher: RunLauncherStatus | None = Field(default=None, description="Where run Jobs are launched.")
     metrics: MetricsStatus | None = Field(default=None, description="Metrics objects the operator manages.")
     exposure: ExposureStatus | None = Field(

@@ -143,6 +143,12 @@ EVENT_RUN_NAMESPACE_CLEANUP_FAILED = _term(
 WEBSERVER = _term(COMPONENTS, "webserver", "Deployment and Service: the UI, /graphql and /metrics.")
 DAEMON = _term(COMPONENTS, "daemon", "Deployment: schedules, sensors, the run queue; one replica, Recreate.")
 CODE_SERVER = _term(COMPONENTS, "code-server", "Deployment and Service: the gRPC code location.")
+CODE_LOCATION = _term(
+    COMPONENTS,
+    "code-location",
+    "Deployment, Service, NetworkPolicy and PDB of a spec.codeLocations entry other than phlo (which keeps "
+    "code-server); label phlo.dev/code-location names it.",
+)
 DBT_COMPILE = _term(COMPONENTS, "dbt-compile", "Job: `phlo dbt compile`, named by the hash of its inputs.")
 POSTGRES = _term(COMPONENTS, "postgres", "StatefulSet, Service and Secret of the managed PostgreSQL.")
 CONFIG = _term(COMPONENTS, "config", "ConfigMaps: dagster.yaml and workspace.yaml.")

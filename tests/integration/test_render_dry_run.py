@@ -81,7 +81,7 @@ def test_what_a_valid_spec_renders_the_api_server_accepts(
 
     wf = Workflow(name, namespace, str(uuid.uuid4()), spec)
     desired = render_all(wf, Facts(service_monitor_api=False, hpa_targets=frozenset()))
-    objects = [*desired.objects, desired.code_server, *([desired.dbt_job] if desired.dbt_job else [])]
+    objects = desired.all_objects()
     if spec.storage.postgres.is_managed:
         objects.append(pg_render.secret(wf, "generated-password"))
     if wf.run_namespace != namespace:

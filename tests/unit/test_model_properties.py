@@ -30,7 +30,7 @@ LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
 def rendered(name: str, spec: m.PhloWorkflowSpec, facts: Facts) -> list[dict[str, Any]]:
     desired = render_all(Workflow(name, "team", "uid-1", spec), facts)
-    return [*desired.objects, desired.code_server, *([desired.dbt_job] if desired.dbt_job else [])]
+    return desired.all_objects()
 
 
 @PROFILE

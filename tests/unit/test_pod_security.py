@@ -66,7 +66,7 @@ def run_pod(w: Workflow) -> dict[str, Any]:
     code_server = render_all(w).code_server["spec"]["template"]["spec"]["containers"][0]
     context = next((e["value"] for e in code_server["env"] if e["name"] == "DAGSTER_CONTAINER_CONTEXT"), None)
     if context:
-        extra = json.loads(context)["k8s"]["run_k8s_config"]["pod_spec_config"]
+        extra = json.loads(context)["k8s"]["run_k8s_config"].get("pod_spec_config", {})
         pod["initContainers"] = [*pod.get("initContainers", []), *extra.get("initContainers", [])]
     return pod
 
@@ -91,7 +91,7 @@ def test_the_checker_sees_a_missing_hardening() -> None:
 def test_every_rendered_pod_is_restricted(raw: dict[str, Any]) -> None:
     w = Workflow("demo", "team", "uid-1", m.parse_spec(raw))
     d = render_all(w)
-    for obj in [*d.objects, d.code_server, *([d.dbt_job] if d.dbt_job else [])]:
+    for obj in d.all_objects():
         if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
             problems = restricted_problems(obj["spec"]["template"]["spec"])
             assert not problems, (obj["kind"], obj["metadata"]["name"], problems)

@@ -42,7 +42,7 @@ def pod_specs(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def everything(w: Workflow, facts: Facts | None = None) -> list[dict[str, Any]]:
     d = render_all(w, facts)
-    return [*d.objects, d.code_server, *([d.dbt_job] if d.dbt_job else [])]
+    return d.all_objects()
 
 
 def test_every_pod_is_hardened() -> None:
@@ -268,10 +268,11 @@ def test_rendering_is_pure() -> None:
     assert render_all(wf(dbt={"enabled": True})) == render_all(wf(dbt={"enabled": True}))
 
 
-def run_pod(w: Workflow, tmp_path: Path) -> Any:
+def run_pod(w: Workflow, tmp_path: Path, location: int = 0) -> Any:
     """The pod spec of a run Job as Dagster's own K8sRunLauncher builds it from what the operator renders:
     the launcher from dagster.yaml, the run's image and container context from the code server's env (as
-    `dagster api grpc` reads DAGSTER_CURRENT_IMAGE and DAGSTER_CONTAINER_CONTEXT into the code location)."""
+    `dagster api grpc` reads DAGSTER_CURRENT_IMAGE and DAGSTER_CONTAINER_CONTEXT into the code location), of
+    the location at that index."""
     from dagster._core.code_pointer import ModuleCodePointer
     from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
     from dagster._core.storage.dagster_run import DagsterRun
@@ -292,7 +293,7 @@ def run_pod(w: Workflow, tmp_path: Path) -> Any:
     launcher: Any = ConfigurableClassData(
         "dagster_k8s", "K8sRunLauncher", yaml.safe_dump(launcher_config)
     ).rehydrate()
-    code_server = render_all(w).code_server["spec"]["template"]["spec"]["containers"][0]
+    code_server = render_all(w).locations[location].code_server["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in code_server["env"]}
     location = RepositoryPythonOrigin(
         executable_path="python",

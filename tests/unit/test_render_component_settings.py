@@ -27,7 +27,7 @@ def wf(**spec: Any) -> Workflow:
 def workloads(w: Workflow) -> dict[str, dict[str, Any]]:
     d = render_all(w)
     out = {}
-    for o in [*d.objects, d.code_server, *([d.dbt_job] if d.dbt_job else [])]:
+    for o in d.all_objects():
         if o["kind"] in ("Deployment", "Job"):
             out["Job" if o["kind"] == "Job" else f"Deployment/{o['metadata']['name']}"] = o
     return out

@@ -22,7 +22,7 @@ def wf(**spec: Any) -> Workflow:
 def pods_of(w: Workflow) -> dict[str, dict[str, Any]]:
     """Every pod template the operator writes, by kind/name."""
     d = render_all(w)
-    objs = [*d.objects, d.code_server, *([d.dbt_job] if d.dbt_job else [])]
+    objs = d.all_objects()
     return {
         f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
         for o in objs

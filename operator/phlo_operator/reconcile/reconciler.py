@@ -20,6 +20,7 @@ from phlo_operator.reload import location_state, reload_location
 from phlo_operator.render import Facts, Workflow, render_all
 from phlo_operator.render import components as comp
 from phlo_operator.render import postgres as pg_render
+from phlo_operator.render.bundle import LocationDesired
 from phlo_operator.render.workflow import digest
 
 log = logging.getLogger(__name__)
@@ -92,45 +93,79 @@ class Reconciler:
             service_monitor_api=take(steps.service_monitor_api(kube, wf, previous)),
             http_route_api=take(steps.exposure(kube, wf, previous)),
             referenced_checksums=referenced.checksums,
+            previous_locations=frozenset(e.get("name", "") for e in previous.get("codeLocations") or []),
         )
         desired = render_all(wf, facts)  # before any write: a spec the renderers refuse changes nothing
         storage = take(steps.storage(kube, wf))
         workloads = take(steps.children(kube, desired, wf))
         take(steps.absent(kube, desired.absent))
-        dbt = take(steps.dbt_compile(kube, wf, desired.dbt_job, previous))
-        template_hash = digest(desired.code_server["spec"]["template"])
-        may_roll = dbt.code_server_may_roll
-        code_server = take(
-            steps.code_server(kube, wf, desired.code_server, template_hash, may_roll, previous)
-        )
-        if may_roll:
-            take(steps.reload_location(wf, code_server, template_hash, previous, self.reloader))
-        location = None
-        if self.prober is not None and not wf.spec.suspend:
-            webserver = workloads.get(comp.WEBSERVER)
-            expected = steps.server_id_of(code_server)
-            location = take(
-                steps.code_location(wf, webserver, code_server, self.prober, self.reloader, expected)
-            )
+        webserver = workloads.get(comp.WEBSERVER)
+        locations = [self.location(wf, part, previous, webserver, ledger) for part in desired.locations]
+        observed = tuple(obs for obs, _, _ in locations)
         take(steps.old_run_namespace(kube, wf, previous))
+        asked = [(obs.name, obs.loaded) for obs in observed if obs.loaded is not None]
         return st.Observed(
             generation=wf.generation,
             suspended=wf.spec.suspend,
             deployments={
-                comp.WEBSERVER: workloads.get(comp.WEBSERVER),
+                comp.WEBSERVER: webserver,
                 comp.DAEMON: workloads.get(comp.DAEMON),
-                comp.CODE_SERVER: code_server,
+                comp.CODE_SERVER: observed[0].deployment,
             },
             postgres=workloads.get(pg_render.COMPONENT),
             managed_postgres=wf.spec.storage.postgres.is_managed,
             storage_problem=storage.message if storage else None,
             storage_reason=storage.reason if storage else v.STORAGE_SECRET_INVALID,
             missing_reference=missing.message if missing else None,
-            dbt=dbt.observation,
-            code_server_gated=not dbt.code_server_may_roll,
+            dbt=observed[0].dbt,
+            code_server_gated=any(gated for _, gated, _ in locations),
             webserver_url=wf.webserver_url,
-            code_location=location,
+            code_location=st.combine(asked) if asked else None,
+            locations=observed,
+            code_locations=[entry for _, _, entry in locations],
         )
+
+    def location(
+        self,
+        wf: Workflow,
+        part: LocationDesired,
+        previous: Previous,
+        webserver: dict[str, Any] | None,
+        ledger: Ledger,
+    ) -> tuple[st.LocationObserved, bool, dict[str, Any]]:
+        """One code location: its dbt compile, then its code server, its reload, whether it is loaded.
+        Returns what was observed, whether its code server waits for dbt, and its status.codeLocations entry
+        (which keeps its bookkeeping; phlo's is also status.dbt and status.codeServer, as before)."""
+        kube, loc = self.kube, part.location
+        mine = Ledger()
+        take = mine.take
+        before = steps.location_previous(previous, loc)
+        dbt = take(steps.dbt_compile(kube, wf, part.dbt_job, before, loc))
+        template_hash = digest(part.code_server["spec"]["template"])
+        may_roll = dbt.code_server_may_roll
+        live = take(steps.code_server(kube, wf, part.code_server, template_hash, may_roll, before, loc))
+        if may_roll:
+            take(steps.reload_location(wf, live, template_hash, before, self.reloader, loc))
+        loaded = None
+        if self.prober is not None and not wf.spec.suspend:
+            expected = steps.server_id_of(live)
+            loaded = take(steps.code_location(wf, webserver, live, self.prober, self.reloader, expected, loc))
+        ledger.writes += mine.writes
+        ledger.events += mine.events
+        if loc.is_default:
+            for key, value in mine.status.items():
+                ledger.status.setdefault(key, {}).update(value)
+        server = {**(before.get("codeServer") or {}), **mine.status.get("codeServer", {})}
+        entry: dict[str, Any] = {"name": loc.name, "image": loc.image}
+        entry.update({k: server[k] for k in ("templateHash", "reloadedHash") if server.get(k)})
+        entry["readyReplicas"] = int(((live or {}).get("status") or {}).get("readyReplicas") or 0)
+        if loaded is not None:
+            entry.update(loaded=loaded.ok, message=loaded.message)
+        compiled = {**(before.get("dbt") or {}), **mine.status.get("dbt", {})}
+        compiled = {k: val for k, val in compiled.items() if val}
+        if compiled:
+            entry["dbt"] = compiled
+        return st.LocationObserved(loc.name, live, dbt.observation, loaded), not may_roll, entry
 
     def _report(self, cr: dict[str, Any], obs: st.Observed, ledger: Ledger, outcome: str) -> Result:
         """The one status writer, for every outcome: status from `obs`, then the pass's Events and the

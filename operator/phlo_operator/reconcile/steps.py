@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from phlo_dagster import constants as c
+from phlo_operator import model as m
 from phlo_operator import names
 from phlo_operator import status as st
 from phlo_operator import vocabulary as v
@@ -22,7 +23,7 @@ from phlo_operator.render import Desired, Workflow
 from phlo_operator.render import dbt as dbt_render
 from phlo_operator.render import exposure as exposure_render
 from phlo_operator.render import postgres as pg_render
-from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, digest
+from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, Location, digest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -233,9 +234,12 @@ def references(kube: Api, wf: Workflow) -> Found[Referenced]:
             for field, settings in (
                 ("webserver", spec.webserver),
                 ("daemon", spec.daemon),
-                ("codeServer", spec.code_server),
-                ("dbt", spec.dbt),
             )
+        ),
+        *(
+            (field, settings.env, settings.env_from)
+            for loc in wf.locations
+            for field, settings in ((loc.field, loc.server), (loc.dbt_field, loc.dbt))
         ),
     ]
     if wf.run_namespace == wf.namespace:
@@ -283,7 +287,7 @@ def references(kube: Api, wf: Workflow) -> Found[Referenced]:
     for component, field in (
         (v.WEBSERVER, "spec.webserver"),
         (v.DAEMON, "spec.daemon"),
-        (v.CODE_SERVER, "spec.codeServer"),
+        *((loc.key, loc.field) for loc in wf.locations),
     ):
         read = [content["spec"], content[field]]
         if any(read):
@@ -340,14 +344,16 @@ def blame_overrides(exc: ApiError, obj: Obj, wf: Workflow) -> ApiError:
     """A workload the API server refuses as invalid (422) whose pod template has podOverrides merged in:
     the message names that field first (the operator judged the merge, the server found more)."""
     spec = wf.spec
-    fields = {
+    labels = obj["metadata"].get("labels") or {}
+    fields: dict[str, tuple[str, m.PodSettings]] = {
         v.WEBSERVER: ("spec.webserver", spec.webserver),
         v.DAEMON: ("spec.daemon", spec.daemon),
-        v.CODE_SERVER: ("spec.codeServer", spec.code_server),
-        v.DBT_COMPILE: ("spec.dbt", spec.dbt),
     }
-    component = (obj["metadata"].get("labels") or {}).get(c.LABEL_COMPONENT, "")
-    field, settings = fields.get(component, ("", None))
+    for loc in wf.locations:
+        if labels.get(names.LOCATION_LABEL, c.DEFAULT_CODE_LOCATION_NAME) == loc.name:
+            fields[loc.component] = (loc.field, loc.server)
+            fields[v.DBT_COMPILE] = (loc.dbt_field, loc.dbt)
+    field, settings = fields.get(labels.get(c.LABEL_COMPONENT, ""), ("", None))
     if exc.code != 422 or obj["kind"] not in ("Deployment", "Job") or settings is None:
         return exc
     if not settings.pod_overrides:
@@ -377,8 +383,12 @@ def absent(kube: Api, refs: list[Ref]) -> Found[None]:
 
 
 # -- dbt compile, then the code server
-def dbt_compile(kube: Api, wf: Workflow, job: Obj | None, previous: Previous) -> Found[Compile]:
-    """Run the compile Job once per input hash; the code server may roll only after it succeeded."""
+def dbt_compile(
+    kube: Api, wf: Workflow, job: Obj | None, previous: Previous, loc: Location | None = None
+) -> Found[Compile]:
+    """Run a location's compile Job once per input hash; its code server may roll only after it succeeded.
+    `previous` is the location's bookkeeping (location_previous)."""
+    loc = loc or wf.locations[0]
     if job is None:
         return Found(Compile(st.DbtObservation("Disabled"), True))
     hash_ = dbt_render.hash_of(job)
@@ -401,46 +411,73 @@ def dbt_compile(kube: Api, wf: Workflow, job: Obj | None, previous: Previous) ->
             created = kube.create(job)
         except ApiError as exc:
             raise blame_overrides(exc, job, wf) from None
-        started = Event("Normal", v.EVENT_DBT_COMPILE_STARTED, f"Job {name} compiles the dbt project")
+        what = "the dbt project" + ("" if loc.is_default else f" of code location {loc.name}")
+        started = Event("Normal", v.EVENT_DBT_COMPILE_STARTED, f"Job {name} compiles {what}")
         obs = st.DbtObservation("Running", name, hash_, v.RUNNING, f"Job {name} is compiling the dbt project")
         return Found(Compile(obs, False), int(created), (started,), status)
     obs = st.job_observation(live, hash_, name)
     if obs.state == "Failed":
-        obs = dataclasses.replace(obs, message=f"{obs.message}; compiled: {dbt_inputs(wf)}")
+        obs = dataclasses.replace(obs, message=f"{obs.message}; compiled: {dbt_inputs(wf, loc)}")
     if obs.state != "Succeeded":
         return Found(Compile(obs, suspended), status=status)
-    deleted = superseded_jobs(kube, wf, name)
+    deleted = superseded_jobs(kube, wf, name, loc)
     status = {"dbt": {"specHash": hash_, "lastSuccessTime": obs.completion_time, "jobName": name}}
     return Found(Compile(obs, True), deleted.writes, status=status)
 
 
-def dbt_inputs(wf: Workflow) -> str:
+def dbt_inputs(wf: Workflow, loc: Location | None = None) -> str:
     """The spec fields a failed compile ran with, for the message that says what to check."""
-    dbt = wf.spec.dbt
-    fields = [f"spec.dbt.projectDir {dbt.project_dir}"]
+    loc = loc or wf.locations[0]
+    dbt, where = loc.dbt, loc.dbt_field
+    fields = [f"{where}.projectDir {dbt.project_dir}"]
     if dbt.profiles_dir:
-        fields.append(f"spec.dbt.profilesDir {dbt.profiles_dir}")
+        fields.append(f"{where}.profilesDir {dbt.profiles_dir}")
     if dbt.target:
-        fields.append(f"spec.dbt.target {dbt.target}")
-    image = "spec.codeServer.image" if wf.spec.code_server.image else "spec.image"
-    return ", ".join([*fields, f"{image} {wf.code_image}"])
+        fields.append(f"{where}.target {dbt.target}")
+    if not wf.spec.code_locations:
+        image = "spec.codeServer.image" if wf.spec.code_server.image else "spec.image"
+    else:
+        image = f"{loc.field}.image"
+    return ", ".join([*fields, f"{image} {loc.image}"])
 
 
-def superseded_jobs(kube: Api, wf: Workflow, keep: str) -> Found[None]:
-    """Delete the compile Jobs of older inputs once the current one succeeded."""
+def superseded_jobs(kube: Api, wf: Workflow, keep: str, loc: Location | None = None) -> Found[None]:
+    """Delete the location's compile Jobs of older inputs once the current one succeeded."""
+    loc = loc or wf.locations[0]
     selector = f"{c.LABEL_INSTANCE}={wf.labels(dbt_render.COMPONENT)[c.LABEL_INSTANCE]}"
     selector += f",{c.LABEL_COMPONENT}={dbt_render.COMPONENT}"
     writes = 0
     for old in kube.list("batch/v1", "Job", wf.namespace, selector):
-        if old["metadata"]["name"] != keep:
+        # phlo's Jobs carry no location label (as before codeLocations existed), another location's its name.
+        owner = (old["metadata"].get("labels") or {}).get(names.LOCATION_LABEL, c.DEFAULT_CODE_LOCATION_NAME)
+        if old["metadata"]["name"] != keep and owner == loc.name:
             writes += int(kube.delete(ref_of({**old, "apiVersion": "batch/v1", "kind": "Job"})))
     return Found(None, writes)
 
 
+def location_previous(previous: Previous, loc: Location) -> Previous:
+    """A location's bookkeeping as the steps read it ({dbt, codeServer}): phlo's is status.dbt and
+    status.codeServer (as before codeLocations existed), another's its status.codeLocations entry."""
+    if loc.is_default:
+        return previous
+    entries: list[Obj] = list(previous.get("codeLocations") or [])
+    entry: Obj = next((e for e in entries if e.get("name") == loc.name), {})
+    server = {k: entry[k] for k in ("templateHash", "reloadedHash") if entry.get(k)}
+    return {"dbt": entry.get("dbt") or {}, "codeServer": server}
+
+
 def code_server(
-    kube: Api, wf: Workflow, desired: Obj, template_hash: str, may_roll: bool, previous: Previous
+    kube: Api,
+    wf: Workflow,
+    desired: Obj,
+    template_hash: str,
+    may_roll: bool,
+    previous: Previous,
+    loc: Location | None = None,
 ) -> Found[Obj | None]:
-    """Apply the code-server Deployment when dbt allows it, else only read the one that keeps serving."""
+    """Apply a location's code-server Deployment when its dbt allows it, else only read the one that keeps
+    serving."""
+    loc = loc or wf.locations[0]
     if not may_roll:
         return Found(kube.get(ref_of(desired)))
     try:
@@ -450,26 +487,37 @@ def code_server(
     before = (previous.get("codeServer") or {}).get("templateHash")
     events: tuple[Event, ...] = ()
     if written and before and before != template_hash:
-        events = (Event("Normal", v.EVENT_CODE_SERVER_ROLLOUT, "rolling out a new code-server template"),)
+        what = "" if loc.is_default else f" of code location {loc.name}"
+        events = (
+            Event("Normal", v.EVENT_CODE_SERVER_ROLLOUT, f"rolling out a new code-server template{what}"),
+        )
     return Found(live or None, written, events, {"codeServer": {"templateHash": template_hash}})
 
 
 def reload_location(
-    wf: Workflow, live: Obj | None, template_hash: str, previous: Previous, reloader: Reloader
+    wf: Workflow,
+    live: Obj | None,
+    template_hash: str,
+    previous: Previous,
+    reloader: Reloader,
+    loc: Location | None = None,
 ) -> Found[None]:
-    """After a completed code-server rollout, ask the webserver to reload the location (once per template)."""
+    """After a completed rollout of a location's code server, ask the webserver to reload that location only
+    (once per template)."""
+    loc = loc or wf.locations[0]
     reloaded = (previous.get("codeServer") or {}).get("reloadedHash")
     if reloaded == template_hash or not st.deployment_check(live, wf.spec.suspend).ok:
         return Found(None)
     status = {"codeServer": {"reloadedHash": template_hash}}
     if reloaded is None:
         return Found(None, status=status)  # first rollout: the webserver loads the location when it starts
+    what = "the code location" if loc.is_default else f"code location {loc.name}"
     try:
-        reloader(webserver_base(wf.webserver_url), c.DEFAULT_CODE_LOCATION_NAME)
+        reloader(webserver_base(wf.webserver_url), loc.name)
     except ReloadFailed as exc:
-        failed = Event("Warning", v.EVENT_RELOAD_FAILED, f"code location reload failed: {exc}")
+        failed = Event("Warning", v.EVENT_RELOAD_FAILED, f"{what} reload failed: {exc}")
         return Found(None, events=(failed,), status=status)
-    done = Event("Normal", v.EVENT_CODE_LOCATION_RELOADED, "webserver reloaded the code location")
+    done = Event("Normal", v.EVENT_CODE_LOCATION_RELOADED, f"webserver reloaded {what}")
     return Found(None, events=(done,), status=status)
 
 
@@ -480,17 +528,19 @@ def code_location(
     prober: Prober,
     reloader: Reloader,
     server_id: str | None = None,
+    loc: Location | None = None,
 ) -> Found[st.Check]:
     """Ready means usable: once the pods are available, ask the webserver whether it loaded the code
     location (a run launched before that fails with PipelineNotFoundError). A location whose load failed
     (the webserver started before the code server answered) is reloaded; the next pass looks again."""
     if not (st.deployment_check(webserver).ok and st.deployment_check(code_server).ok):
         return Found(st.Check(False, v.WAITING_FOR_PODS, "waiting for the webserver and code-server pods"))
+    name = (loc or wf.locations[0]).name
     base = webserver_base(wf.webserver_url)
-    state = prober(base, c.DEFAULT_CODE_LOCATION_NAME, server_id)
+    state = prober(base, name, server_id)
     if state.reason in (v.LOAD_ERROR, v.OUTDATED):
         try:
-            reloader(base, c.DEFAULT_CODE_LOCATION_NAME)
+            reloader(base, name)
         except ReloadFailed as exc:
             log.info("reload of %s/%s after a load error failed: %s", wf.namespace, wf.name, exc)
     return Found(st.Check(state.loaded, state.reason, state.message))

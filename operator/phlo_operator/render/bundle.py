@@ -6,9 +6,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from phlo_operator import names
 from phlo_operator.render import access, components, config, dbt, exposure, monitoring, pods, policy, postgres
-from phlo_operator.render.shared import Shared
-from phlo_operator.render.workflow import Workflow, digest
+from phlo_operator.render.shared import LocationParts, Shared
+from phlo_operator.render.workflow import Location, Workflow, digest
 
 Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
@@ -22,17 +23,42 @@ class Facts:
     hpa_targets: frozenset[str] = frozenset()
     # By component: checksum of the ConfigMap and Secret content its pods read (env, envFrom, storage Secret).
     referenced_checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Code locations the workflow had (status.codeLocations): the objects of those it no longer has go.
+    previous_locations: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class LocationDesired:
+    """One code location's code-server Deployment, which waits for its dbt Job (None: dbt disabled; the Job
+    carries the input hash it was named by)."""
+
+    location: Location
+    code_server: dict[str, Any]
+    dbt_job: dict[str, Any] | None
 
 
 @dataclasses.dataclass(frozen=True)
 class Desired:
-    """objects are applied every pass; code_server waits for dbt (dbt_job carries the input hash it was
-    named by); absent must be deleted when present."""
+    """objects are applied every pass; each location's code server waits for its dbt Job; absent must be
+    deleted when present."""
 
     objects: list[dict[str, Any]]
-    code_server: dict[str, Any]
-    dbt_job: dict[str, Any] | None
+    locations: list[LocationDesired]
     absent: list[Ref]
+
+    @property
+    def code_server(self) -> dict[str, Any]:
+        """The first location's code-server Deployment (the only one without spec.codeLocations)."""
+        return self.locations[0].code_server
+
+    @property
+    def dbt_job(self) -> dict[str, Any] | None:
+        return self.locations[0].dbt_job
+
+    def all_objects(self) -> list[dict[str, Any]]:
+        """Every object rendered: those applied every pass, each location's code server and dbt Job."""
+        gated = [obj for loc in self.locations for obj in (loc.code_server, loc.dbt_job) if obj is not None]
+        return [*self.objects, *gated]
 
 
 def ref(obj: dict[str, Any]) -> Ref:
@@ -42,17 +68,34 @@ def ref(obj: dict[str, Any]) -> Ref:
 
 def shared(wf: Workflow, referenced: Mapping[str, str] | None = None) -> Shared:
     """What several renderers need, each computed once."""
-    dbt_init = dbt.dbt_init_container(wf) if wf.spec.dbt.enabled else None
     instance, workspace = config.dagster_yaml(wf), config.workspace_yaml(wf)
+    locations = {
+        loc.name: LocationParts(
+            env=pods.dagster_env(wf, loc=loc),
+            dbt_hash=dbt.spec_hash(wf, loc),
+            dbt_init=dbt.dbt_init_container(wf, loc) if loc.dbt.enabled else None,
+        )
+        for loc in wf.locations
+    }
     return Shared(
         env=pods.dagster_env(wf),
-        dbt_hash=dbt.spec_hash(wf),
-        dbt_init=dbt_init,
         instance=instance,
         workspace=workspace,
         checksum=digest([instance, workspace, wf.postgres_secret]),
+        locations=locations,
         referenced=dict(referenced or {}),
     )
+
+
+def _location_refs(wf: Workflow, suffix: str) -> list[Ref]:
+    """What a code location has besides its dbt Jobs, by child-name suffix."""
+    name = wf.child(suffix)
+    return [
+        ("apps/v1", "Deployment", wf.namespace, name),
+        ("v1", "Service", wf.namespace, name),
+        ("networking.k8s.io/v1", "NetworkPolicy", wf.namespace, name),
+        ("policy/v1", "PodDisruptionBudget", wf.namespace, name),
+    ]
 
 
 def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
@@ -81,20 +124,26 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
             ("apps/v1", "StatefulSet", wf.namespace, wf.child(postgres.COMPONENT)),
             ("v1", "Service", wf.namespace, wf.child(postgres.COMPONENT)),
         ]
+    locations = wf.locations
+    objects += [components.code_server_service(wf, loc) for loc in locations]
     objects += [
-        components.code_server_service(wf),
         components.webserver_service(wf),
         components.webserver_deployment(wf, once, facts.hpa_targets),
         components.daemon_deployment(wf, once),
-        policy.code_server_network_policy(wf),
     ]
+    objects += [policy.code_server_network_policy(wf, loc) for loc in locations]
     pdbs = policy.pod_disruption_budgets(wf)
     objects += pdbs
     present = {ref(p) for p in pdbs}
-    for component in (components.WEBSERVER, components.CODE_SERVER):
-        pdb_ref = ("policy/v1", "PodDisruptionBudget", wf.namespace, wf.child(component))
+    for suffix in (components.WEBSERVER, *(loc.suffix for loc in locations)):
+        pdb_ref = ("policy/v1", "PodDisruptionBudget", wf.namespace, wf.child(suffix))
         if pdb_ref not in present:
             absent.append(pdb_ref)
+    # A location gone from the spec (or the implicit phlo, once codeLocations lists others): its objects go.
+    current = {loc.suffix for loc in locations}
+    gone = {names.location_suffix(name) for name in facts.previous_locations} | {names.CODE_SERVER_SUFFIX}
+    for suffix in sorted(gone - current):
+        absent += [r for r in _location_refs(wf, suffix) if r not in absent]
     monitor_ref = ("monitoring.coreos.com/v1", "ServiceMonitor", wf.namespace, wf.child(components.WEBSERVER))
     if spec.metrics.enabled and spec.metrics.service_monitor.enabled and facts.service_monitor_api:
         objects.append(monitoring.service_monitor(wf))
@@ -110,7 +159,13 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
         absent.append((exposure.HTTP_ROUTE_API[0], "HTTPRoute", wf.namespace, wf.child(components.WEBSERVER)))
     return Desired(
         objects=objects,
-        code_server=components.code_server_deployment(wf, once, facts.hpa_targets),
-        dbt_job=dbt.job(wf, once),
+        locations=[
+            LocationDesired(
+                loc,
+                components.code_server_deployment(wf, once, facts.hpa_targets, loc),
+                dbt.job(wf, once, loc),
+            )
+            for loc in locations
+        ],
         absent=absent,
     )

@@ -9,7 +9,7 @@ from phlo_dagster import constants as c
 from phlo_operator.model import PodSettings
 from phlo_operator.render import config, pods
 from phlo_operator.render.shared import Shared
-from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Workflow, digest
+from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Location, Workflow, digest
 from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
 
 __all__ = ["CODE_SERVER", "DAEMON", "WEBSERVER"]
@@ -37,15 +37,18 @@ def _deployment(
     settings: PodSettings,
     where: str,
     referenced: str,
+    loc: Location | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    """`where` names the component's field (spec.webserver), for a podOverrides problem."""
-    meta = wf.metadata(component, component)
-    meta["labels"] = pods.labels(wf, component, settings)
-    template = {
-        "metadata": pods.template_metadata(wf, component, annotations, checksum, settings, referenced),
-        "spec": pod,
-    }
+    """`where` names the component's field (spec.webserver), for a podOverrides problem; a code location's
+    Deployment takes its names and labels from `loc`."""
+    extra = loc.extra_labels if loc else {}
+    meta = wf.location_metadata(loc) if loc else wf.metadata(component, component)
+    meta["labels"] = {**pods.labels(wf, component, settings), **extra}
+    template_meta = pods.template_metadata(wf, component, annotations, checksum, settings, referenced)
+    template_meta["labels"].update(extra)
+    template = {"metadata": template_meta, "spec": pod}
+    selector = wf.location_selector(loc) if loc else wf.selector(component)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -53,48 +56,52 @@ def _deployment(
         "spec": {
             **spec,
             "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": wf.selector(component)},
+            "selector": {"matchLabels": selector},
             "template": pods.with_overrides(template, settings, where),
         },
     }
 
 
-def code_server_env(wf: Workflow, shared: Shared) -> list[dict[str, Any]]:
-    return pods.component_env(shared.env, wf.spec.code_server)
+def code_server_env(wf: Workflow, shared: Shared, loc: Location | None = None) -> list[dict[str, Any]]:
+    loc = loc or wf.locations[0]
+    return pods.component_env(shared.locations[loc.name].env, loc.server)
 
 
-def code_server_server_id(wf: Workflow, shared: Shared) -> str:
+def code_server_server_id(wf: Workflow, shared: Shared, loc: Location | None = None) -> str:
     """One id per code version, shared by every replica, so the webserver does not see replicas as changes."""
+    loc = loc or wf.locations[0]
     inputs: list[Any] = [
-        wf.code_image,
-        code_server_env(wf, shared),
-        pods.env_from(wf, wf.spec.code_server),
-        wf.spec.workflows.path,
-        shared.dbt_hash,
+        loc.image,
+        code_server_env(wf, shared, loc),
+        pods.env_from(wf, loc.server),
+        loc.workflows.path,
+        shared.locations[loc.name].dbt_hash,
     ]
-    if wf.spec.code_server.pod_overrides:
-        inputs.append(wf.spec.code_server.pod_overrides)  # may change the code's env or files
+    if loc.server.pod_overrides:
+        inputs.append(loc.server.pod_overrides)  # may change the code's env or files
     return digest(inputs)
 
 
 def code_server_deployment(
-    wf: Workflow, shared: Shared, hpa_targets: frozenset[str] = frozenset()
+    wf: Workflow, shared: Shared, hpa_targets: frozenset[str] = frozenset(), loc: Location | None = None
 ) -> dict[str, Any]:
-    """gRPC code server; with dbt, an init container compiles the project (inputs the dbt Job proved)."""
-    spec = wf.spec
-    port = spec.code_server.port
+    """A location's gRPC code server (default: the first location's); with dbt, an init container compiles
+    the project (inputs the location's dbt Job proved)."""
+    loc = loc or wf.locations[0]
+    server, parts = loc.server, shared.locations[loc.name]
+    port = server.port
     command = ["dagster", "api", "grpc", "-m", c.DEFINITIONS_MODULE, "-h", "0.0.0.0", "-p", str(port)]
-    command += ["--fixed-server-id", code_server_server_id(wf, shared)]
+    command += ["--fixed-server-id", code_server_server_id(wf, shared, loc)]
     mounts = pods.base_mounts()
     volumes = [*pods.base_volumes(), pods.instance_volume(wf)]
     init: list[dict[str, Any]] = []
-    if shared.dbt_init is not None:
+    if parts.dbt_init is not None:
         mounts.append(pods.dbt_target_mount())
         volumes.append(pods.dbt_target_volume())
-        init.append(shared.dbt_init)
+        init.append(parts.dbt_init)
     # Dagster launches this location's runs with its image and container context (dagster.yaml has neither).
-    env = [*code_server_env(wf, shared), {"name": "DAGSTER_CURRENT_IMAGE", "value": wf.code_image}]
-    context = config.location_container_context(shared.dbt_init)
+    env = [*code_server_env(wf, shared, loc), {"name": "DAGSTER_CURRENT_IMAGE", "value": loc.image}]
+    context = config.location_container_context(parts.dbt_init, pods.location_env_delta(wf, loc))
     if context is not None:
         env.append({"name": "DAGSTER_CONTAINER_CONTEXT", "value": json.dumps(context, sort_keys=True)})
     main = pods.container(
@@ -102,8 +109,9 @@ def code_server_deployment(
         "code-server",
         command,
         env,
-        spec.code_server,
-        image=wf.code_image,
+        server,
+        image=loc.image,
+        pull_policy=loc.image_pull_policy,
         ports=[{"name": "grpc", "containerPort": port, "protocol": "TCP"}],
         readinessProbe={
             "grpc": {"port": port, "service": "DagsterApi"},
@@ -112,38 +120,46 @@ def code_server_deployment(
             "failureThreshold": 3,
         },
         volumeMounts=mounts,
-        resources=pods.resources(spec.code_server.resources),
+        resources=pods.resources(server.resources),
     )
     extra: dict[str, Any] = {"initContainers": init} if init else {}
-    pod = pods.pod_spec(wf, [main], volumes, spec.code_server, **extra)
-    annotations = dict(spec.code_server.pod_annotations)
-    if shared.dbt_hash:
-        annotations[DBT_HASH_ANNOTATION] = shared.dbt_hash
-    name = wf.child(CODE_SERVER)
+    pod = pods.pod_spec(wf, [main], volumes, server, **extra)
+    annotations = dict(server.pod_annotations)
+    if parts.dbt_hash:
+        annotations[DBT_HASH_ANNOTATION] = parts.dbt_hash
+    name = wf.child(loc.suffix)
     return _deployment(
         wf,
-        CODE_SERVER,
+        loc.component,
         pod,
         annotations,
         shared.checksum,
-        spec.code_server,
-        "spec.codeServer",
-        shared.referenced.get(CODE_SERVER, ""),
-        **_replicas(wf, spec.code_server.replicas, name, hpa_targets),
+        server,
+        loc.field,
+        shared.referenced.get(loc.key, ""),
+        loc,
+        **_replicas(wf, server.replicas, name, hpa_targets),
         strategy=surge_one(),
     )
 
 
-def code_server_service(wf: Workflow) -> dict[str, Any]:
-    port = wf.spec.code_server.port
+def code_server_service(wf: Workflow, loc: Location | None = None) -> dict[str, Any]:
+    loc = loc or wf.locations[0]
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": wf.metadata(CODE_SERVER, CODE_SERVER),
+        "metadata": wf.location_metadata(loc),
         "spec": {
             "type": "ClusterIP",
-            "selector": wf.selector(CODE_SERVER),
-            "ports": [{"name": "grpc", "port": port, "targetPort": "grpc", "protocol": "TCP"}],
+            "selector": wf.location_selector(loc),
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": wf.location_service_port(loc),
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                }
+            ],
         },
     }
 

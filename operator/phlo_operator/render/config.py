@@ -78,21 +78,28 @@ def run_k8s_config(wf: Workflow) -> dict[str, Any]:
     }
 
 
-def location_container_context(dbt_init: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the code location adds to its run pods: with dbt, the compile as an init container (run workers
-    load the definitions too) in the code image. The code server hands it to Dagster
-    (DAGSTER_CONTAINER_CONTEXT); dagster-k8s merges it over the launcher's run_k8s_config, lists appended. So
-    dagster.yaml, which the webserver and the daemon mount, holds nothing that changes with the code image."""
-    if dbt_init is None:
+def location_container_context(
+    dbt_init: dict[str, Any] | None, env: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """What the code location adds to its run pods: the runtime env it differs in from dagster.yaml's run env
+    (its PHLO_CODE_LOCATION_NAME, WORKFLOWS_PATH, dbt settings; appended after, so they win), and with dbt the
+    compile as an init container (run workers load the definitions too) in the code image. The code server
+    hands it to Dagster (DAGSTER_CONTAINER_CONTEXT); dagster-k8s merges it over the launcher's run_k8s_config,
+    lists appended. So dagster.yaml, which the webserver and the daemon mount, holds nothing that changes with
+    a location."""
+    if dbt_init is None and not env:
         return None
-    return {
-        "k8s": {
-            "run_k8s_config": {
-                "container_config": {"volumeMounts": [pods.dbt_target_mount()]},
-                "pod_spec_config": {"volumes": [pods.dbt_target_volume()], "initContainers": [dbt_init]},
-            }
-        }
-    }
+    container: dict[str, Any] = {}
+    pod: dict[str, Any] = {}
+    if env:
+        container["env"] = env
+    if dbt_init is not None:
+        container["volumeMounts"] = [pods.dbt_target_mount()]
+        pod = {"volumes": [pods.dbt_target_volume()], "initContainers": [dbt_init]}
+    run: dict[str, Any] = {"container_config": container}
+    if pod:
+        run["pod_spec_config"] = pod
+    return {"k8s": {"run_k8s_config": run}}
 
 
 def _pull_secrets(wf: Workflow) -> dict[str, Any]:
@@ -222,16 +229,17 @@ def _operator_instance(wf: Workflow) -> dict[str, Any]:
 
 
 def workspace_yaml(wf: Workflow) -> dict[str, Any]:
-    """One gRPC code location served by the code-server Service."""
+    """One gRPC code location per spec.codeLocations entry (phlo without), each served by its Service."""
     return {
         "load_from": [
             {
                 "grpc_server": {
-                    "host": wf.code_server_service,
-                    "port": wf.spec.code_server.port,
-                    "location_name": c.DEFAULT_CODE_LOCATION_NAME,
+                    "host": wf.location_service(loc),
+                    "port": wf.location_service_port(loc),
+                    "location_name": loc.name,
                 }
             }
+            for loc in wf.locations
         ]
     }
 

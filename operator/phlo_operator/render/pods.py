@@ -13,6 +13,7 @@ from phlo_operator.render.workflow import (
     DBT_TARGET_PATH,
     REFERENCED_ANNOTATION,
     WORKSPACE_DIR,
+    Location,
     Workflow,
 )
 
@@ -66,24 +67,34 @@ def postgres_env(wf: Workflow, secret: str | None = None) -> list[dict[str, Any]
     ]
 
 
-def runtime_env(wf: Workflow) -> list[dict[str, Any]]:
-    """Env the runtime reads (constants shared with phlo_dagster), before the user's env."""
+def runtime_env(wf: Workflow, loc: Location | None = None) -> list[dict[str, Any]]:
+    """Env the runtime reads (constants shared with phlo_dagster), before the user's env: of a code location's
+    pods with `loc`, else of the webserver, the daemon and run pods (spec.workflows, spec.dbt)."""
     spec = wf.spec
+    workflows, dbt = (loc.workflows, loc.dbt) if loc else (spec.workflows, spec.dbt)
+    name = loc.name if loc else c.DEFAULT_CODE_LOCATION_NAME
     env = [
         {"name": c.ENV_DAGSTER_HOME, "value": DAGSTER_HOME},
-        {"name": c.ENV_WORKFLOWS_PATH, "value": spec.workflows.path},
-        {"name": c.ENV_CODE_LOCATION_NAME, "value": c.DEFAULT_CODE_LOCATION_NAME},
-        {"name": c.ENV_DBT_ENABLED, "value": "true" if spec.dbt.enabled else "false"},
+        {"name": c.ENV_WORKFLOWS_PATH, "value": workflows.path},
+        {"name": c.ENV_CODE_LOCATION_NAME, "value": name},
+        {"name": c.ENV_DBT_ENABLED, "value": "true" if dbt.enabled else "false"},
     ]
-    if spec.dbt.enabled:
-        env.append({"name": c.ENV_DBT_PROJECT_DIR, "value": spec.dbt.project_dir})
-        env.append({"name": c.ENV_DBT_PROFILES_DIR, "value": spec.dbt.profiles_dir or spec.dbt.project_dir})
-        if spec.dbt.target:
-            env.append({"name": c.ENV_DBT_TARGET, "value": spec.dbt.target})
+    if dbt.enabled:
+        env.append({"name": c.ENV_DBT_PROJECT_DIR, "value": dbt.project_dir})
+        env.append({"name": c.ENV_DBT_PROFILES_DIR, "value": dbt.profiles_dir or dbt.project_dir})
+        if dbt.target:
+            env.append({"name": c.ENV_DBT_TARGET, "value": dbt.target})
         env.append({"name": c.ENV_DBT_TARGET_PATH, "value": DBT_TARGET_PATH})
         # The manifest comes from the init container (same inputs as the dbt Job), not from loading.
         env.append({"name": c.ENV_DBT_COMPILE_ON_LOAD, "value": "false"})
     return env
+
+
+def location_env_delta(wf: Workflow, loc: Location) -> list[dict[str, Any]]:
+    """The location's runtime env that differs from the spec-level one run pods get from dagster.yaml: its run
+    pods need it (appended later, so it wins); empty for the location of a spec without codeLocations."""
+    base = {var["name"]: var for var in runtime_env(wf)}
+    return [var for var in runtime_env(wf, loc) if base.get(var["name"]) != var]
 
 
 def user_env(wf: Workflow) -> list[dict[str, Any]]:
@@ -110,8 +121,8 @@ def env_from(wf: Workflow, settings: PodSettings | None) -> list[dict[str, Any]]
     return [*user_env_from(wf), *own]
 
 
-def dagster_env(wf: Workflow, secret: str | None = None) -> list[dict[str, Any]]:
-    return [*runtime_env(wf), *postgres_env(wf, secret), *user_env(wf)]
+def dagster_env(wf: Workflow, secret: str | None = None, loc: Location | None = None) -> list[dict[str, Any]]:
+    return [*runtime_env(wf, loc), *postgres_env(wf, secret), *user_env(wf)]
 
 
 def base_volumes() -> list[dict[str, Any]]:
@@ -158,6 +169,7 @@ def container(
     env: list[dict[str, Any]],
     settings: PodSettings | None = None,
     image: str | None = None,
+    pull_policy: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """A Dagster container with spec.image (or the image given), envFrom (spec-level, then the component's)
@@ -165,7 +177,7 @@ def container(
     body: dict[str, Any] = {
         "name": name,
         "image": image or wf.spec.image,
-        "imagePullPolicy": wf.spec.image_pull_policy,
+        "imagePullPolicy": pull_policy or wf.spec.image_pull_policy,
         "command": command,
         "env": env,
         "securityContext": container_security_context(),

@@ -5,32 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from phlo_dagster import constants as c
-from phlo_operator.render.workflow import Workflow
+from phlo_operator.render.workflow import Location, Workflow
 from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
 
 
+def _pdb(meta: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta,
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }
+
+
 def pod_disruption_budgets(wf: Workflow) -> list[dict[str, Any]]:
-    """Only where replicas > 1: a PDB on a single pod would block node drains forever."""
+    """Only where replicas > 1: a PDB on a single pod would block node drains forever. The webserver's, then
+    each code location's."""
+    if wf.spec.suspend:
+        return []
     out = []
-    for component, replicas in (
-        (WEBSERVER, wf.spec.webserver.replicas),
-        (CODE_SERVER, wf.spec.code_server.replicas),
-    ):
-        if replicas > 1 and not wf.spec.suspend:
-            out.append(
-                {
-                    "apiVersion": "policy/v1",
-                    "kind": "PodDisruptionBudget",
-                    "metadata": wf.metadata(component, component),
-                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": wf.selector(component)}},
-                }
-            )
+    if wf.spec.webserver.replicas > 1:
+        out.append(_pdb(wf.metadata(WEBSERVER, WEBSERVER), wf.selector(WEBSERVER)))
+    for loc in wf.locations:
+        if loc.server.replicas > 1:
+            out.append(_pdb(wf.location_metadata(loc), wf.location_selector(loc)))
     return out
 
 
-def code_server_network_policy(wf: Workflow) -> dict[str, Any]:
-    """Only this workflow's webserver and daemon reach the code server's gRPC port. Run pods do not need it:
-    a run worker (`dagster api execute_run`) loads the code from its own image (JobPythonOrigin)."""
+def code_server_network_policy(wf: Workflow, loc: Location | None = None) -> dict[str, Any]:
+    """Only this workflow's webserver and daemon reach a code location's gRPC port (default: the first
+    location's). Run pods do not need it: a run worker (`dagster api execute_run`) loads the code from its own
+    image (JobPythonOrigin)."""
+    loc = loc or wf.locations[0]
     instance = wf.labels(CODE_SERVER)[c.LABEL_INSTANCE]
     peer: dict[str, Any] = {
         "podSelector": {
@@ -42,10 +48,10 @@ def code_server_network_policy(wf: Workflow) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": wf.metadata(CODE_SERVER, CODE_SERVER),
+        "metadata": wf.location_metadata(loc),
         "spec": {
-            "podSelector": {"matchLabels": wf.selector(CODE_SERVER)},
+            "podSelector": {"matchLabels": wf.location_selector(loc)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": wf.spec.code_server.port}]}],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": loc.server.port}]}],
         },
     }

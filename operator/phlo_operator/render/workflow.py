@@ -7,8 +7,10 @@ import hashlib
 import json
 from typing import Any
 
+from phlo_dagster import constants as c
 from phlo_operator import model as m
 from phlo_operator import names
+from phlo_operator.vocabulary import CODE_LOCATION, CODE_SERVER
 
 CHECKSUM_ANNOTATION = "phlo.dev/config-checksum"
 REFERENCED_ANNOTATION = "phlo.dev/referenced-checksum"  # ConfigMaps and Secrets the pods read env from
@@ -18,6 +20,41 @@ WORKSPACE_DIR = "/opt/dagster/workspace"
 WORKSPACE_FILE = f"{WORKSPACE_DIR}/workspace.yaml"
 DBT_TARGET_PATH = "/opt/phlo/dbt-target"
 RUN_SECRET_SUFFIX = "postgres-runs"
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """One code location as the renderers see it: its settings resolved against the spec. Without
+    spec.codeLocations the one location phlo comes from spec.image/codeServer.image, spec.workflows, spec.dbt
+    and spec.codeServer, and its objects keep the names and labels they had before locations existed."""
+
+    name: str
+    image: str
+    image_pull_policy: str
+    workflows: m.Workflows
+    dbt: m.Dbt
+    server: m.CodeServer  # its code-server settings (a CodeLocation is a CodeServer)
+    field: str  # where the settings are: spec.codeServer or spec.codeLocations[i]
+    dbt_field: str  # spec.dbt or spec.codeLocations[i].dbt
+    suffix: str  # child-name suffix: code-server for phlo
+
+    @property
+    def is_default(self) -> bool:
+        """The location named phlo: today's names, component code-server, no location label."""
+        return self.suffix == names.CODE_SERVER_SUFFIX
+
+    @property
+    def component(self) -> str:
+        return CODE_SERVER if self.is_default else CODE_LOCATION
+
+    @property
+    def extra_labels(self) -> dict[str, str]:
+        return {} if self.is_default else {names.LOCATION_LABEL: self.name}
+
+    @property
+    def key(self) -> str:
+        """Its key in per-component maps (referenced checksums): code-server for phlo."""
+        return CODE_SERVER if self.is_default else f"{CODE_LOCATION}/{self.name}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +71,60 @@ class Workflow:
     def code_image(self) -> str:
         """The image of the code location: code server, dbt compile, run pods."""
         return self.spec.code_server.image or self.spec.image
+
+    @property
+    def locations(self) -> list[Location]:
+        """The code locations, in spec order (one, phlo, without spec.codeLocations)."""
+        spec = self.spec
+        if not spec.code_locations:
+            return [
+                Location(
+                    name=c.DEFAULT_CODE_LOCATION_NAME,
+                    image=self.code_image,
+                    image_pull_policy=spec.image_pull_policy,
+                    workflows=spec.workflows,
+                    dbt=spec.dbt,
+                    server=spec.code_server,
+                    field="spec.codeServer",
+                    dbt_field="spec.dbt",
+                    suffix=names.CODE_SERVER_SUFFIX,
+                )
+            ]
+        return [
+            Location(
+                name=loc.name,
+                image=loc.image or self.code_image,
+                image_pull_policy=loc.image_pull_policy or spec.image_pull_policy,
+                workflows=loc.workflows,
+                dbt=loc.dbt,
+                server=loc,
+                field=f"spec.codeLocations[{i}]",
+                dbt_field=f"spec.codeLocations[{i}].dbt",
+                suffix=names.location_suffix(loc.name),
+            )
+            for i, loc in enumerate(spec.code_locations)
+        ]
+
+    def location_labels(self, loc: Location) -> dict[str, str]:
+        return {**self.labels(loc.component), **loc.extra_labels}
+
+    def location_selector(self, loc: Location) -> dict[str, str]:
+        return {**self.selector(loc.component), **loc.extra_labels}
+
+    def location_metadata(self, loc: Location, suffix: str | None = None) -> dict[str, Any]:
+        meta = self.metadata(suffix or loc.suffix, loc.component)
+        meta["labels"] = self.location_labels(loc)
+        return meta
+
+    def location_service(self, loc: Location) -> str:
+        return self.child(loc.suffix)
+
+    @staticmethod
+    def location_service_port(loc: Location) -> int:
+        """The port of a location's Service, in workspace.yaml: phlo's is its gRPC port (as before
+        codeLocations existed); another's is fixed, so changing its port leaves workspace.yaml (and with it
+        the webserver and the daemon) alone."""
+        return loc.server.port if loc.is_default else c.DEFAULT_CODE_SERVER_PORT
 
     @property
     def run_namespace(self) -> str:
