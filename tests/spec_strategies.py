@@ -461,6 +461,24 @@ def specs(draw: st.DrawFn) -> Spec:
         route["enabled"] = False
     if route:
         spec["httpRoute"] = route
+    if draw(st.booleans()):
+        taken = {
+            spec.get("webserver", {}).get("port", 3000),
+            metrics.get("port", m.DEFAULT_METRICS_SERVICE_PORT),
+        }
+        port = draw(st.integers(1, 65535).filter(lambda p: p not in taken))
+        spec["auth"] = {
+            "enabled": True,
+            "secretName": draw(dns_subdomain(60)),
+            "issuerUrl": "https://login.example.com/realms/data",
+            "emailDomains": draw(
+                st.lists(st.sampled_from(["*", "example.com", "data.example.org"]), min_size=1, max_size=3)
+            ),
+            "extraArgs": draw(
+                st.lists(st.sampled_from(["--cookie-expire=8h", "--allowed-group=data"]), max_size=2)
+            ),
+            "port": port,
+        }
     pull = draw(st.lists(dns_subdomain(60), max_size=3, unique=True))
     if pull:
         spec["imagePullSecrets"] = [{"name": n} for n in pull]
@@ -529,6 +547,7 @@ FIELDS = [
     "metrics",
     "ingress",
     "httpRoute",
+    "auth",
     "suspend",
     "runCoordinator",
     "runRetries",

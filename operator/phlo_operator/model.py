@@ -1176,6 +1176,139 @@ class HTTPRouteSettings(_Model):
         return self
 
 
+# oauth2-proxy, the authenticating proxy of spec.auth (pinned; spec.auth.image overrides it).
+OAUTH2_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.8.1"
+DEFAULT_AUTH_PORT = 4180
+# Keys of spec.auth.secretName, and the oauth2-proxy settings they become (as env, through secretKeyRef).
+AUTH_SECRET_KEYS = {
+    "client-id": "OAUTH2_PROXY_CLIENT_ID",
+    "client-secret": "OAUTH2_PROXY_CLIENT_SECRET",
+    "cookie-secret": "OAUTH2_PROXY_COOKIE_SECRET",
+}
+# Flags the operator sets on oauth2-proxy, and flags that would put a secret into the pod spec.
+AUTH_OWNED_FLAGS = frozenset(
+    {
+        "--http-address",
+        "--upstream",
+        "--upstreams",
+        "--provider",
+        "--oidc-issuer-url",
+        "--email-domain",
+        "--proxy-prefix",
+        "--ping-path",
+        "--skip-auth-route",
+        "--reverse-proxy",
+        "--config",
+    }
+)
+AUTH_SECRET_FLAGS = frozenset({"--client-id", "--client-secret", "--cookie-secret", "--client-secret-file"})
+AUTH_LIST_MAX = 32
+_AUTH_NEEDS = (
+    "auth.enabled needs secretName and at least one emailDomains entry "
+    "('*': any account the provider signs in)"
+)
+_AUTH_OIDC = "auth.provider oidc needs issuerUrl"
+
+
+class Auth(_Model):
+    """An authenticating proxy (oauth2-proxy) in front of the webserver, as a sidecar in its pod: the
+    Service's http and metrics ports, the Ingress and the HTTPRoute reach the proxy, which passes signed-in
+    requests to the webserver (GET /metrics passes without sign-in, for Prometheus)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.enabled) || !self.enabled || (has(self.secretName)"
+                    " && has(self.emailDomains) && size(self.emailDomains) > 0)",
+                    "message": _AUTH_NEEDS,
+                },
+                {
+                    "rule": "!has(self.enabled) || !self.enabled"
+                    " || (has(self.provider) && self.provider != 'oidc') || has(self.issuerUrl)",
+                    "message": _AUTH_OIDC,
+                },
+            ]
+        }
+    )
+
+    enabled: bool = Field(default=False, description="Run the proxy in front of the webserver.")
+    image: str = Field(
+        default=OAUTH2_PROXY_IMAGE,
+        description="oauth2-proxy image: [registry/]path[:tag][@digest].",
+        min_length=1,
+        max_length=1024,
+        pattern=IMAGE_REFERENCE,
+    )
+    secret_name: str | None = Field(
+        default=None,
+        description="Secret in the PhloWorkflow's namespace with keys client-id, client-secret and "
+        "cookie-secret (16, 24 or 32 bytes, e.g. `openssl rand -base64 32 | head -c 32`); read through "
+        "secretKeyRef, never copied into the pod spec. A change of its content rolls the webserver.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    provider: str = Field(
+        default="oidc",
+        description="oauth2-proxy provider: oidc (default; any OpenID Connect issuer), github, gitlab, "
+        "google, azure, keycloak-oidc, ...",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z][a-z0-9-]*$",
+    )
+    issuer_url: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (provider oidc), e.g. https://login.example.com/realms/data.",
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+    )
+    email_domains: list[Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^\s]+$")]] = Field(
+        default_factory=list,
+        description="E-mail domains allowed in ('*': any account the provider signs in). Required.",
+        max_length=AUTH_LIST_MAX,
+    )
+    extra_args: list[
+        Annotated[str, Field(min_length=3, max_length=4096, pattern=r"^--[a-z0-9-]+(=.*)?$")]
+    ] = Field(
+        default_factory=list,
+        description="More oauth2-proxy flags (--flag=value), e.g. --allowed-group=data, "
+        "--cookie-expire=8h. Flags the operator sets and flags carrying secrets (--client-secret, "
+        "--cookie-secret) are refused.",
+        max_length=AUTH_LIST_MAX,
+    )
+    port: int = Field(
+        default=DEFAULT_AUTH_PORT,
+        ge=1,
+        le=65535,
+        description="Port the proxy listens on, and the webserver Service's port `direct` (the webserver "
+        "without the proxy, admitted only from the operator by a NetworkPolicy). Must differ from "
+        "webserver.port and metrics.port.",
+    )
+    resources: ResourceRequirements | None = Field(default=None, description="Proxy container resources.")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _args(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            flag = arg.split("=", 1)[0]
+            if flag in AUTH_SECRET_FLAGS:
+                raise ValueError(
+                    f"{flag} would put a secret into the pod spec: put it in the secretName Secret"
+                )
+            if flag in AUTH_OWNED_FLAGS:
+                raise ValueError(f"{flag} is set by the operator (from spec.auth and spec.webserver)")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Auth:
+        if self.enabled and (not self.secret_name or not self.email_domains):
+            raise ValueError(_AUTH_NEEDS)
+        if self.enabled and self.provider == "oidc" and not self.issuer_url:
+            raise ValueError(_AUTH_OIDC)
+        return self
+
+
 _SA_ANNOTATIONS_MESSAGE = (
     "serviceAccount.annotations are for the generated ServiceAccount: with serviceAccountName, "
     "annotate that ServiceAccount instead"
@@ -1274,6 +1407,11 @@ class PhloWorkflowSpec(_Model):
         default_factory=HTTPRouteSettings,
         description="A Gateway API HTTPRoute to the webserver (UI and /graphql).",
     )
+    auth: Auth = Field(
+        default_factory=Auth,
+        description="An authenticating proxy (oauth2-proxy) in front of the webserver, so the UI is not open "
+        "once exposed.",
+    )
     run_coordinator: RunCoordinator = Field(
         default_factory=RunCoordinator, description="The run queue: runs in progress at once, tag limits."
     )
@@ -1309,6 +1447,8 @@ class PhloWorkflowSpec(_Model):
                 found.add(("ConfigMap", env_from.config_map_ref.name))
         if self.storage.postgres.secret_name:
             found.add(("Secret", self.storage.postgres.secret_name))
+        if self.auth.enabled and self.auth.secret_name:
+            found.add(("Secret", self.auth.secret_name))
         return found
 
     @field_validator("code_locations")
@@ -1354,6 +1494,19 @@ class PhloWorkflowSpec(_Model):
     def _distinct_service_ports(self) -> PhloWorkflowSpec:
         if self.metrics.enabled and self.metrics.port == self.webserver.port:
             raise ValueError("metrics.port must differ from webserver.port (both are ports of one Service)")
+        return self
+
+    @model_validator(mode="after")
+    def _auth_port(self) -> PhloWorkflowSpec:
+        if not self.auth.enabled:
+            return self
+        taken = {self.webserver.port: "webserver.port"}
+        if self.metrics.enabled:
+            taken[self.metrics.port] = "metrics.port"
+        if self.auth.port in taken:
+            raise ValueError(
+                f"auth.port must differ from {taken[self.auth.port]} (both are ports of the webserver)"
+            )
         return self
 
     @model_validator(mode="after")

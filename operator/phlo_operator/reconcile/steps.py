@@ -280,6 +280,15 @@ def references(kube: Api, wf: Workflow) -> Found[Referenced]:
         name = spec.storage.postgres.secret_name
         storage = values(lookup("Secret", name))
         content["spec"].append(["Secret", name, [storage.get(k) for k in pg_render.SECRET_KEYS]])
+    if spec.auth.enabled and spec.auth.secret_name:
+        name = spec.auth.secret_name
+        auth = lookup("Secret", name)
+        content["spec.webserver"].append(["Secret", name, [values(auth).get(k) for k in m.AUTH_SECRET_KEYS]])
+        absent_keys = [k for k in m.AUTH_SECRET_KEYS if k not in values(auth)]
+        if auth is None:
+            missing.append(f"spec.auth.secretName: Secret {name!r} not found")
+        elif absent_keys:
+            missing.append(f"spec.auth.secretName: Secret {name!r} has no key {', '.join(absent_keys)}")
     account = spec.service_account_name
     if account and lookup("ServiceAccount", account) is None:
         missing.append(f"spec.serviceAccountName: ServiceAccount {account!r} not found")
@@ -513,7 +522,7 @@ def reload_location(
         return Found(None, status=status)  # first rollout: the webserver loads the location when it starts
     what = "the code location" if loc.is_default else f"code location {loc.name}"
     try:
-        reloader(webserver_base(wf.webserver_url), loc.name)
+        reloader(webserver_base(wf.operator_url), loc.name)
     except ReloadFailed as exc:
         failed = Event("Warning", v.EVENT_RELOAD_FAILED, f"{what} reload failed: {exc}")
         return Found(None, events=(failed,), status=status)
@@ -536,7 +545,7 @@ def code_location(
     if not (st.deployment_check(webserver).ok and st.deployment_check(code_server).ok):
         return Found(st.Check(False, v.WAITING_FOR_PODS, "waiting for the webserver and code-server pods"))
     name = (loc or wf.locations[0]).name
-    base = webserver_base(wf.webserver_url)
+    base = webserver_base(wf.operator_url)
     state = prober(base, name, server_id)
     if state.reason in (v.LOAD_ERROR, v.OUTDATED):
         try:

@@ -132,6 +132,10 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
         components.daemon_deployment(wf, once),
     ]
     objects += [policy.code_server_network_policy(wf, loc) for loc in locations]
+    if spec.auth.enabled:
+        objects.append(policy.webserver_network_policy(wf))
+    else:
+        absent.append(("networking.k8s.io/v1", "NetworkPolicy", wf.namespace, wf.child(components.WEBSERVER)))
     pdbs = policy.pod_disruption_budgets(wf)
     objects += pdbs
     present = {ref(p) for p in pdbs}

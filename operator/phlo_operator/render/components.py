@@ -7,7 +7,7 @@ from typing import Any
 
 from phlo_dagster import constants as c
 from phlo_operator.model import PodSettings
-from phlo_operator.render import config, pods
+from phlo_operator.render import auth, config, pods
 from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Location, Workflow, digest
 from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
@@ -194,12 +194,14 @@ def webserver_deployment(
         annotations.update(
             {
                 "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(port),
+                # With auth, scrapers go through the proxy (GET /metrics passes without sign-in).
+                "prometheus.io/port": str(spec.auth.port if spec.auth.enabled else port),
                 "prometheus.io/path": c.METRICS_PATH,
             }
         )
     volumes = [*pods.base_volumes(), pods.instance_volume(wf), pods.workspace_volume(wf)]
-    pod = pods.pod_spec(wf, [main], volumes, spec.webserver, automount=True)
+    containers = [main, auth.container(wf)] if spec.auth.enabled else [main]
+    pod = pods.pod_spec(wf, containers, volumes, spec.webserver, automount=True)
     name = wf.child(WEBSERVER)
     return _deployment(
         wf,
@@ -216,12 +218,17 @@ def webserver_deployment(
 
 
 def webserver_service(wf: Workflow) -> dict[str, Any]:
-    """Ports http (UI, /graphql) and, with metrics, metrics: both reach the one HTTP port serving /metrics."""
-    ports = [{"name": "http", "port": wf.spec.webserver.port, "targetPort": "http", "protocol": "TCP"}]
+    """Ports http (UI, /graphql) and, with metrics, metrics: both reach the one HTTP port serving /metrics.
+    With spec.auth both reach the proxy instead, and port `direct` (auth.port) the webserver itself, for the
+    operator's GraphQL calls (the webserver's NetworkPolicy admits only the operator there)."""
+    front = auth.PORT_NAME if wf.spec.auth.enabled else "http"
+    ports = [{"name": "http", "port": wf.spec.webserver.port, "targetPort": front, "protocol": "TCP"}]
     if wf.spec.metrics.enabled:
         ports.append(
-            {"name": "metrics", "port": wf.spec.metrics.port, "targetPort": "http", "protocol": "TCP"}
+            {"name": "metrics", "port": wf.spec.metrics.port, "targetPort": front, "protocol": "TCP"}
         )
+    if wf.spec.auth.enabled:
+        ports.append({"name": "direct", "port": wf.spec.auth.port, "targetPort": "http", "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -21,7 +21,7 @@ def exposed(wf: Workflow, http_route_api: bool) -> list[str]:
 
 def authenticated(wf: Workflow) -> bool:
     """Whether an authenticating proxy of the operator's stands in front of the webserver."""
-    return False
+    return wf.spec.auth.enabled
 
 
 def _path(wf: Workflow) -> str:

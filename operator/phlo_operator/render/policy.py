@@ -55,3 +55,28 @@ def code_server_network_policy(wf: Workflow, loc: Location | None = None) -> dic
             "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": loc.server.port}]}],
         },
     }
+
+
+# The operator's pods, as the chart labels them (charts/phlo-dagster/templates/_helpers.tpl).
+OPERATOR_POD_LABELS = {"app.kubernetes.io/part-of": "phlo-dagster", "app.kubernetes.io/component": "operator"}
+
+
+def webserver_network_policy(wf: Workflow) -> dict[str, Any]:
+    """With spec.auth: the proxy's port is open (the ingress controller, the Gateway, Prometheus, users in the
+    cluster: the proxy decides), the webserver's own port only to the operator's pods (its GraphQL reload and
+    load checks), in any namespace. Without auth there is no policy: the webserver is open inside the cluster,
+    as it always was."""
+    operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": wf.metadata(WEBSERVER, WEBSERVER),
+        "spec": {
+            "podSelector": {"matchLabels": wf.selector(WEBSERVER)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": [{"protocol": "TCP", "port": wf.spec.auth.port}]},
+                {"from": [operator], "ports": [{"protocol": "TCP", "port": wf.spec.webserver.port}]},
+            ],
+        },
+    }

@@ -203,7 +203,17 @@ class Workflow:
 
     @property
     def webserver_url(self) -> str:
+        """The Service's http port: through the auth proxy when spec.auth is enabled."""
         base = f"http://{self.webserver_service}.{self.namespace}.svc:{self.spec.webserver.port}"
+        return base + (self.spec.webserver.path_prefix or "")
+
+    @property
+    def operator_url(self) -> str:
+        """Where the operator's GraphQL calls go: with spec.auth, the Service's `direct` port (the webserver
+        without the proxy, which the webserver's NetworkPolicy admits from the operator only)."""
+        if not self.spec.auth.enabled:
+            return self.webserver_url
+        base = f"http://{self.webserver_service}.{self.namespace}.svc:{self.spec.auth.port}"
         return base + (self.spec.webserver.path_prefix or "")
 
 
