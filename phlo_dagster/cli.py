@@ -881,7 +881,13 @@ def dbt_compile(force: bool) -> None:
 @click.option("--port", type=PORT, default=None, help=f"[default: ${ENV_DAGSTER_PORT} or 3000]")
 @click.option("--workspace", type=click.Path(path_type=Path), default=None, help="workspace.yaml to load.")
 @click.option("--path-prefix", default="", help="Serve under this path, e.g. /dagster.")
-def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: str) -> None:
+@click.option(
+    "--read-only",
+    is_flag=True,
+    default=False,
+    help="Serve the UI without mutations: no launching, terminating, deleting runs or toggling schedules.",
+)
+def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: str, read_only: bool) -> None:
     """Dagster's webserver (UI, /graphql) plus Prometheus /metrics on the same port."""
     from phlo_dagster.webserver import serve
 
@@ -891,7 +897,7 @@ def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: 
     check_host(host)
     if port_in_use(host, port):
         raise CliError(f"--port {port}: {host}:{port} is already in use")
-    serve(host, port, workspace, path_prefix)
+    serve(host, port, workspace, path_prefix, read_only=read_only)
 
 
 # --- entry point ---

@@ -84,8 +84,16 @@ def create_app(
     return server.create_asgi_app(lifespan=_lifespan)
 
 
-def serve(host: str, port: int, workspace: Path, path_prefix: str = "", log_level: str = "warning") -> None:
-    """Load the workspace against the instance in DAGSTER_HOME and serve until SIGINT/SIGTERM."""
+def serve(
+    host: str,
+    port: int,
+    workspace: Path,
+    path_prefix: str = "",
+    log_level: str = "warning",
+    read_only: bool = False,
+) -> None:
+    """Load the workspace against the instance in DAGSTER_HOME and serve until SIGINT/SIGTERM; read_only:
+    Dagster's read-only mode (the UI and GraphQL refuse mutations)."""
     import uvicorn
 
     if not workspace.is_file():
@@ -95,7 +103,7 @@ def serve(host: str, port: int, workspace: Path, path_prefix: str = "", log_leve
         with WorkspaceProcessContext(
             instance,
             version=webserver_version,
-            read_only=False,
+            read_only=read_only,
             workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)]),
         ) as context:
             app = create_app(context, path_prefix, prime_metrics=True)

@@ -408,6 +408,7 @@ def specs(draw: st.DrawFn) -> Spec:
             resources=resources(),
             serviceType=st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]),
             podAnnotations=annotations(),
+            readOnly=_optional(enabled=st.booleans(), replicas=st.integers(0, m.INT32_MAX)),
             pathPrefix=st.lists(
                 st.from_regex(r"[-A-Za-z0-9._~]{1,12}", fullmatch=True), min_size=1, max_size=3
             ).map(lambda parts: "/" + "/".join(parts)),

@@ -608,6 +608,21 @@ class Dbt(PodSettings):
     )
 
 
+class ReadOnlyWebserver(_Model):
+    """A second webserver in Dagster's read-only mode (no launching, terminating or deleting runs, no
+    schedule or sensor toggles), with its own Deployment and Service `<name>-webserver-read-only`; it shares
+    the webserver's settings (env, scheduling, resources, pathPrefix, podOverrides)."""
+
+    enabled: bool = Field(default=False, description="Run the read-only webserver.")
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=INT32_MAX,
+        description="Read-only webserver pods. Left alone when a HorizontalPodAutoscaler targets the "
+        "Deployment.",
+    )
+
+
 class Webserver(PodSettings):
     """The Dagster webserver: UI, GraphQL API and Prometheus /metrics."""
 
@@ -636,6 +651,12 @@ class Webserver(PodSettings):
     )
     pod_annotations: dict[str, AnnotationValue] = Field(
         default_factory=dict, description="Extra annotations on webserver pods."
+    )
+    read_only: ReadOnlyWebserver = Field(
+        default_factory=ReadOnlyWebserver,
+        description="A second, read-only webserver Deployment and Service (for wide audiences: expose it "
+        "with your own Ingress, or behind spec.auth's proxy by pointing one at its Service). Not behind "
+        "spec.auth's proxy itself, and not routed by spec.ingress or spec.httpRoute.",
     )
 
 

@@ -141,6 +141,9 @@ EVENT_RUN_NAMESPACE_CLEANUP_FAILED = _term(
 
 # -- components (the app.kubernetes.io/component label and the child name suffix)
 WEBSERVER = _term(COMPONENTS, "webserver", "Deployment and Service: the UI, /graphql and /metrics.")
+WEBSERVER_READ_ONLY = _term(
+    COMPONENTS, "webserver-ro", "Deployment and Service: a read-only webserver (webserver.readOnly)."
+)
 DAEMON = _term(COMPONENTS, "daemon", "Deployment: schedules, sensors, the run queue; one replica, Recreate.")
 CODE_SERVER = _term(COMPONENTS, "code-server", "Deployment and Service: the gRPC code location.")
 CODE_LOCATION = _term(

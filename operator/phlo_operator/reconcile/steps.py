@@ -283,7 +283,7 @@ def references(kube: Api, wf: Workflow) -> Found[Referenced]:
     if spec.auth.enabled and spec.auth.secret_name:
         name = spec.auth.secret_name
         auth = lookup("Secret", name)
-        content["spec.webserver"].append(["Secret", name, [values(auth).get(k) for k in m.AUTH_SECRET_KEYS]])
+        content["spec.auth"] = [["Secret", name, [values(auth).get(k) for k in m.AUTH_SECRET_KEYS]]]
         absent_keys = [k for k in m.AUTH_SECRET_KEYS if k not in values(auth)]
         if auth is None:
             missing.append(f"spec.auth.secretName: Secret {name!r} not found")
@@ -299,6 +299,10 @@ def references(kube: Api, wf: Workflow) -> Found[Referenced]:
         *((loc.key, loc.field) for loc in wf.locations),
     ):
         read = [content["spec"], content[field]]
+        if component == v.WEBSERVER and spec.webserver.read_only.enabled and any(read):
+            checksums[v.WEBSERVER_READ_ONLY] = digest([wf.uid, read])  # the same, without the auth Secret
+        if component == v.WEBSERVER and content.get("spec.auth"):
+            read.append(content["spec.auth"])
         if any(read):
             checksums[component] = digest([wf.uid, read])
     problem = Problem(v.REFERENCE_NOT_FOUND, "; ".join(missing)) if missing else None

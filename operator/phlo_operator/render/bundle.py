@@ -132,6 +132,17 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
         components.daemon_deployment(wf, once),
     ]
     objects += [policy.code_server_network_policy(wf, loc) for loc in locations]
+    read_only_refs = [
+        ("apps/v1", "Deployment", wf.namespace, wf.child(components.WEBSERVER_READ_ONLY)),
+        ("v1", "Service", wf.namespace, wf.child(components.WEBSERVER_READ_ONLY)),
+    ]
+    if spec.webserver.read_only.enabled:
+        objects += [
+            components.read_only_webserver_service(wf),
+            components.webserver_deployment(wf, once, facts.hpa_targets, read_only=True),
+        ]
+    else:
+        absent += read_only_refs
     if spec.auth.enabled:
         objects.append(policy.webserver_network_policy(wf))
     else:

@@ -10,9 +10,9 @@ from phlo_operator.model import PodSettings
 from phlo_operator.render import auth, config, pods
 from phlo_operator.render.shared import Shared
 from phlo_operator.render.workflow import DBT_HASH_ANNOTATION, WORKSPACE_FILE, Location, Workflow, digest
-from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
+from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER, WEBSERVER_READ_ONLY
 
-__all__ = ["CODE_SERVER", "DAEMON", "WEBSERVER"]
+__all__ = ["CODE_SERVER", "DAEMON", "WEBSERVER", "WEBSERVER_READ_ONLY"]
 
 
 def surge_one() -> dict[str, Any]:
@@ -165,15 +165,20 @@ def code_server_service(wf: Workflow, loc: Location | None = None) -> dict[str, 
 
 
 def webserver_deployment(
-    wf: Workflow, shared: Shared, hpa_targets: frozenset[str] = frozenset()
+    wf: Workflow, shared: Shared, hpa_targets: frozenset[str] = frozenset(), read_only: bool = False
 ) -> dict[str, Any]:
-    """UI, /graphql and Prometheus /metrics on one port; no liveness probe that could kill a busy process."""
+    """UI, /graphql and Prometheus /metrics on one port; no liveness probe that could kill a busy process.
+    read_only: the second webserver (webserver.readOnly), `--read-only`, same settings, no auth proxy."""
     spec = wf.spec
     port = spec.webserver.port
     command = ["phlo", "webserver", "--host", "0.0.0.0", "--port", str(port), "--workspace", WORKSPACE_FILE]
     prefix = spec.webserver.path_prefix or ""
     if prefix:
         command += ["--path-prefix", prefix]
+    if read_only:
+        command.append("--read-only")
+    component = WEBSERVER_READ_ONLY if read_only else WEBSERVER
+    proxied = spec.auth.enabled and not read_only
     main = pods.container(
         wf,
         WEBSERVER,
@@ -195,24 +200,26 @@ def webserver_deployment(
             {
                 "prometheus.io/scrape": "true",
                 # With auth, scrapers go through the proxy (GET /metrics passes without sign-in).
-                "prometheus.io/port": str(spec.auth.port if spec.auth.enabled else port),
+                "prometheus.io/port": str(spec.auth.port if proxied else port),
                 "prometheus.io/path": c.METRICS_PATH,
             }
         )
     volumes = [*pods.base_volumes(), pods.instance_volume(wf), pods.workspace_volume(wf)]
-    containers = [main, auth.container(wf)] if spec.auth.enabled else [main]
+    containers = [main, auth.container(wf)] if proxied else [main]
     pod = pods.pod_spec(wf, containers, volumes, spec.webserver, automount=True)
-    name = wf.child(WEBSERVER)
+    name = wf.child(component)
+    replicas = spec.webserver.read_only.replicas if read_only else spec.webserver.replicas
+    referenced = shared.referenced.get(component, "")  # the read-only one's leaves the auth Secret out
     return _deployment(
         wf,
-        WEBSERVER,
+        component,
         pod,
         annotations,
         shared.checksum,
         spec.webserver,
         "spec.webserver",
-        shared.referenced.get(WEBSERVER, ""),
-        **_replicas(wf, spec.webserver.replicas, name, hpa_targets),
+        referenced,
+        **_replicas(wf, replicas, name, hpa_targets),
         strategy=surge_one(),
     )
 
@@ -234,6 +241,21 @@ def webserver_service(wf: Workflow) -> dict[str, Any]:
         "kind": "Service",
         "metadata": wf.metadata(WEBSERVER, WEBSERVER),
         "spec": {"type": wf.spec.webserver.service_type, "selector": wf.selector(WEBSERVER), "ports": ports},
+    }
+
+
+def read_only_webserver_service(wf: Workflow) -> dict[str, Any]:
+    """ClusterIP, port http (UI, /graphql, /metrics): expose it with an Ingress of your own if wanted."""
+    port = wf.spec.webserver.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": wf.metadata(WEBSERVER_READ_ONLY, WEBSERVER_READ_ONLY),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": wf.selector(WEBSERVER_READ_ONLY),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
     }
 
 

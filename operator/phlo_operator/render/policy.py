@@ -6,7 +6,7 @@ from typing import Any
 
 from phlo_dagster import constants as c
 from phlo_operator.render.workflow import Location, Workflow
-from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER
+from phlo_operator.vocabulary import CODE_SERVER, DAEMON, WEBSERVER, WEBSERVER_READ_ONLY
 
 
 def _pdb(meta: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
@@ -38,10 +38,13 @@ def code_server_network_policy(wf: Workflow, loc: Location | None = None) -> dic
     image (JobPythonOrigin)."""
     loc = loc or wf.locations[0]
     instance = wf.labels(CODE_SERVER)[c.LABEL_INSTANCE]
+    readers = [WEBSERVER, DAEMON]
+    if wf.spec.webserver.read_only.enabled:
+        readers.append(WEBSERVER_READ_ONLY)
     peer: dict[str, Any] = {
         "podSelector": {
             "matchLabels": {c.LABEL_INSTANCE: instance, c.LABEL_NAME: c.APP_NAME},
-            "matchExpressions": [{"key": c.LABEL_COMPONENT, "operator": "In", "values": [WEBSERVER, DAEMON]}],
+            "matchExpressions": [{"key": c.LABEL_COMPONENT, "operator": "In", "values": readers}],
         }
     }
     peers = [peer]
