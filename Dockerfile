@@ -16,11 +16,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PHLO_DBT_PROJECT_DIR=/app/dbt
 
 WORKDIR /src
-# Dependencies first, from the package metadata alone: phlo-dagster with the dbt extra (Dagster, dagster-k8s,
-# dagster-postgres, dagster-dbt, dbt) at the versions of requirements.lock, the lock the test venv installs from.
+# Dependencies first, from the package metadata alone: phlo-dagster with the dbt and s3 extras (Dagster,
+# dagster-k8s, dagster-postgres, dagster-dbt, dbt, dagster-aws) at the versions of requirements.lock, the lock
+# the test venv installs from.
 # This layer changes only with pyproject.toml or the lock, so a code change rebuilds only the layers below it.
 COPY pyproject.toml requirements.lock ./
-RUN pip install --no-cache-dir -c requirements.lock ".[dbt]"
+RUN pip install --no-cache-dir -c requirements.lock ".[dbt,s3]"
 
 # Then the project itself over that metadata-only install, and the plugin.
 COPY README.md ./

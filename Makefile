@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml $(LOCK)
 		echo "venv: $(VENV) has another Python; recreating it"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
-	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[dbt,operator,dev]'
+	$(VENV)/bin/pip install -q -c $(LOCK) -e '.[dbt,s3,operator,dev]'
 	touch $(STAMP)
 
 ## Re-resolve requirements.lock (universal: Python 3.11 and 3.12) from pyproject.toml and operator/requirements.txt.
@@ -45,7 +45,7 @@ lock: $(UV)
 	index="$$($(PYTHON) -m pip config get global.index-url 2>/dev/null || true)"; \
 	$(UV) pip compile --quiet --universal --python-version 3.11 --system-certs \
 		$${index:+--index-url "$$index"} --custom-compile-command 'make lock' \
-		pyproject.toml --extra dbt --extra operator --extra dev operator/requirements.txt -o $(LOCK)
+		pyproject.toml --extra dbt --extra s3 --extra operator --extra dev operator/requirements.txt -o $(LOCK)
 	$(PYTHON) -m tests.images.lock stamp $(LOCK)
 
 $(UV):

@@ -25,6 +25,8 @@ CONFIGURABLE_CLASSES: dict[str, tuple[str, ...]] = {
         "dagster._core.run_coordinator.default_run_coordinator",
     ),
     "K8sRunLauncher": ("dagster_k8s", "dagster_k8s.launcher"),
+    # spec.computeLogs.s3 (dagster-aws, the s3 extra)
+    "S3ComputeLogManager": ("dagster_aws.s3", "dagster_aws.s3.compute_log_manager"),
 }
 
 

@@ -480,6 +480,16 @@ def specs(draw: st.DrawFn) -> Spec:
             ),
             "port": port,
         }
+    s3 = draw(
+        _optional(
+            prefix=st.from_regex(r"[a-z0-9/_.-]{1,20}", fullmatch=True),
+            endpointUrl=st.sampled_from(["http://minio.storage:9000", "https://s3.example.com"]),
+            region=st.sampled_from(["us-east-1", "eu-west-1"]),
+            secretName=dns_subdomain(60),
+        )
+    )
+    if draw(st.booleans()):
+        spec["computeLogs"] = {"s3": {"bucket": "dagster-logs", **s3}}
     pull = draw(st.lists(dns_subdomain(60), max_size=3, unique=True))
     if pull:
         spec["imagePullSecrets"] = [{"name": n} for n in pull]
@@ -549,6 +559,7 @@ FIELDS = [
     "ingress",
     "httpRoute",
     "auth",
+    "computeLogs",
     "suspend",
     "runCoordinator",
     "runRetries",

@@ -21,7 +21,7 @@ SCHEMA_FILE = "dagster_instance_schema.json"
 # Dagster reads a configurable class's module dagster.x as its private dagster._x.
 _PUBLIC_DAGSTER_MODULE = re.compile(r"^dagster\.([^_])")
 # Instance keys that name a class (module, class, config) whose config Dagster checks when it loads it.
-_CLASS_KEYS = ("run_coordinator", "run_launcher")
+_CLASS_KEYS = ("run_coordinator", "run_launcher", "compute_logs")
 # The run-queue settings concurrency.runs replaces (Dagster refuses both).
 _RUNS_HINT = "(-1 means no limit, 0 launches nothing)"
 _RUN_QUEUE_KEYS = (

@@ -1330,6 +1330,56 @@ class Auth(_Model):
         return self
 
 
+# Keys of spec.computeLogs.s3.secretName and the env the AWS SDK reads them from (through secretKeyRef).
+S3_SECRET_KEYS = {"access-key-id": "AWS_ACCESS_KEY_ID", "secret-access-key": "AWS_SECRET_ACCESS_KEY"}
+
+
+class S3ComputeLogs(_Model):
+    """Dagster's S3 compute log manager (dagster-aws): each step's stdout and stderr are uploaded to S3 or an
+    S3-compatible server, where the UI reads them, also for runs whose pod is gone."""
+
+    bucket: str = Field(
+        description="Bucket name.", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"
+    )
+    prefix: str = Field(
+        default="dagster",
+        description="Key prefix of the log objects.",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible server (e.g. http://minio.storage:9000); default: AWS S3.",
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+    )
+    region: str | None = Field(
+        default=None,
+        description="Region of the bucket (default: the SDK's, e.g. AWS_REGION).",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9-]+$",
+    )
+    secret_name: str | None = Field(
+        default=None,
+        description="Secret with keys access-key-id and secret-access-key, set as AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (secretKeyRef) on the webserver, daemon, code servers and run pods (with "
+        "another runLauncher.namespace it must exist there too). Without it the SDK's other sources apply, "
+        "e.g. workload identity through serviceAccount.annotations.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+
+
+class ComputeLogs(_Model):
+    """Where run steps' stdout and stderr go (default: local files in the run pod, which the UI cannot read
+    once the pod is gone)."""
+
+    s3: S3ComputeLogs | None = Field(default=None, description="Upload them to S3 (dagster-aws).")
+
+
 _SA_ANNOTATIONS_MESSAGE = (
     "serviceAccount.annotations are for the generated ServiceAccount: with serviceAccountName, "
     "annotate that ServiceAccount instead"
@@ -1428,6 +1478,10 @@ class PhloWorkflowSpec(_Model):
         default_factory=HTTPRouteSettings,
         description="A Gateway API HTTPRoute to the webserver (UI and /graphql).",
     )
+    compute_logs: ComputeLogs | None = Field(
+        default=None,
+        description="Run logs (stdout, stderr) in storage the UI reads: S3 or an S3-compatible server.",
+    )
     auth: Auth = Field(
         default_factory=Auth,
         description="An authenticating proxy (oauth2-proxy) in front of the webserver, so the UI is not open "
@@ -1468,6 +1522,8 @@ class PhloWorkflowSpec(_Model):
                 found.add(("ConfigMap", env_from.config_map_ref.name))
         if self.storage.postgres.secret_name:
             found.add(("Secret", self.storage.postgres.secret_name))
+        if self.s3_logs is not None and self.s3_logs.secret_name:
+            found.add(("Secret", self.s3_logs.secret_name))
         if self.auth.enabled and self.auth.secret_name:
             found.add(("Secret", self.auth.secret_name))
         return found
@@ -1515,6 +1571,29 @@ class PhloWorkflowSpec(_Model):
     def _distinct_service_ports(self) -> PhloWorkflowSpec:
         if self.metrics.enabled and self.metrics.port == self.webserver.port:
             raise ValueError("metrics.port must differ from webserver.port (both are ports of one Service)")
+        return self
+
+    @property
+    def s3_logs(self) -> S3ComputeLogs | None:
+        return self.compute_logs.s3 if self.compute_logs is not None else None
+
+    @model_validator(mode="after")
+    def _s3_credentials_once(self) -> PhloWorkflowSpec:
+        s3 = self.s3_logs
+        if s3 is None or not s3.secret_name:
+            return self
+        parts = [
+            ("spec.env", self.env),
+            *((f"spec.{f}.env", getattr(self, f).env) for f in ("webserver", "daemon")),
+        ]
+        parts.append(("spec.codeServer.env", self.code_server.env))
+        parts.append(("spec.runLauncher.runs.env", self.run_launcher.runs.env))
+        for where, env in parts:
+            for var in env:
+                if var.name in S3_SECRET_KEYS.values():
+                    raise ValueError(
+                        f"{where}: {var.name} is set from computeLogs.s3.secretName; remove one of them"
+                    )
         return self
 
     @model_validator(mode="after")

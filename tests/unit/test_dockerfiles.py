@@ -76,10 +76,10 @@ def test_operator_entrypoint_is_the_console_script():
     assert scripts["phlo-dagster-operator"] == "phlo_operator.main:main"
 
 
-def test_runtime_image_installs_the_dbt_extra_and_bakes_workflows():
+def test_runtime_image_installs_the_dbt_and_s3_extras_and_bakes_workflows():
     dockerfile = parse(RUNTIME)
     steps = pip_steps(dockerfile)
-    assert any(".[dbt]" in s for s in steps), steps
+    assert any(".[dbt,s3]" in s for s in steps), steps  # s3: dagster-aws, for spec.computeLogs.s3
     copies = dockerfile.all("COPY")
     assert any(c.endswith(" /app/workflows/") for c in copies), copies
     assert any(c.endswith(" /app/dbt/") for c in copies), copies

@@ -280,6 +280,17 @@ def references(kube: Api, wf: Workflow) -> Found[Referenced]:
         name = spec.storage.postgres.secret_name
         storage = values(lookup("Secret", name))
         content["spec"].append(["Secret", name, [storage.get(k) for k in pg_render.SECRET_KEYS]])
+    s3 = spec.s3_logs
+    if s3 is not None and s3.secret_name:
+        found = lookup("Secret", s3.secret_name)
+        content["spec"].append(["Secret", s3.secret_name, [values(found).get(k) for k in m.S3_SECRET_KEYS]])
+        lacking = [k for k in m.S3_SECRET_KEYS if k not in values(found)]
+        if found is None:
+            missing.append(f"spec.computeLogs.s3.secretName: Secret {s3.secret_name!r} not found")
+        elif lacking:
+            missing.append(
+                f"spec.computeLogs.s3.secretName: Secret {s3.secret_name!r} has no key {', '.join(lacking)}"
+            )
     if spec.auth.enabled and spec.auth.secret_name:
         name = spec.auth.secret_name
         auth = lookup("Secret", name)

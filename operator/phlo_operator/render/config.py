@@ -225,6 +225,26 @@ def _operator_instance(wf: Workflow) -> dict[str, Any]:
         # runs whose worker pod never started or died.
         "run_monitoring": {"enabled": True, "start_timeout_seconds": 300, "poll_interval_seconds": 30},
         "telemetry": {"enabled": False},
+        **_compute_logs(wf),
+    }
+
+
+def _compute_logs(wf: Workflow) -> dict[str, Any]:
+    """spec.computeLogs.s3: Dagster's S3ComputeLogManager (dagster-aws); credentials come from env."""
+    s3 = wf.spec.s3_logs
+    if s3 is None:
+        return {}
+    config: dict[str, Any] = {"bucket": s3.bucket, "prefix": s3.prefix}
+    if s3.endpoint_url:
+        config["endpoint_url"] = s3.endpoint_url
+    if s3.region:
+        config["region"] = s3.region
+    return {
+        "compute_logs": {
+            "module": "dagster_aws.s3.compute_log_manager",
+            "class": "S3ComputeLogManager",
+            "config": config,
+        }
     }
 
 

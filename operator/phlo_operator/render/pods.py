@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from phlo_dagster import constants as c
+from phlo_operator import model as m
 from phlo_operator.model import PodSettings, ResourceRequirements
 from phlo_operator.render import overrides
 from phlo_operator.render.workflow import (
@@ -121,8 +122,16 @@ def env_from(wf: Workflow, settings: PodSettings | None) -> list[dict[str, Any]]
     return [*user_env_from(wf), *own]
 
 
+def s3_env(wf: Workflow) -> list[dict[str, Any]]:
+    """The S3 compute log manager's credentials, from spec.computeLogs.s3.secretName (never literal)."""
+    s3 = wf.spec.s3_logs
+    if s3 is None or not s3.secret_name:
+        return []
+    return [_secret_env(var, s3.secret_name, key) for key, var in m.S3_SECRET_KEYS.items()]
+
+
 def dagster_env(wf: Workflow, secret: str | None = None, loc: Location | None = None) -> list[dict[str, Any]]:
-    return [*runtime_env(wf, loc), *postgres_env(wf, secret), *user_env(wf)]
+    return [*runtime_env(wf, loc), *postgres_env(wf, secret), *s3_env(wf), *user_env(wf)]
 
 
 def base_volumes() -> list[dict[str, Any]]:
