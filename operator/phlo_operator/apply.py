@@ -62,6 +62,9 @@ class ApiError(Exception):
     def __init__(self, verb: str, code: int, reason: str) -> None:
         super().__init__(f"{verb} failed with HTTP {code}: {reason}")
         self.verb, self.code, self.reason = verb, code, reason
+        # The conditions the failed pass reported (Degraded/ApplyFailed), when its status write went through:
+        # the metrics count the workflow as Degraded, so PhloWorkflowDegraded fires.
+        self.conditions: list[dict[str, Any]] | None = None
 
 
 def apply_body(obj: dict[str, Any]) -> bytes:

@@ -152,6 +152,8 @@ class Controller:
             result = self.reconciler.reconcile(*key)
         except ApiError as exc:
             metrics.RECONCILES.labels(result="error").inc()
+            if exc.conditions is not None:
+                metrics.observe_workflow(key, exc.conditions)
             log.warning("reconcile %s/%s: %s", *key, exc)
             return True, None
         except Exception:  # a bug must not kill the operator; retried with backoff like an API failure

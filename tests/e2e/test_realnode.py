@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -127,16 +128,20 @@ def test_materialization_runs_as_a_kubernetes_job(cluster_flow: Cluster) -> None
     assert pods[0]["spec"]["nodeName"] == realnode.NODE_NAME
 
 
+SECRET_KEY = re.compile(r"password|secret|token|credential|key", re.IGNORECASE)
+
+
 def _secret_values(c: Cluster) -> dict[str, str]:
-    """Every value of the namespace's Opaque Secrets long enough to be a secret (passwords, connection
-    strings), by "secret/key"; short ones (a port, a user name) would match by chance."""
+    """The values of the namespace's Opaque Secrets under a key that names a secret (a password, a token),
+    by "secret/key". A Secret's other keys (the database host, port and user of the storage Secret) are
+    settings that logs may name."""
     found = {}
     for secret in c.get("secrets")["items"]:
         if secret.get("type") != "Opaque":
             continue
         for key, encoded in (secret.get("data") or {}).items():
             value = base64.b64decode(encoded).decode(errors="replace")
-            if len(value) >= 12:
+            if SECRET_KEY.search(key) and len(value) >= 8:
                 found[f"{secret['metadata']['name']}/{key}"] = value
     return found
 

@@ -7,8 +7,8 @@ variables substituted, returns data from Prometheus's HTTP API, and the alerts t
 Prometheus's own /api/v1/alerts (the chart's rules with short thresholds). Then the daemon is stopped
 (DagsterDaemonDown, and a queued run makes DagsterRunQueueStuck), then the webserver (DagsterWebserverDown).
 
-The operator's metrics come from its metrics module served on its own (phlo_operator.metrics.serve), not from
-an operator on the test bed.
+The operator is the real one, on the test bed (kube-apiserver, etcd, kwok nodes), reconciling a workflow to
+Ready in the namespace the dashboard's $namespace names; at the end it is stopped (PhloOperatorDown).
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ import yaml
 from phlo_operator.chart import alerts, dashboard
 from phlo_operator.chart.values import PrometheusRule
 
-pytestmark = pytest.mark.integration  # prometheus, promtool (Debian's prometheus package)
+from tests.integration.test_faults import all_ready, apply, condition, workflow_docs, workflows
+from tests.integration.test_operator import ROOT, Operator
+from tests.testbed.cluster import Testbed
+
+pytestmark = pytest.mark.integration  # prometheus, promtool (Debian's prometheus package); the bed: binaries
 
 WORKFLOW = """
 from phlo_dagster.capabilities import (
@@ -149,6 +153,8 @@ class Bed:
     project: Path
     dagster: str  # the webserver's base URL
     prometheus: str
+    namespace: str  # of the workflow the operator reconciles; the webserver's target is labelled with it
+    operator: Operator
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -204,26 +210,42 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-OPERATOR_METRICS = """
-import sys, time
-from phlo_operator import metrics
-metrics.serve(int(sys.argv[1]), "127.0.0.1")
-metrics.RECONCILES.labels(result="ok").inc()
-metrics.RECONCILE_SECONDS.observe(0.2)
-metrics.api_error("patch", 409)
-metrics.observe_workflow(("dev", "wf"), [{"type": "Ready", "status": "True"}])
-time.sleep(3600)
-"""
+def degraded(testbed: Testbed, namespace: str, name: str) -> bool:
+    found = workflows(testbed, namespace).get(name) or {}
+    return condition(found, "Degraded").get("reason") == "ApplyFailed"
 
 
 @pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Bed]:
+def operator(testbed: Testbed, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    """The operator on the bed with one workflow Ready in namespace (with dbt, on an external Secret)."""
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    testbed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
+    op = Operator(testbed, [namespace], tmp_path / "operator.log").start()
+    try:
+        docs = workflow_docs(1)
+        apply(testbed, namespace, docs)
+        name = docs[1]["metadata"]["name"]
+        wait_for("the workflow Ready", lambda: all_ready(testbed, namespace, {name}), 180)
+        # A second one whose runs go to a namespace that does not exist: the API refuses its run RBAC, so the
+        # operator counts API errors and the workflow is Degraded (ApplyFailed).
+        broken = {**docs[1], "metadata": {"name": "runs-nowhere"}}
+        broken["spec"] = {**docs[1]["spec"], "runLauncher": {"namespace": "no-such-run-namespace"}}
+        apply(testbed, namespace, [broken])
+        wait_for("runs-nowhere Degraded", lambda: degraded(testbed, namespace, "runs-nowhere"), 180)
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def bed(tmp_path: Path, namespace: str, operator: Operator) -> Iterator[Bed]:
     prometheus_bin = shutil.which("prometheus")
     assert prometheus_bin, "prometheus is missing: .ci/run installs Debian's prometheus package"
     project = tmp_path / "project"
     (project / "workflows").mkdir(parents=True)
     (project / "workflows" / "shop.py").write_text(WORKFLOW)
-    port, operator_port, prometheus_port = free_port(), free_port(), free_port()
+    port, operator_port, prometheus_port = free_port(), operator.metrics_port, free_port()
     phlo(project, "services", "init", "--port", str(port))
     rule = PrometheusRule.model_validate({"webserverJob": WEBSERVER_JOB, "thresholds": THRESHOLDS})
     (tmp_path / "rules.yaml").write_text(
@@ -235,7 +257,7 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         "scrape_configs": [
             {
                 "job_name": WEBSERVER_JOB,
-                "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": "dev"}}],
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": namespace}}],
             },
             {
                 "job_name": OPERATOR_JOB,
@@ -246,7 +268,6 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    operator = start([sys.executable, "-c", OPERATOR_METRICS, str(operator_port)], tmp_path / "operator.log")
     prometheus = start(
         [
             prometheus_bin,
@@ -260,7 +281,9 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
     try:
         phlo(project, "services", "start")
         started = True
-        bed = Bed(project, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{prometheus_port}")
+        bed = Bed(
+            project, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{prometheus_port}", namespace, operator
+        )
         wait_for("Prometheus answers", lambda: fetch(f"{bed.prometheus}/api/v1/status/buildinfo"), 60)
         yield bed
     finally:
@@ -273,11 +296,12 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
                 timeout=120,
             )
         stop(prometheus)
-        stop(operator)
 
 
-def substituted(expr: str) -> str:
-    return expr.replace('=~"$namespace"', '=~"dev"').replace('=~"$operator_namespace"', f'=~"{OPERATOR_NS}"')
+def substituted(expr: str, namespace: str) -> str:
+    return expr.replace('=~"$namespace"', f'=~"{namespace}"').replace(
+        '=~"$operator_namespace"', f'=~"{OPERATOR_NS}"'
+    )
 
 
 def test_dashboard_and_alerts_on_a_real_prometheus(bed: Bed) -> None:
@@ -305,21 +329,23 @@ def test_dashboard_and_alerts_on_a_real_prometheus(bed: Bed) -> None:
     empty = []
     for panel in dashboard.dashboard()["panels"]:
         for target in panel.get("targets", []):
-            if not bed.query(substituted(target["expr"])):
+            if not bed.query(substituted(target["expr"], bed.namespace)):
                 empty.append(panel["title"])
     assert not empty, f"panels without data: {empty}"
 
-    expected = {"DagsterRunFailed", "DagsterBlockingCheckFailed", "DagsterAssetStale"}
-    firing = wait_for(
-        "the run, check and freshness alerts",
-        lambda: bed.firing_all(expected),
-        120,
-    )
+    expected = {"DagsterRunFailed", "DagsterBlockingCheckFailed", "DagsterAssetStale", "PhloWorkflowDegraded"}
+    try:
+        firing = wait_for(
+            "the run, check, freshness and Degraded alerts", lambda: bed.firing_all(expected), 120
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; firing: {bed.firing()}") from None
     assert {a["exported_job"] for a in firing["DagsterRunFailed"]} == {"__ASSET_JOB"}
     assert [(a["asset_key"], a["check_name"]) for a in firing["DagsterBlockingCheckFailed"]] == [
         ("raw/orders", "unique")
     ]
     assert [a["asset_key"] for a in firing["DagsterAssetStale"]] == ["raw/orders"]
+    assert [a["namespace"] for a in firing["PhloWorkflowDegraded"]] == [OPERATOR_NS]
     quiet = {
         "DagsterWebserverDown",
         "DagsterDaemonDown",
@@ -342,7 +368,13 @@ def test_dashboard_and_alerts_on_a_real_prometheus(bed: Bed) -> None:
         {
             "alertname": "DagsterWebserverDown",
             "severity": "critical",
-            "namespace": "dev",
+            "namespace": bed.namespace,
             "job": WEBSERVER_JOB,
         }
     ]
+    assert "PhloOperatorDown" not in bed.firing()
+
+    bed.operator.stop()
+    firing = wait_for("PhloOperatorDown", lambda: bed.firing().get("PhloOperatorDown"), 120)
+    # absent() of a comparison carries no labels of the selector: the alert names the job in its text only
+    assert [a["severity"] for a in firing] == ["critical"], firing

@@ -185,3 +185,28 @@ def test_cleanup_gives_up_waiting_with_a_temporary_error(monkeypatch: pytest.Mon
     ctl._state[("ns", "a")] = controller_module._KeyState(running=True)
     with pytest.raises(kopf.TemporaryError, match="still running"):
         ctl.cleanup("ns", "a", {}, {})
+
+
+def test_a_pass_that_fails_at_the_api_still_counts_its_workflow_degraded() -> None:
+    """An ApplyFailed pass reports Degraded in the status, then raises for the retry: the workflow gauge must
+    count it Degraded too, or PhloWorkflowDegraded never fires for the commonest failure. (Found by the
+    real Prometheus of tests/integration/test_prometheus_scrape.py: the gauge kept no Degraded series.)"""
+    from phlo_operator.apply import ApiError
+
+    class Refused:
+        def reconcile(self, namespace: str, name: str) -> Result:
+            exc = ApiError("apply", 404, "namespaces no-such-run-namespace not found")
+            exc.conditions = [{"type": "Ready", "status": "False"}, {"type": "Degraded", "status": "True"}]
+            raise exc
+
+    def degraded() -> float:
+        return metrics.WORKFLOWS.labels(condition="Degraded", status="True")._value.get()
+
+    before = degraded()
+    ctl = Controller(Refused(), Options())  # type: ignore[arg-type]
+    ctl.trigger("ns", "refused")
+    assert degraded() == before + 1
+    state = ctl._state[("ns", "refused")]
+    assert state.retry is not None  # still retried with backoff
+    state.retry.cancel()
+    ctl.forget("ns", "refused")

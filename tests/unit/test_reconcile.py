@@ -317,8 +317,10 @@ def test_without_an_hpa_the_spec_sets_replicas() -> None:
 def test_an_api_failure_on_a_new_workflow_says_not_ready_and_is_raised_for_a_retry() -> None:
     bed = Bed(dbt={"enabled": False})
     bed.kube.fail("patch", "Deployment", 422, "affinity: invalid")
-    with pytest.raises(ApiError):
+    with pytest.raises(ApiError) as raised:
         bed.run()
+    # what the status now says rides on the error, for the controller's workflow gauge
+    assert {(c["type"], c["status"]) for c in raised.value.conditions or []} >= {("Degraded", "True")}
     assert bed.condition("Degraded") == {
         **bed.condition("Degraded"),
         "status": "True",

@@ -74,7 +74,8 @@ class Reconciler:
         except ApiError as exc:
             log.warning("reconcile %s/%s: %s", namespace, name, exc)
             with contextlib.suppress(ApiError):  # the status write failing too changes nothing: retried
-                self._report(cr, st.Observed(generation, apply_error=str(exc)), ledger, "error")
+                reported = self._report(cr, st.Observed(generation, apply_error=str(exc)), ledger, "error")
+                exc.conditions = reported.conditions
             raise
         result = self._report(cr, observed, ledger, "ok")
         location = observed.code_location
