@@ -78,7 +78,7 @@ def test_changing_one_locations_image_rolls_and_reloads_only_it() -> None:
     assert entries["marketing"]["reloadedHash"] == entries["marketing"]["templateHash"]
 
 
-def test_a_removed_location_loses_its_code_server() -> None:
+def test_a_removed_location_loses_its_code_server_and_its_dbt_jobs() -> None:
     b = bed()
     ready(b)
     b.patch_spec(codeLocations=[copy.deepcopy(LOCATIONS[0])])
@@ -86,6 +86,11 @@ def test_a_removed_location_loses_its_code_server() -> None:
     assert b.kube.get(MARKETING) is None
     assert b.kube.get(("v1", "Service", NS, f"{NAME}-code-marketing")) is None
     assert [e["name"] for e in b.status()["codeLocations"]] == ["sales"]
+    assert len(b.kube.kind("Job")) == 1
+    b.patch_spec(codeLocations=[copy.deepcopy(LOCATIONS[1])])
+    b.run()
+    assert b.kube.get(SALES) is None and b.kube.kind("Job") == []  # sales' compile went with it
+    assert b.kube.get(MARKETING) is not None
 
 
 def test_a_failed_compile_of_one_location_degrades_and_names_it() -> None:

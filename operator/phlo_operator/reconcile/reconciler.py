@@ -100,6 +100,7 @@ class Reconciler:
         storage = take(steps.storage(kube, wf))
         workloads = take(steps.children(kube, desired, wf))
         take(steps.absent(kube, desired.absent))
+        take(steps.gone_location_jobs(kube, wf, previous))
         webserver = workloads.get(comp.WEBSERVER)
         locations = [self.location(wf, part, previous, webserver, ledger) for part in desired.locations]
         observed = tuple(obs for obs, _, _ in locations)

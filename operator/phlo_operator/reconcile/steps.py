@@ -479,6 +479,23 @@ def superseded_jobs(kube: Api, wf: Workflow, keep: str, loc: Location | None = N
     return Found(None, writes)
 
 
+def gone_location_jobs(kube: Api, wf: Workflow, previous: Previous) -> Found[None]:
+    """The dbt-compile Jobs of code locations status lists and the spec no longer has (their Deployment,
+    Service, NetworkPolicy and PDB go with the absent refs the renderer lists)."""
+    current = {loc.name for loc in wf.locations}
+    gone = {str(e.get("name")) for e in previous.get("codeLocations") or []} - current
+    if not gone:
+        return Found(None)
+    selector = f"{c.LABEL_INSTANCE}={wf.labels(dbt_render.COMPONENT)[c.LABEL_INSTANCE]}"
+    selector += f",{c.LABEL_COMPONENT}={dbt_render.COMPONENT}"
+    writes = 0
+    for job in kube.list("batch/v1", "Job", wf.namespace, selector):
+        owner = (job["metadata"].get("labels") or {}).get(names.LOCATION_LABEL, c.DEFAULT_CODE_LOCATION_NAME)
+        if owner in gone:
+            writes += int(kube.delete(ref_of({**job, "apiVersion": "batch/v1", "kind": "Job"})))
+    return Found(None, writes)
+
+
 def location_previous(previous: Previous, loc: Location) -> Previous:
     """A location's bookkeeping as the steps read it ({dbt, codeServer}): phlo's is status.dbt and
     status.codeServer (as before codeLocations existed), another's its status.codeLocations entry."""
