@@ -80,7 +80,21 @@ class Testbed:
         """Run the bed's kubectl as cluster admin. A `--timeout` given to kubectl (wait, rollout status,
         delete) is honoured: the process may run that long plus a margin, whatever `timeout` says."""
         timeout = max(timeout, kubectl_process_timeout(args))
-        return self._run([str(self.bin_dir / "kubectl"), *args], input, check, timeout)
+        argv = [str(self.bin_dir / "kubectl"), *args]
+        if args[:1] == ("wait",) and any(a.startswith("--for=condition=") for a in args):
+            # kubectl wait fails at once, instead of waiting, on an object whose status has no conditions
+            # yet (a CRD applied a moment ago): look again until the conditions exist.
+            deadline = time.monotonic() + timeout
+            while True:
+                result = self._run(argv, input, False, timeout)
+                early = result.returncode != 0 and "accessor error: <nil>" in result.stderr
+                if not early or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if check and result.returncode != 0:
+                raise TestbedCommandError(result.returncode, argv, result.stdout, result.stderr)
+            return result
+        return self._run(argv, input, check, timeout)
 
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the bed's helm (v3) against this cluster."""
