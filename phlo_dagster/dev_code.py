@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from phlo_dagster.console import CliError
+from phlo_dagster.services import port_in_use
 
 LOOPBACK = "127.0.0.1"
 # workspace.yaml's Python entries: the key naming the code, and the flag of `dagster code-server start`.
@@ -110,12 +111,6 @@ def shared_workspace(
     return {**workspace, "load_from": load_from}, servers
 
 
-def accepting(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def wait_serving(
     servers: Sequence[CodeServer],
     procs: Mapping[str, subprocess.Popen[bytes]],  # by location name
@@ -134,7 +129,7 @@ def wait_serving(
                     f"code server of location {server.location} exited with code {proc.returncode} "
                     "while loading; see its output above"
                 )
-            if accepting(LOOPBACK, server.port):
+            if port_in_use(LOOPBACK, server.port):
                 waiting.remove(server)
         if not waiting:
             return
