@@ -77,6 +77,12 @@ def _namespace_name(node_name: str) -> str:
     return f"{stem}-{secrets.token_hex(3)}"
 
 
+@pytest.fixture(scope="module")
+def crds(testbed: Testbed) -> None:
+    """The repository's CRDs on the session's bed (again per module: a chart test may remove them)."""
+    testbed.apply_crds()
+
+
 @pytest.fixture
 def namespace(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test; deleted (without waiting) afterwards."""

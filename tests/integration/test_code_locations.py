@@ -13,9 +13,8 @@ import yaml
 from tests.integration import test_operator as base
 from tests.integration.test_operator import NAME, WORKFLOW, Kubectl, Operator, ReloadRecorder, wait_for
 
-# test_operator.py's fixtures, for this module's test.
-crds, kc, operator, reload_recorder, volume = (
-    base.crds,
+# test_operator.py's fixtures, for this module's test (crds comes from tests/conftest.py).
+kc, operator, reload_recorder, volume = (
     base.kc,
     base.operator,
     base.reload_recorder,

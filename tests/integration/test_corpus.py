@@ -16,20 +16,13 @@ import pytest
 
 from tests import corpus_manifests
 from tests.corpus_manifests import Case
-from tests.integration.test_operator import ROOT, Operator
+from tests.integration.test_operator import Operator
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
 GOOD = "good-quickstart.yaml"
 SECRET_MARK = "corpus-password"  # every Secret value in the corpus carries it
 OUTCOME_TIMEOUT = 180.0
-
-
-@pytest.fixture(scope="module")
-def crds(testbed: Testbed) -> None:
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    testbed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
 
 
 def _submit(bed: Testbed, namespace: str, case: Case) -> str | None:

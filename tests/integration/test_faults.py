@@ -226,13 +226,6 @@ def two_namespaces(testbed: Testbed, request: pytest.FixtureRequest) -> Iterator
             testbed.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 
-@pytest.fixture(scope="module")
-def crds(testbed: Testbed) -> None:
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    testbed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
-
-
 def test_operator_killed_at_random_moments_ends_as_a_clean_run(
     testbed: Testbed, crds: None, two_namespaces: tuple[str, str], tmp_path: Path, record_property: Any
 ) -> None:
@@ -334,9 +327,7 @@ def private_bed(tmp_path: Path) -> Iterator[Testbed]:
     """A control plane of this test's own: its API server and etcd are restarted."""
     bed = cluster.start(tmp_path / "bed")
     try:
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
-            bed.kubectl("apply", "--server-side", "-f", str(path))
-        bed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
+        bed.apply_crds()
         yield bed
     finally:
         bed.stop()

@@ -261,11 +261,6 @@ def template_hash_annotation(dep: dict[str, Any] | None) -> str:
 
 
 # -- fixtures
-@pytest.fixture(scope="session")
-def crds(testbed: Testbed) -> None:
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    testbed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_operator import ROOT, WORKFLOW, Kubectl, Operator, wait_for
+from tests.integration.test_operator import WORKFLOW, Kubectl, Operator, wait_for
 from tests.testbed import cluster
 from tests.testbed.cluster import Testbed
 
@@ -30,9 +30,7 @@ def test_all_namespaces_reconciles_every_namespace_with_cluster_peering(
     private_bed: Testbed, tmp_path: Path
 ) -> None:
     bed = private_bed
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        bed.kubectl("apply", "--server-side", "-f", str(path))
-    bed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
+    bed.apply_crds()
     teams = ["team-a", "team-b"]
     for ns in teams:
         bed.kubectl("create", "namespace", ns)

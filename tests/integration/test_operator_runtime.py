@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_operator import NAME, ROOT, Kubectl, Operator, crds, free_port, wait_for  # noqa: F401
+from tests.integration.test_operator import NAME, ROOT, Kubectl, Operator, free_port, wait_for
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration

@@ -34,7 +34,7 @@ from phlo_operator.chart import alerts, dashboard
 from phlo_operator.chart.values import PrometheusRule
 
 from tests.integration.test_faults import all_ready, apply, condition, workflow_docs, workflows
-from tests.integration.test_operator import ROOT, Operator
+from tests.integration.test_operator import Operator
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration  # prometheus, promtool (Debian's prometheus package); the bed: binaries
@@ -218,9 +218,7 @@ def degraded(testbed: Testbed, namespace: str, name: str) -> bool:
 @pytest.fixture
 def operator(testbed: Testbed, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     """The operator on the bed with one workflow Ready in namespace (with dbt, on an external Secret)."""
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    testbed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
+    testbed.apply_crds()
     op = Operator(testbed, [namespace], tmp_path / "operator.log").start()
     try:
         docs = workflow_docs(1)

@@ -18,17 +18,9 @@ from phlo_operator.render import Facts, Workflow, render_all
 from phlo_operator.render import postgres as pg_render
 
 from tests import spec_strategies as ss
-from tests.integration.test_operator import ROOT
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def crds(testbed: Testbed) -> None:
-    for crd in sorted((ROOT / "crds").glob("*.yaml")):
-        testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    testbed.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,12 @@ class Testbed:
             return result
         return self._run(argv, input, check, timeout)
 
+    def apply_crds(self) -> None:
+        """The repository's CRDs (crds/: PhloWorkflow, kopf peering), server-side applied and established."""
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        self.kubectl("wait", "--for=condition=Established", "crd/phloworkflows.phlo.dev", "--timeout=60s")
+
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the bed's helm (v3) against this cluster."""
         return self._run([str(self.bin_dir / "helm"), *args], None, check, timeout)
