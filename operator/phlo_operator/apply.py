@@ -19,6 +19,7 @@ from kubernetes.client.rest import RESTResponse
 
 from phlo_operator import model as m
 from phlo_operator.names import MANAGER
+from phlo_operator.retry import RetryPolicy, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +149,15 @@ class Kube:
         api_client: ApiClient,
         on_error: ErrorHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_retry: ErrorHook | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api = api_client
         self.on_error = on_error or (lambda verb, code: None)
-        self.clock = clock
+        self.on_retry = on_retry or (lambda verb, code: None)
+        self.policy = policy or RetryPolicy()
+        self.clock, self.sleep = clock, sleep
         self._discovery: dict[str, tuple[bool, float]] = {}
 
     # -- raw requests ---------------------------------------------------------------------------------------
@@ -163,7 +169,42 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any] | None:
-        """One API call: the decoded body (None: GET or DELETE found nothing), else raises ApiError."""
+        """One API call: the decoded body (None: GET or DELETE found nothing), else raises ApiError. An
+        answer the retry policy names (429; 409 on a PATCH) is sent again after its backoff, a few times."""
+        retry = 0
+        while True:
+            try:
+                return self._request_once(method, url, body, query, content_type)
+            except ApiException as exc:
+                code = exc.status or 0
+                retry += 1
+                wait = (
+                    self.policy.delay(retry, _retry_after(exc))
+                    if self.policy.retryable(method, code)
+                    else None
+                )
+                if wait is None:
+                    if code == 404 and method in ("GET", "DELETE"):
+                        return None
+                    self.on_error(method.lower(), code)
+                    raise ApiError(method.lower(), code, _reason(exc)) from None
+                self.on_retry(method.lower(), code)
+                log.info(
+                    "%s %s answered HTTP %d (%s); retry %d of %d in %.1fs",
+                    method,
+                    url,
+                    code,
+                    _reason(exc),
+                    retry,
+                    self.policy.retries,
+                    wait,
+                )
+                self.sleep(wait)
+
+    def _request_once(
+        self, method: str, url: str, body: Any, query: list[tuple[str, str]] | None, content_type: str
+    ) -> dict[str, Any] | None:
+        """One attempt: the decoded body; an HTTP error answer raises ApiException, anything else ApiError."""
         verb = method.lower()
         try:
             if content_type == APPLY_PATCH:
@@ -180,11 +221,8 @@ class Kube:
                     _request_timeout=30,
                 )
                 raw = resp[0].data if isinstance(resp, tuple) else resp.data
-        except ApiException as exc:
-            if exc.status == 404 and method in ("GET", "DELETE"):
-                return None
-            self.on_error(verb, exc.status or 0)
-            raise ApiError(verb, exc.status or 0, _reason(exc)) from None
+        except ApiException:
+            raise
         except Exception as exc:  # connection refused, TLS, timeouts
             self.on_error(verb, 0)
             raise ApiError(verb, 0, type(exc).__name__) from None
@@ -305,6 +343,14 @@ class Kube:
             self.request("POST", path("v1", "Event", meta["namespace"]), body)
         except ApiError as exc:
             log.warning("could not post event %s: %s", reason, exc)
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (ValueError, TypeError):
+        body = {}
+    return retry_after(dict(exc.headers or {}), body if isinstance(body, dict) else None)
 
 
 def _reason(exc: ApiException) -> str:

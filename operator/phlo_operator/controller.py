@@ -186,12 +186,19 @@ def controller() -> Controller:
 def connect() -> Kube:
     """Load credentials (in-cluster or KUBECONFIG) into the one API client, which records API errors."""
     import kubernetes
+    from urllib3.util.retry import Retry
 
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    return Kube(kubernetes.client.ApiClient(), on_error=metrics.api_error)
+    configuration = kubernetes.client.Configuration.get_default_copy()
+    # urllib3 would otherwise resend a throttled GET or DELETE by itself (its default honours Retry-After for
+    # those verbs only), unseen and uncounted: Kube's retry policy is the one that decides, for every verb.
+    configuration.retries = Retry(3, respect_retry_after_header=False)
+    return Kube(
+        kubernetes.client.ApiClient(configuration), on_error=metrics.api_error, on_retry=metrics.api_retry
+    )
 
 
 def build(kube: Kube, options: Options) -> Controller:

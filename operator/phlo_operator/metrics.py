@@ -27,6 +27,11 @@ WORKFLOWS = Gauge(
     "phlo_operator_workflows", "PhloWorkflows by condition type and status.", ["condition", "status"]
 )
 API_ERRORS = Counter("phlo_operator_api_errors_total", "Failed Kubernetes API calls.", ["verb", "code"])
+API_RETRIES = Counter(
+    "phlo_operator_api_retries_total",
+    "Kubernetes API calls sent again after a backoff (429 throttled, 409 conflict on a patch).",
+    ["verb", "code"],
+)
 BUILD_INFO = Gauge("phlo_operator_build_info", "Always 1; the operator's version.", ["version"])
 # Lets DagsterWebserverDown tell a webserver that is gone from one whose workflow was deleted.
 WORKFLOW_WEBSERVERS = Gauge(
@@ -53,6 +58,10 @@ _conditions: dict[tuple[str, str], dict[str, str]] = {}
 
 def api_error(verb: str, code: int) -> None:
     API_ERRORS.labels(verb=verb, code=str(code)).inc()
+
+
+def api_retry(verb: str, code: int) -> None:
+    API_RETRIES.labels(verb=verb, code=str(code)).inc()
 
 
 def observe_workflow(key: tuple[str, str], conditions: list[dict[str, Any]] | None) -> None:

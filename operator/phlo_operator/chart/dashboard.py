@@ -15,6 +15,7 @@ OPERATOR_METRICS = (
     "phlo_operator_reconcile_duration_seconds",
     "phlo_operator_workflows",
     "phlo_operator_api_errors_total",
+    "phlo_operator_api_retries_total",
     "phlo_operator_build_info",
     "phlo_operator_workflow_webserver",
 )
@@ -93,11 +94,16 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             ),
             Panel(
                 "Kubernetes API errors",
-                "Failed API calls of the operator by verb and HTTP code.",
+                "Failed API calls of the operator, and calls sent again after a backoff (429, 409), by verb "
+                "and HTTP code.",
                 (
                     (
                         f"sum by (verb, code) (rate(phlo_operator_api_errors_total{{{OPERATOR_NS}}}[5m]))",
                         "{{verb}} {{code}}",
+                    ),
+                    (
+                        f"sum by (verb, code) (rate(phlo_operator_api_retries_total{{{OPERATOR_NS}}}[5m]))",
+                        "retried {{verb}} {{code}}",
                     ),
                 ),
                 unit="ops",

@@ -21,6 +21,7 @@ OPERATOR_FAMILIES: tuple[Any, ...] = (
     operator_metrics.RECONCILE_SECONDS,
     operator_metrics.WORKFLOWS,
     operator_metrics.API_ERRORS,
+    operator_metrics.API_RETRIES,
     operator_metrics.BUILD_INFO,
     operator_metrics.WORKFLOW_WEBSERVERS,
 )
