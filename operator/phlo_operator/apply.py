@@ -9,7 +9,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -125,6 +125,41 @@ def _strip(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class Versions:
+    """The resourceVersion of every object the last requests returned (GET, LIST, writes). A watch event
+    carrying one of them says nothing a pass has not already seen (most often: our own write coming back),
+    so the handlers need not trigger another pass for it. Plain dict operations: safe across threads."""
+
+    def __init__(self) -> None:
+        self._by_ref: dict[Ref, str] = {}
+
+    def record(self, body: dict[str, Any] | None) -> None:
+        """Remember the object(s) in a response body: one object, or a list (its items carry no kind)."""
+        if not body or not isinstance(body.get("metadata"), dict):
+            return
+        kind, api_version = str(body.get("kind") or ""), str(body.get("apiVersion") or "")
+        items = body.get("items")
+        if kind.endswith("List") and isinstance(items, list):
+            for item in items:
+                self._remember(api_version, kind[: -len("List")], item)
+        elif kind and api_version:
+            self._remember(api_version, kind, body)
+
+    def _remember(self, api_version: str, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        if version and meta.get("name"):
+            self._by_ref[(api_version, kind, meta.get("namespace", ""), meta["name"])] = version
+
+    def seen(self, body: Mapping[str, Any]) -> bool:
+        """True when this object, at exactly this resourceVersion, came back from one of our requests."""
+        meta = body.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        api_version, kind = body.get("apiVersion", ""), body.get("kind", "")
+        ref = (api_version, kind, meta.get("namespace", ""), meta.get("name", ""))
+        return bool(version) and self._by_ref.get(ref) == version
+
+
 class Api(Protocol):
     """What the reconciler needs from the API server: Kube below, or a fake in the unit tests."""
 
@@ -159,6 +194,7 @@ class Kube:
         self.policy = policy or RetryPolicy()
         self.clock, self.sleep = clock, sleep
         self._discovery: dict[str, tuple[bool, float]] = {}
+        self.versions = Versions()
 
     # -- raw requests ---------------------------------------------------------------------------------------
     def request(
@@ -226,7 +262,10 @@ class Kube:
         except Exception as exc:  # connection refused, TLS, timeouts
             self.on_error(verb, 0)
             raise ApiError(verb, 0, type(exc).__name__) from None
-        return json.loads(raw) if raw else {}
+        decoded: dict[str, Any] = json.loads(raw) if raw else {}
+        if ("dryRun", "All") not in (query or []):  # a dry run's answer is not what the server holds
+            self.versions.record(decoded)
+        return decoded
 
     def _send_apply(self, method: str, url: str, body: Any, query: list[tuple[str, str]]) -> bytes:
         """A server-side apply with its body encoded by apply_body (the client would encode emoji as JSON

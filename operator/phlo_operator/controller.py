@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -44,8 +45,15 @@ class Options:
 class Controller:
     """Triggers from many handlers (CR, children, timer) collapse into one pass at a time per workflow."""
 
-    def __init__(self, reconciler: Reconciler, options: Options) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        options: Options,
+        seen: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> None:
+        """seen: whether a watched object's body (at its resourceVersion) came back from our own requests."""
         self.reconciler, self.options = reconciler, options
+        self._seen = seen or (lambda body: False)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified whenever a pass ends
         self._state: dict[tuple[str, str], _KeyState] = {}
@@ -64,6 +72,11 @@ class Controller:
         settings.peering.mandatory = False
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
+
+    def already_seen(self, body: Mapping[str, Any]) -> bool:
+        """A watch event with nothing a pass has not seen: our own write (or a read) coming back. Such an
+        event needs no pass: each one cost a full pass of reads, several per workflow as it starts."""
+        return self._seen(body)
 
     def trigger(self, namespace: str, name: str, min_age: float = 0.0) -> None:
         key = (namespace, name)
@@ -203,5 +216,5 @@ def connect() -> Kube:
 
 def build(kube: Kube, options: Options) -> Controller:
     if options.code_location_check:
-        return Controller(Reconciler(kube), options)
-    return Controller(Reconciler(kube, prober=None), options)
+        return Controller(Reconciler(kube), options, kube.versions.seen)
+    return Controller(Reconciler(kube, prober=None), options, kube.versions.seen)

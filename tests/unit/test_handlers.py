@@ -6,6 +6,9 @@ from typing import Any
 
 import pytest
 from phlo_operator import controller, handlers
+from phlo_operator.apply import Versions
+from phlo_operator.controller import Controller, Options
+from phlo_operator.reconcile import Result
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +62,94 @@ def test_an_event_on_a_referenced_object_triggers_exactly_its_workflows(
     assert event(handlers.referenced_configmap_event, "api") == [("team", "third")]
     assert event(handlers.referenced_secret_event, "unrelated") == []
     assert event(handlers.referenced_secret_event, "api", namespace="elsewhere") == []
+
+
+class _Passes:
+    """Stands in for the Reconciler: records the passes the controller runs."""
+
+    def __init__(self) -> None:
+        self.triggered: list[tuple[str, str]] = []
+
+    def reconcile(self, namespace: str, name: str) -> Result:
+        self.triggered.append((namespace, name))
+        return Result("ok", [])
+
+
+def test_a_watch_event_bringing_back_what_a_pass_already_saw_triggers_nothing() -> None:
+    """Our own writes come back as watch events; each used to start a full pass of reads (issue 15: 94 passes
+    for 10 workflows starting). Mutation check: with Versions.seen returning False, the echo assertions
+    fail."""
+    versions = Versions()
+    recorder = _Passes()
+    ctl = Controller(recorder, Options(), versions.seen)  # type: ignore[arg-type]
+    owner = {"apiVersion": "phlo.dev/v1alpha1", "kind": "PhloWorkflow", "name": "demo"}
+    written = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "demo-web",
+            "namespace": "team",
+            "resourceVersion": "41",
+            "ownerReferences": [owner],
+        },
+    }
+    versions.record(written)  # what our server-side apply returned
+    cr = {
+        "apiVersion": "phlo.dev/v1alpha1",
+        "kind": "PhloWorkflow",
+        "metadata": {"name": "demo", "namespace": "team"},
+    }
+    versions.record({**cr, "metadata": {**cr["metadata"], "resourceVersion": "7"}})  # our status patch
+    controller.install(ctl)
+    try:
+        handlers.child_event(type="MODIFIED", body=written)
+        handlers.workflow_event(
+            type="MODIFIED", body={**cr, "metadata": {**cr["metadata"], "resourceVersion": "7"}}
+        )
+        assert recorder.triggered == []
+        # The deployment controller's status update, a spec change, a deletion: new to the operator.
+        newer = {**written, "metadata": {**written["metadata"], "resourceVersion": "42"}}
+        handlers.child_event(type="MODIFIED", body=newer)
+        handlers.workflow_event(
+            type="MODIFIED", body={**cr, "metadata": {**cr["metadata"], "resourceVersion": "8"}}
+        )
+        handlers.child_event(type="DELETED", body=written)
+        assert recorder.triggered == [("team", "demo")] * 3
+    finally:
+        controller.install(None)  # type: ignore[arg-type]
+
+
+def test_versions_remembers_objects_and_list_items_but_not_dry_runs() -> None:
+    versions = Versions()
+    versions.record(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceList",
+            "metadata": {"resourceVersion": "90"},
+            "items": [{"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "12"}}],
+        }
+    )
+    assert versions.seen(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "12"},
+        }
+    )
+    assert not versions.seen(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "13"},
+        }
+    )
+    assert not versions.seen(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b", "namespace": "ns"}}
+    )
+    assert not versions.seen(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "12"},
+        }
+    )
