@@ -153,8 +153,10 @@ test: venv lint
 demo: venv
 	$(PY) -m phlo_dagster.demo
 
+# Every benchmark, BENCHMARKS.md rewritten; ONLY=<name>[,<name>] runs those sections (bench/run.py --list),
+# BENCH_ARGS="--sizes 100" passes arguments to the one section ONLY names.
 bench: venv
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(ONLY),--only $(ONLY)) $(if $(BENCH_ARGS),-- $(BENCH_ARGS))
 
 kind-e2e:
 	bash tests/kind/e2e.sh

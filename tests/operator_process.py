@@ -5,6 +5,23 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+# The resources the operator reads and writes (apiserver_request_total's resource label), besides Events.
+OUR_RESOURCES = {
+    "configmaps",
+    "secrets",
+    "services",
+    "serviceaccounts",
+    "deployments",
+    "statefulsets",
+    "jobs",
+    "roles",
+    "rolebindings",
+    "networkpolicies",
+    "poddisruptionbudgets",
+    "phloworkflows",
+    "persistentvolumeclaims",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from phlo_operator import crdgen
 
-from tests.operator_process import free_port, monitoring_crd
+from tests.operator_process import OUR_RESOURCES, free_port, monitoring_crd
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
@@ -28,21 +28,6 @@ WORKFLOW = ROOT / "examples/quickstart/workflow.yaml"
 NAME = "quickstart"
 OPERATOR_BIN = Path(sys.executable).parent / "phlo-dagster-operator"
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
-OUR_RESOURCES = {
-    "configmaps",
-    "secrets",
-    "services",
-    "serviceaccounts",
-    "deployments",
-    "statefulsets",
-    "jobs",
-    "roles",
-    "rolebindings",
-    "networkpolicies",
-    "poddisruptionbudgets",
-    "phloworkflows",
-    "persistentvolumeclaims",
-}
 
 
 # -- helpers

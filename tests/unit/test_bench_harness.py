@@ -1,0 +1,143 @@
+"""The pure parts of `make bench`: BENCHMARKS.md assembly (bench/run.py) and the operator benchmark's reading
+of the API server's and the operator's metrics (bench/bench_operator.py). No benchmark runs here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load("run")
+operator_bench = _load("bench_operator")
+
+
+def test_every_registered_section_names_a_distinct_script_in_bench() -> None:
+    names = [s.name for s in run.SECTIONS]
+    assert len(set(names)) == len(names)
+    assert all(s.script.startswith("bench_") and s.script.endswith(".py") for s in run.SECTIONS)
+
+
+def test_a_section_not_run_keeps_its_text_and_order_follows_the_registry() -> None:
+    """Refreshing one section (make bench ONLY=b) keeps the others as measured, in registry order.
+    Mutation check: assemble() iterating bodies instead of sections puts b before a and fails."""
+    sections = (
+        run.Section("a", "bench_a.py"),
+        run.Section("b", "bench_b.py"),
+        run.Section("c", "bench_c.py"),
+    )
+    old = run.assemble(sections, {"a": "## A\n\nold a, 1.00x\n", "b": "## B\n\nold b\n"})
+    bodies = run.parse_sections(old)
+    assert bodies == {"a": "## A\n\nold a, 1.00x\n", "b": "## B\n\nold b\n"}
+    bodies["b"] = "## B\n\nnew b\n"
+    new = run.assemble(sections, bodies)
+    assert new.index("old a, 1.00x") < new.index("new b") < new.index("make bench ONLY=c")
+    assert "old b" not in new
+    assert run.parse_sections(new)["a"] == "## A\n\nold a, 1.00x\n"
+    assert new.startswith(run.TITLE)
+
+
+def test_the_run_description_follows_the_section_title() -> None:
+    info = {
+        "section": "operator",
+        "cores": "2",
+        "cpu": "AMD EPYC",
+        "memory": "24 GiB",
+        "python": "3.12.1",
+        "dagster": "1.13.27",
+        "kubernetes": "v1.36.3",
+    }
+    header = run.run_header(
+        ".venv/bin/python bench/bench_operator.py", dt.datetime(2026, 12, 6, 16, 0), info, ("3.0", "5.0")
+    )
+    body = run.with_run_header("## The operator\n\nprose\n", header)
+    lines = body.splitlines()
+    assert lines[0] == "## The operator" and lines[2] == header and lines[4] == "prose"
+    assert "`make bench ONLY=operator`" in header and "load average 3.0 before and 5.0 after" in header
+    assert "Kubernetes v1.36.3" in header and "Dagster 1.13.27" in header
+
+
+def _request_line(verb: str, resource: str, value: float, sub: str = "", dry_run: str = "") -> str:
+    labels = (
+        f'code="200",component="apiserver",dry_run="{dry_run}",group="",resource="{resource}",'
+        f'scope="resource",subresource="{sub}",verb="{verb}",version="v1"'
+    )
+    return f"apiserver_request_total{{{labels}}} {value}"
+
+
+def _apiserver(gets: float, status_patches: float, leases: float) -> str:
+    return "\n".join(
+        [
+            "# HELP apiserver_request_total [STABLE] Counter of apiserver requests",
+            _request_line("GET", "deployments", gets),
+            _request_line("LIST", "deployments", 2),
+            _request_line("APPLY", "deployments", 9, dry_run="All"),
+            _request_line("PATCH", "phloworkflows", status_patches, sub="status"),
+            _request_line("WATCH", "configmaps", 1),
+            _request_line("PUT", "leases", leases),
+        ]
+    )
+
+
+def test_apiserver_request_total_split_into_reads_writes_and_watches() -> None:
+    """Dry runs and resources the operator never touches (kwok's node leases) are left out."""
+    before = operator_bench.request_counts(_apiserver(40, 3, 500))
+    assert before[("GET", "deployments")] == 40
+    assert before[("PATCH", "phloworkflows/status")] == 3
+    assert ("APPLY", "deployments") not in before
+    assert not any(resource == "leases" for _, resource in before)
+    after = operator_bench.request_counts(_apiserver(52, 4, 900))
+    diff = operator_bench.reads_writes(before, after)
+    assert (diff["reads"], diff["writes"], diff["watches"]) == (12, 1, 0)
+    assert diff["detail"] == {"GET deployments": 12, "PATCH phloworkflows/status": 1}
+
+
+def test_histogram_quantiles_interpolate_within_buckets_like_histogram_quantile() -> None:
+    text = "\n".join(
+        [
+            'phlo_operator_reconcile_duration_seconds_bucket{le="0.1"} 50.0',
+            'phlo_operator_reconcile_duration_seconds_bucket{le="0.5"} 90.0',
+            'phlo_operator_reconcile_duration_seconds_bucket{le="1.0"} 100.0',
+            'phlo_operator_reconcile_duration_seconds_bucket{le="+Inf"} 100.0',
+            "phlo_operator_reconcile_duration_seconds_count 100.0",
+        ]
+    )
+    buckets, total = operator_bench.histogram(text, "phlo_operator_reconcile_duration_seconds")
+    assert total == 100
+    assert operator_bench.quantile(0.5, buckets) == pytest.approx(0.1)
+    assert operator_bench.quantile(0.7, buckets) == pytest.approx(0.3)
+    assert operator_bench.quantile(0.99, buckets) == pytest.approx(0.95)
+    earlier = [(0.1, 40.0), (0.5, 40.0), (1.0, 40.0), (float("inf"), 40.0)]
+    assert operator_bench.bucket_diff(buckets, earlier)[0] == (0.1, 10.0)
+
+
+def test_py_spy_stacks_summarised_by_inclusive_share_per_function() -> None:
+    collapsed = "\n".join(
+        [
+            "run (threading.py:1010);reconcile (phlo_operator/reconcile/reconciler.py:60);"
+            "get (apply.py:5) 30",
+            "run (threading.py:1010);reconcile (phlo_operator/reconcile/reconciler.py:61) 10",
+            "main (kopf/_core/reactor/running.py:20) 60",
+        ]
+    )
+    lines = operator_bench.summarise_collapsed(collapsed).splitlines()
+    assert lines[0].split() == ["60.0%", "main", "(kopf/_core/reactor/running.py)"]
+    assert " 40.0%  reconcile (phlo_operator/reconcile/reconciler.py)" in lines
+    assert " 30.0%  get (apply.py)" in lines
