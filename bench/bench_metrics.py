@@ -1,18 +1,21 @@
 """/metrics scrape time with many runs in storage, over HTTP against a real `phlo webserver`.
 
     .venv/bin/python bench/bench_metrics.py [--runs 10000] [--materializations 10000] [--scrapes 25]
-                                            [--markdown F]
+                                            [--markdown F] [--batch] [--json FILE]
 
 Fills a fresh SQLite instance (under .bench/metrics/) through the instance APIs: runs across 20 jobs in
 every finished status (one in ten with start/end times, so the duration histogram has data) and asset
 materializations across 100 assets. Then starts `phlo webserver` on it and times GET /metrics: the first
 scrape (reads everything once), steady-state scrapes (median and p95 of --scrapes), and scrapes each after 20
 new runs and materializations (the incremental path, median of 5). Target: steady-state median under 100 ms.
+--batch fills in batched transactions (bench/runtime_fill.py: the same rows, for 100,000 runs in minutes);
+--json writes the figures, with the webserver's RSS after start-up and after the scrapes (bench_runtime.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -81,6 +84,24 @@ def timed_get(url: str) -> tuple[float, bytes]:
     return (time.perf_counter() - started) * 1000, body
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its descendants, in MiB (from /proc)."""
+    total_kib = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total_kib += next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+        pending += [int(child) for child in children]
+    return total_kib / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,6 +110,8 @@ def main() -> None:
     parser.add_argument("--materializations", type=int, default=10_000)
     parser.add_argument("--scrapes", type=int, default=25)
     parser.add_argument("--markdown", type=Path, help="write this benchmark's BENCHMARKS.md section here")
+    parser.add_argument("--batch", action="store_true", help="fill in batched transactions (runtime_fill.py)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     shutil.rmtree(WORK, ignore_errors=True)
@@ -97,7 +120,12 @@ def main() -> None:
     (home.root / "empty-workspace.yaml").write_text("load_from: []\n")
     with DagsterInstance.from_config(str(home.root)) as instance:
         began = time.perf_counter()
-        fill(instance, args.runs, args.materializations)
+        if args.batch:
+            from runtime_fill import fill_batched
+
+            fill_batched(instance, args.runs, args.materializations, STATUSES)
+        else:
+            fill(instance, args.runs, args.materializations)
         took = time.perf_counter() - began
         print(f"filled {args.runs} runs, {args.materializations} materializations in {took:.0f}s")
 
@@ -120,6 +148,7 @@ def main() -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit(f"webserver did not start; see {WORK / 'webserver.log'}") from None
                 time.sleep(0.5)
+        rss_started = rss_mib(server.pid)
         first_ms, body = timed_get(url)
         assert b'dagster_runs_finished_total{job="job_0",status="SUCCESS"}' in body
         time.sleep(DEFAULT_LOOKBACK.total_seconds() + 1)  # steady state: nothing inside the re-read lookback
@@ -131,6 +160,7 @@ def main() -> None:
                 fill(instance, 20, 20, offset=args.runs + 20 * round_)
                 incremental.append(timed_get(url)[0])
         incremental_ms = statistics.median(incremental)
+        rss_after = rss_mib(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -139,6 +169,21 @@ def main() -> None:
 
     median = statistics.median(steady)
     p95 = statistics.quantiles(steady, n=20)[-1] if len(steady) >= 2 else steady[0]
+    if args.json:
+        figures = {
+            "runs": args.runs,
+            "materializations": args.materializations,
+            "fill_s": took,
+            "first_ms": first_ms,
+            "steady_ms": steady,
+            "steady_median_ms": median,
+            "steady_p95_ms": p95,
+            "incremental_ms": incremental_ms,
+            "rss_started_mib": rss_started,
+            "rss_after_mib": rss_after,
+            "bytes": len(body),
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     text = markdown(args, first_ms, median, p95, incremental_ms, len(steady))
     if args.markdown:
         args.markdown.write_text(text)
