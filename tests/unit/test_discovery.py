@@ -165,6 +165,25 @@ def test_quickstart_plugin_is_found_through_its_entry_points(quickstart_plugin):
     assert "entry point phlo.plugins.assets:quickstart" in source_of(spec)
 
 
+def test_plugins_read_the_installed_entry_points_once(quickstart_plugin, monkeypatch):
+    """Both plugin groups come from one read of the installed distributions' entry points (each read opens
+    every distribution's metadata; a code server pays it at each start and reload). Red when load_providers
+    asks importlib.metadata once per group again (checked: 2 reads)."""
+    from phlo_dagster import discovery
+
+    reads = []
+    real = discovery.entry_points
+
+    def counting(**kwargs):
+        reads.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(discovery, "entry_points", counting)
+    loaded = load_plugins()
+    assert "phlo.plugins.assets:quickstart" in loaded and "phlo.plugins.resources:quickstart" in loaded
+    assert len(reads) == 1
+
+
 def test_orchestrator_entry_point_names_the_phlo_adapter_class():
     """Phlo's docs and discovery expect phlo_dagster.adapter:DagsterOrchestratorAdapter (it needs phlo)."""
     from importlib.metadata import entry_points
