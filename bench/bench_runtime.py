@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/bench_runtime.py [--only coldstart,metrics,build] [--repeats 5] [--large-repeats 3]
         [--specs 10000] [--build-sizes 1000,10000,50000] [--metrics-sizes 10000,100000] [--json FILE]
+        [--markdown FILE]
+    make bench ONLY=runtime [BENCH_ARGS="--only coldstart"]
 
 Prints the "Runtime at scale" section of BENCHMARKS.md (markdown, on stdout; progress on stderr):
 
@@ -388,8 +390,7 @@ def build_once(impl: str, n: int) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def section(args: argparse.Namespace, results: dict[str, Any], info: dict[str, str]) -> str:
-    lines = ["## Runtime at scale", ""]
+def run_description(args: argparse.Namespace, results: dict[str, Any], info: dict[str, str]) -> list[str]:
     command = "PYTHONPATH= nice .venv/bin/python bench/bench_runtime.py"
     extra = []
     if args.only != "coldstart,metrics,build":
@@ -403,14 +404,25 @@ def section(args: argparse.Namespace, results: dict[str, Any], info: dict[str, s
     ):
         if value != default:
             extra.append(f"{flag} {value}")
-    lines += ["Command:", "", "```sh", " ".join([command, *extra]), "```", ""]
-    lines += [
+    return [
+        "Command:",
+        "",
+        "```sh",
+        " ".join([command, *extra]),
+        "```",
+        "",
         f"Machine: {info['nproc']} cores ({info['cpu']}), {info['memory']}, Python {info['python']}, "
         f"Dagster {info['dagster']}; {results['date']}; load average (1/5/15 min) {results['load_before']} "
         f"before and {results['load_after']} after, shared with other work on the same cores, so ratios "
         "measured side by side mean more than absolute times.",
         "",
     ]
+
+
+def section(args: argparse.Namespace, results: dict[str, Any], info: dict[str, str]) -> str:
+    lines = ["## Runtime at scale", ""]
+    if args.markdown is None:  # bench/run.py writes the command, machine and load in front of the section
+        lines += run_description(args, results, info)
     if "coldstart" in results:
         cs = results["coldstart"]
         lines += [
@@ -541,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metrics-sizes", default="10000,100000")
     parser.add_argument("--scrapes", type=int, default=25)
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "runtime.json")
+    parser.add_argument("--markdown", type=Path, help="also write the section here (bench/run.py)")
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = parts - {"coldstart", "metrics", "build"}
@@ -589,7 +602,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     results["load_after"] = load()
     encode: Callable[[Any], Any] = lambda o: {"label": o.label, "samples": o.samples}  # noqa: E731
     args.json.write_text(json.dumps({"machine": info, **results}, indent=2, default=encode) + "\n")
-    sys.stdout.write(section(args, results, info) + "\n")
+    text = section(args, results, info) + "\n"
+    if args.markdown:
+        args.markdown.write_text(text)
+    sys.stdout.write(text)
 
 
 if __name__ == "__main__":
