@@ -322,14 +322,14 @@ def install_operator(c: Cluster, extra: tuple[str, ...] = ()) -> dict[str, Any]:
         *extra,
     )
     pods = c.get("pods", "-l", "app.kubernetes.io/name=phlo-dagster")["items"]
-    running = [p for p in pods if p["status"].get("phase") == "Running" and _ready(p)]
+    running = [p for p in pods if p["status"].get("phase") == "Running" and pod_ready(p)]
     if not running:
         raise FlowError(f"no Running+Ready operator pod: {[p['status'] for p in pods]}")
     wait("the operator to take the peering lead", lambda: _peering_has(c, running[0]), 120, interval=2)
     return running[0]
 
 
-def _ready(pod: dict[str, Any]) -> bool:
+def pod_ready(pod: dict[str, Any]) -> bool:
     return any(
         cond["type"] == "Ready" and cond["status"] == "True" for cond in pod["status"].get("conditions", [])
     )
@@ -348,15 +348,25 @@ def _peering_has(c: Cluster, pod: dict[str, Any]) -> bool:
     return "peering" not in logs.lower() or "standalone" in logs.lower()
 
 
-def apply_quickstart(c: Cluster, image: str, name: str = WORKFLOW, ready_timeout: str = "15m") -> None:
-    """kubectl apply -f examples/quickstart/workflow.yaml with a locally built image; wait for Ready."""
+def apply_quickstart(
+    c: Cluster,
+    image: str,
+    name: str = WORKFLOW,
+    ready_timeout: str = "15m",
+    spec: dict[str, Any] | None = None,
+    ready: bool = True,
+) -> None:
+    """kubectl apply -f examples/quickstart/workflow.yaml with a locally built image (and `spec`'s top-level
+    fields over the file's); wait for Ready unless `ready` is false."""
     out = c.k("create", "--dry-run=client", "-o", "json", "-f", str(QUICKSTART)).stdout
     doc = json.loads(out)
     doc["metadata"]["name"] = name
+    doc["spec"].update(spec or {})
     doc["spec"]["image"] = image
     doc["spec"]["imagePullPolicy"] = "IfNotPresent"
     c.k("apply", "-f", "-", input=json.dumps(doc))
-    c.k("wait", "--for=condition=Ready", f"pwf/{name}", f"--timeout={ready_timeout}", timeout=960)
+    if ready:
+        c.k("wait", "--for=condition=Ready", f"pwf/{name}", f"--timeout={ready_timeout}", timeout=960)
 
 
 def pods_of(c: Cluster, component: str, name: str = WORKFLOW) -> list[dict[str, Any]]:
@@ -368,7 +378,9 @@ def check_components(c: Cluster, name: str = WORKFLOW) -> dict[str, list[dict[st
     """Webserver, daemon, code server and managed PostgreSQL pods Running with their real probes passing."""
     found: dict[str, list[dict[str, Any]]] = {}
     for component in ("webserver", "daemon", "code-server", "postgres"):
-        pods = [p for p in pods_of(c, component, name) if p["status"].get("phase") == "Running" and _ready(p)]
+        pods = [
+            p for p in pods_of(c, component, name) if p["status"].get("phase") == "Running" and pod_ready(p)
+        ]
         if not pods:
             raise FlowError(f"no Running and Ready {component} pod of {name}: {c.k('get', 'pods').stdout}")
         found[component] = pods
