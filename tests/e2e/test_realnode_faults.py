@@ -106,7 +106,7 @@ def _sigkill(node: RealNode, pod: dict[str, Any], container: str) -> None:
 
 def _one(c: Cluster, component: str) -> dict[str, Any]:
     pods = flow.pods_of(c, component)
-    running = [p for p in pods if p["status"].get("phase") == "Running" and flow._ready(p)]
+    running = [p for p in pods if p["status"].get("phase") == "Running" and flow.pod_ready(p)]
     if len(running) != 1:
         raise FlowError(
             f"expected one Running and Ready {component} pod: {[p['metadata']['name'] for p in pods]}"
@@ -116,7 +116,7 @@ def _one(c: Cluster, component: str) -> dict[str, Any]:
 
 def _restarted(c: Cluster, component: str, container: str, before: int) -> bool:
     pod = _one(c, component)
-    return _container(pod, container)["restartCount"] > before and flow._ready(pod)
+    return _container(pod, container)["restartCount"] > before and flow.pod_ready(pod)
 
 
 def _replaced(c: Cluster, component: str, old: str) -> bool:
