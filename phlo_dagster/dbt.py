@@ -24,6 +24,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+from phlo_dagster.dbt_lazy import dagster_dbt, dbt_core_version
 from phlo_dagster.settings import Settings, load_settings
 from phlo_dagster.text import block_lines
 
@@ -97,8 +98,7 @@ def _project_files(project_dir: Path, target_path: Path) -> Iterator[Path]:
 
 def project_hash(*, project_dir: Path, profiles_dir: Path, target: str | None, target_path: Path) -> str:
     """SHA-256 over the project's sql/yml/csv files, profiles.yml, the target name and the dbt version."""
-    from dbt.version import __version__ as dbt_version
-
+    dbt_version = dbt_core_version()
     project_dir = Path(project_dir).resolve()
     digest = hashlib.sha256()
     digest.update(f"dbt={dbt_version}\ntarget={target or ''}\n".encode())
@@ -356,8 +356,7 @@ def _cli_resource_class() -> type[Any]:
     dbt-core installed here, and an in-process dbt adapter (about 3 s: imports, profile, connection), which
     serves only row-count and column-metadata fetches this package never asks for (without it, a DuckDB
     run's events also stream as dbt reports them instead of after dbt exits)."""
-    from importlib.metadata import version as installed_version
-
+    dagster_dbt()  # without dbt-core (phlo_dagster/dbt_lazy.py)
     from dagster_dbt import DbtCliResource
     from packaging import version
 
@@ -365,7 +364,7 @@ def _cli_resource_class() -> type[Any]:
         @cached_property
         def _cli_version(self) -> version.Version:
             if self.dbt_executable == str(Path(sys.executable).parent / "dbt"):
-                return version.parse(installed_version("dbt-core"))
+                return version.parse(dbt_core_version())
             return super()._cli_version
 
         def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
@@ -423,6 +422,7 @@ def selection_keys(assets_def: Any, selection: DbtSelection, project_dir: Path) 
     """The asset keys of the dbt models (and seeds, snapshots) a dbt selection picks, resolved by dbt's own
     selector on the loaded manifest (selectors.yml is compiled into it). DbtSelectionError when the selection
     is invalid or picks no model."""
+    dagster_dbt()
     from dagster_dbt import DbtManifestAssetSelection
     from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
@@ -547,6 +547,8 @@ def dbt_definitions(settings: Settings) -> tuple[list[Any], dict[str, Any], dict
     ``phlo dbt compile``.
     """
     from dagster import Failure
+
+    dagster_dbt()
     from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
     manifest_path = settings.resolved_dbt_target_path / MANIFEST
@@ -609,6 +611,7 @@ def _drop_run_selection(assets: Any) -> None:
     exactly the loaded nodes) is the whole selection. dagster-dbt refuses the tag in `op_tags`, so it is
     removed from the built op.
     """
+    dagster_dbt()
     from dagster_dbt.asset_utils import DAGSTER_DBT_SELECT_METADATA_KEY
 
     op = assets.op

@@ -171,3 +171,47 @@ def test_a_run_builds_only_the_models_of_its_loaded_manifest(project: Path) -> N
     assert materialized(result) == SEEDS | STAGING | MARTS
     assert "loyalty_tiers" not in tables(project)
     assert "customers_never" not in result.stderr
+
+
+LAZY_DBT_CORE = """
+import sys
+from phlo_dagster.cli import load_definitions
+
+defs = load_definitions()
+loaded = sorted(m for m in sys.modules if m == "dbt" or m.startswith("dbt."))
+print("after definitions:", loaded)
+import dagster_dbt
+from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+
+[dbt_assets] = [a for a in defs.assets if "dbt_models" in getattr(a, "op", None).name]
+manifest, translator, project = get_manifest_and_translator_from_dbt_assets([dbt_assets])
+select = dagster_dbt.DbtManifestAssetSelection.build
+chosen = select(manifest, "tag:nightly", dagster_dbt_translator=translator)
+print("nightly:", sorted(k.to_user_string() for k in chosen.resolve([dbt_assets])))
+import dbt.version
+print("dbt.version:", dbt.version.__version__)
+"""
+
+
+def test_definitions_load_without_importing_dbt_core(project: Path) -> None:
+    """Loading the definitions of a dbt project imports no dbt-core module (dbt runs as a subprocess;
+    importing dbt-core through dagster-dbt cost 1.5-2 s of every start, phlo_dagster/dbt_lazy.py); a selection
+    other than "every model" still goes through dbt-core's own selector, and dbt.version stays importable.
+
+    Mutation (2026-12-06): with dbt_lazy.dagster_dbt importing dagster_dbt plainly, the first assertion
+    failed (dbt, dbt.adapters.base.impl, ... were loaded); with the selection wrapper removed, tag:nightly
+    raised DagsterDbtCoreNotInstalledError."""
+    assert phlo(project, "dbt", "compile").returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_DBT_CORE],
+        cwd=project,
+        env=env_for(project),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert lines["after definitions"] == "[]", lines
+    assert lines["nightly"] == str(sorted(MARTS)), lines
+    assert lines["dbt.version"].startswith("1.11."), lines
