@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -21,6 +23,9 @@ MAX_RETRY_SECONDS = 300.0
 # How long a deletion waits for the pass in flight before kopf retries the deletion handler.
 CLEANUP_WAIT_SECONDS = 60.0
 PEERING_NAME = "phlo-dagster-operator"
+# A child's change waits this long before its pass: a Deployment's status moves through several updates as it
+# rolls out, several children change at once, and each used to cost a pass of its own.
+CHILD_DELAY_SECONDS = 0.5
 
 
 @dataclasses.dataclass
@@ -57,6 +62,9 @@ class Controller:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified whenever a pass ends
         self._state: dict[tuple[str, str], _KeyState] = {}
+        self._soon: set[tuple[str, str]] = set()  # a pass is due after CHILD_DELAY_SECONDS (guarded by _lock)
+        self.child_delay = CHILD_DELAY_SECONDS
+        self._executor: concurrent.futures.Executor | None = None  # kopf's, once configured
 
     def configure_kopf(self, settings: kopf.OperatorSettings) -> None:
         settings.posting.enabled = False  # Events are posted by phlo_operator.apply, only on transitions
@@ -72,11 +80,29 @@ class Controller:
         settings.peering.mandatory = False
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
+        self._executor = settings.execution.executor
 
     def already_seen(self, body: Mapping[str, Any]) -> bool:
         """A watch event with nothing a pass has not seen: our own write (or a read) coming back. Such an
         event needs no pass: each one cost a full pass of reads, several per workflow as it starts."""
         return self._seen(body)
+
+    def trigger_soon(self, namespace: str, name: str) -> None:
+        """From the event loop: one pass after child_delay for however many changes arrive meanwhile (it runs
+        in the loop's executor, as kopf runs the synchronous handlers)."""
+        key = (namespace, name)
+        with self._lock:
+            if key in self._soon:
+                return
+            self._soon.add(key)
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            with self._lock:
+                self._soon.discard(key)
+            loop.run_in_executor(self._executor, self.trigger, namespace, name)
+
+        loop.call_later(self.child_delay, due)
 
     def trigger(self, namespace: str, name: str, min_age: float = 0.0) -> None:
         key = (namespace, name)

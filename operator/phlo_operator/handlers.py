@@ -61,14 +61,14 @@ def workflow_deleted(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_:
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_OWNED)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=_OWNED)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=_OWNED)
-def child_event(type: str, body: kopf.Body, **_: Any) -> None:
-    """A child changed (status, drift, deletion): re-reconcile its PhloWorkflow, unless the event brings
-    the very version a pass already read or wrote."""
+async def child_event(type: str, body: kopf.Body, **_: Any) -> None:
+    """A child changed (status, drift, deletion): re-reconcile its PhloWorkflow a moment later (one pass for
+    a burst of changes), unless the event brings the very version a pass already read or wrote."""
     if type != "DELETED" and controller().already_seen(body):
         return
     for owner in body["metadata"].get("ownerReferences", []):
         if owner.get("kind") == m.KIND and owner.get("apiVersion", "").startswith(m.GROUP + "/"):
-            controller().trigger(body["metadata"]["namespace"], owner["name"])
+            controller().trigger_soon(body["metadata"]["namespace"], owner["name"])
 
 
 @kopf.index(m.GROUP, m.VERSION, m.PLURAL)

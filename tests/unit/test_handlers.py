@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -100,21 +101,55 @@ def test_a_watch_event_bringing_back_what_a_pass_already_saw_triggers_nothing() 
         "metadata": {"name": "demo", "namespace": "team"},
     }
     versions.record({**cr, "metadata": {**cr["metadata"], "resourceVersion": "7"}})  # our status patch
+    ctl.child_delay = 0.01
     controller.install(ctl)
+
+    async def events(*children: tuple[str, dict[str, Any]]) -> None:
+        for type_, body in children:
+            await handlers.child_event(type=type_, body=body)
+        await asyncio.sleep(0.1)  # past child_delay: the pass due has been handed to the executor
+
     try:
-        handlers.child_event(type="MODIFIED", body=written)
+        asyncio.run(events(("MODIFIED", written)))
         handlers.workflow_event(
             type="MODIFIED", body={**cr, "metadata": {**cr["metadata"], "resourceVersion": "7"}}
         )
         assert recorder.triggered == []
         # The deployment controller's status update, a spec change, a deletion: new to the operator.
         newer = {**written, "metadata": {**written["metadata"], "resourceVersion": "42"}}
-        handlers.child_event(type="MODIFIED", body=newer)
+        asyncio.run(events(("MODIFIED", newer)))
         handlers.workflow_event(
             type="MODIFIED", body={**cr, "metadata": {**cr["metadata"], "resourceVersion": "8"}}
         )
-        handlers.child_event(type="DELETED", body=written)
+        asyncio.run(events(("DELETED", written)))
         assert recorder.triggered == [("team", "demo")] * 3
+    finally:
+        controller.install(None)  # type: ignore[arg-type]
+
+
+def test_a_burst_of_child_changes_costs_one_pass() -> None:
+    """A Deployment's status moves through several updates as it rolls out and a workflow's children change
+    together: one pass for them all (issue 15). Mutation check: child_event calling trigger() directly, or
+    trigger_soon() not skipping a key already due, gives three passes."""
+    recorder = _Passes()
+    ctl = Controller(recorder, Options())  # type: ignore[arg-type]
+    ctl.child_delay = 0.05
+    controller.install(ctl)
+    owner = {"apiVersion": "phlo.dev/v1alpha1", "kind": "PhloWorkflow", "name": "demo"}
+
+    def child(kind: str, version: str) -> dict[str, Any]:
+        meta = {"name": "c", "namespace": "team", "resourceVersion": version, "ownerReferences": [owner]}
+        return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta}
+
+    async def burst() -> None:
+        for version in ("1", "2", "3"):
+            await handlers.child_event(type="MODIFIED", body=child("Deployment", version))
+        assert recorder.triggered == []  # not before the delay
+        await asyncio.sleep(0.3)
+
+    try:
+        asyncio.run(burst())
+        assert recorder.triggered == [("team", "demo")]
     finally:
         controller.install(None)  # type: ignore[arg-type]
 
