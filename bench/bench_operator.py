@@ -709,9 +709,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="1,10,100,1000", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--repeats", type=int, default=3, help="pairs per size below 1,000 (default 3)")
     parser.add_argument("--large-repeats", type=int, default=1, help="pairs at 1,000 and above (default 1)")
-    parser.add_argument(
-        "--idle-sizes", default="100", type=lambda s: [int(x) for x in s.split(",") if x]
-    )
+    parser.add_argument("--idle-sizes", default="100", type=lambda s: [int(x) for x in s.split(",") if x])
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="no py-spy at the largest size"
     )
