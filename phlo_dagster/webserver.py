@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
+import sqlalchemy.exc
+import sqlalchemy.pool
 from dagster._cli.utils import get_possibly_temporary_instance_for_cli
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
@@ -33,6 +36,31 @@ DB_STATEMENT_TIMEOUT_MS = 15000
 DB_POOL_RECYCLE_S = 3600
 DB_POOL_MAX_OVERFLOW = 20
 LIVE_DATA_POLL_RATE_MS = 2000
+
+
+def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection leaving the pool answers SELECT 1 first; a dead one (its database restarted) is
+    replaced by the pool, which retries the checkout with a new connection (SQLAlchemy's pessimistic
+    disconnect handling through a checkout listener)."""
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.close()
+    except Exception as exc:  # the driver's own error type: psycopg2, sqlite3, ...
+        raise sqlalchemy.exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
+
+
+def ping_pooled_connections() -> None:
+    """Check every pooled database connection of this process before use. optimize_for_webserver gives each
+    storage one held connection and never checks it: after PostgreSQL restarted, each storage's first
+    query failed ("server closed the connection unexpectedly"), e.g. the first launch after the outage
+    (tests/integration/test_dev_postgres_outage.py). The daemon and run workers open a new connection per
+    use and need nothing."""
+    if not sqlalchemy.event.contains(sqlalchemy.pool.Pool, "checkout", _ping):
+        sqlalchemy.event.listen(sqlalchemy.pool.Pool, "checkout", _ping)
 
 
 class MetricsWebserver(DagsterWebserver[Any, Any]):
@@ -100,6 +128,7 @@ def serve(
         raise CliError(f"--workspace {workspace}: no such file")
     with get_possibly_temporary_instance_for_cli("phlo webserver", logger=log) as instance:
         instance.optimize_for_webserver(DB_STATEMENT_TIMEOUT_MS, DB_POOL_RECYCLE_S, DB_POOL_MAX_OVERFLOW)
+        ping_pooled_connections()
         with WorkspaceProcessContext(
             instance,
             version=webserver_version,

@@ -188,6 +188,7 @@ def test_throttled_operator_retries_with_backoff_and_ends_as_a_clean_run(
         op.start()
         pid = op.proc.pid if op.proc else 0
         dispatched = flowcontrol_count(testbed, "apiserver_flowcontrol_dispatched_requests_total", level)
+        seats = flowcontrol_count(testbed, "apiserver_flowcontrol_nominal_limit_seats", level)
         assert dispatched > 0, "the operator's requests do not reach the test's priority level"
         apply(testbed, throttled_ns, docs)
         wait_for(
@@ -221,8 +222,9 @@ def test_throttled_operator_retries_with_backoff_and_ends_as_a_clean_run(
     record_property("throttling", {"workflows": WORKFLOWS, "rejected": rejected, "retries": retries})
     sys.stderr.write(
         f"throttling: {WORKFLOWS} workflows Ready in {seconds:.0f} s under APF; the API server rejected "
-        f"{rejected:.0f} requests of the operator (level {level}); its client retried {retries:.0f} calls "
-        f"after a backoff ({failed:.0f} gave up and failed their pass); one operator process (pid {pid})\n"
+        f"{rejected:.0f} requests of the operator (level {level}, {seats:.0f} seats); its client "
+        f"retried {retries:.0f} calls after a backoff ({failed:.0f} gave up and failed their pass); "
+        f"one operator process (pid {pid})\n"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -130,30 +131,29 @@ def dev_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
-    """`phlo dev` on a free port in a temp project: sqlite | postgres storage, or broken (a bad workflow)."""
-    project = project_dir(tmp_path)
-    if request.param == "broken":
-        (project / "workflows" / "zz_broken.py").write_text("import nonexistent_module_xyz\n")
-    if request.param == "postgres":
-        pg = request.getfixturevalue("postgres")
-        database = f"phlo_dev_{uuid.uuid4().hex[:10]}"
-        pg.create_database(database)
-        (project / ".phlo").mkdir()
-        db = {
-            "hostname": pg.host,
-            "port": pg.port,
-            "username": pg.user,
-            "password": pg.password,
-            "db_name": database,
-            # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
-            "scheme": "postgresql+psycopg2",
-        }
-        config = {"storage": {"postgres": {"postgres_db": db}}, "telemetry": {"enabled": False}}
-        (project / ".phlo" / "dagster.yaml").write_text(yaml.safe_dump(config))
+def write_postgres_instance(project: Path, pg: Any, database: str) -> None:
+    """.phlo/dagster.yaml as a user writes it for PostgreSQL storage (pg: tests.testbed.postgres.Postgres)."""
+    pg.create_database(database)
+    (project / ".phlo").mkdir()
+    db = {
+        "hostname": pg.host,
+        "port": pg.port,
+        "username": pg.user,
+        "password": pg.password,
+        "db_name": database,
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
+        "scheme": "postgresql+psycopg2",
+    }
+    config = {"storage": {"postgres": {"postgres_db": db}}, "telemetry": {"enabled": False}}
+    (project / ".phlo" / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
+@contextlib.contextmanager
+def running_dev(project: Path, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`phlo dev` in project on a free port, once it serves; stopped with SIGTERM after, which must end it
+    with exit code 0."""
     port = free_port()
-    log = (tmp_path / "dev.log").open("wb")
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -177,17 +177,17 @@ def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
     try:
         deadline = time.monotonic() + 180
         while True:
-            assert proc.poll() is None, (tmp_path / "dev.log").read_text()[-3000:]
+            assert proc.poll() is None, log_path.read_text()[-3000:]
             try:
                 get(f"{base}/server_info", timeout=2)
                 # the webserver can answer before `phlo dev` has seen it and printed its ready lines
-                if "press Ctrl-C to stop" in (tmp_path / "dev.log").read_text():
+                if "press Ctrl-C to stop" in log_path.read_text():
                     break
             except OSError:
                 pass
             assert time.monotonic() < deadline, "phlo dev did not serve within 180 s"
             time.sleep(1)
-        yield base, tmp_path / "dev.log"
+        yield base, proc
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
@@ -197,22 +197,41 @@ def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
-    assert proc.returncode == 0, (tmp_path / "dev.log").read_text()[-3000:]
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
 
 
-def launch_and_wait(base: str) -> str:
+@pytest.fixture
+def dev_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    """`phlo dev` on a free port in a temp project: sqlite | postgres storage, or broken (a bad workflow)."""
+    project = project_dir(tmp_path)
+    if request.param == "broken":
+        (project / "workflows" / "zz_broken.py").write_text("import nonexistent_module_xyz\n")
+    if request.param == "postgres":
+        write_postgres_instance(
+            project, request.getfixturevalue("postgres"), f"phlo_dev_{uuid.uuid4().hex[:10]}"
+        )
+    with running_dev(project, tmp_path / "dev.log") as (base, _proc):
+        yield base, tmp_path / "dev.log"
+
+
+def launch_asset(base: str, path: list[str]) -> str:
+    """Launch a run of the asset job materializing one asset of location `phlo`; its run id."""
     params = {
         "selector": {
             "repositoryLocationName": "phlo",
             "repositoryName": "__repository__",
             "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": ["raw", "events"]}],
+            "assetSelection": [{"path": path}],
         },
         "mode": "default",
     }
     launched = graphql(base, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = str(launched["run"]["runId"])
+    return str(launched["run"]["runId"])
+
+
+def launch_and_wait(base: str) -> str:
+    run_id = launch_asset(base, ["raw", "events"])
     deadline = time.monotonic() + 240
     status = ""
     while time.monotonic() < deadline:

@@ -112,6 +112,16 @@ class Postgres:
             if self.data_dir.parent.name.startswith(_TEMP_PREFIX):
                 shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
+    def start_again(self) -> None:
+        """Start a server stopped with stop(remove_data=False) on its data and port (a database outage
+        ended); returns once it accepts connections."""
+        if alive(self.process):
+            raise TestbedError(f"PostgreSQL (pid {self.process.pid}) is still running")
+        argv = _server_argv(self.data_dir, self.port)
+        log = self.directory / "postgres.log"
+        self.process = spawn("postgres", argv, log, env=_ENV, cwd=self.data_dir.parent, executable="postgres")
+        wait_for("PostgreSQL to accept connections again", self.accepts_connections, 60, [self.process])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "host": self.host,
@@ -174,6 +184,35 @@ def _chown_tree(path: Path) -> None:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
+_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+def _server_argv(data: Path, port: int) -> list[str]:
+    """The server's command line (as the postgres OS user when we are root)."""
+    return [
+        *_as_postgres_user(),
+        str(find_bin_dir() / "postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-c",
+        f"listen_addresses={LOOPBACK}",
+        "-c",
+        f"unix_socket_directories={data}",
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=300",
+        "-c",
+        "logging_collector=off",
+    ]
+
+
 def start(directory: Path, state_dir: Path) -> Postgres:
     """initdb a fresh cluster in directory/data and start it on a free 127.0.0.1 port (password auth)."""
     bin_dir = find_bin_dir()
@@ -193,7 +232,7 @@ def start(directory: Path, state_dir: Path) -> Postgres:
     for owned in {directory, data.parent}:
         _chown_tree(owned)
     log = directory / "postgres.log"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    env = _ENV
     initdb = subprocess.run(
         [
             *prefix,
@@ -219,29 +258,8 @@ def start(directory: Path, state_dir: Path) -> Postgres:
     errors: list[str] = []
     for attempt in range(1, 4):
         (port,) = free_ports(1)
-        argv = [
-            *prefix,
-            str(bin_dir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-c",
-            f"listen_addresses={LOOPBACK}",
-            "-c",
-            f"unix_socket_directories={data}",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-            "-c",
-            "logging_collector=off",
-        ]
-        process = spawn("postgres", argv, log, env=env, cwd=data.parent, executable="postgres")
+        argv = _server_argv(data, port)
+        process = spawn("postgres", argv, log, env=_ENV, cwd=data.parent, executable="postgres")
         server = Postgres(LOOPBACK, port, SUPERUSER, password, directory, process, data)
         try:
             wait_for("PostgreSQL to accept connections", server.accepts_connections, 60, [process])
