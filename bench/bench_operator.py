@@ -30,6 +30,7 @@ import argparse
 import concurrent.futures
 import json
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -533,7 +534,11 @@ def summarise_collapsed(text: str, top: int = 15) -> str:
 # -- the run -------------------------------------------------------------------------------------------
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"sizes": {}}
+    results: dict[str, Any] = {"sizes": {}, "commands": []}
+    if args.merge and args.json.exists():
+        results = {"commands": [], **json.loads(args.json.read_text())}
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results["commands"].append(f"{when}: {shlex.join(['bench/bench_operator.py', *sys.argv[1:]])}")
     for n in args.sizes:
         bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
         try:
@@ -557,17 +562,21 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         pair["direct"] = run_direct(bed, kube, n, tag, every)
                 pair["ratio"] = pair["operator"]["seconds"] / pair["direct"]["seconds"]
                 runs.append(pair)
+                results["sizes"][str(n)] = {"runs": runs}
+                save(args.json, results)  # what a run stopped later keeps (--from-json renders it)
             entry: dict[str, Any] = {"runs": runs}
+            results["sizes"][str(n)] = entry
             last_ns = runs[-1]["operator"]["namespace"]
             if n == max(args.sizes) or n in args.idle_sizes:
                 entry["restart"] = storm(bed, last_ns, n)
+                save(args.json, results)
             if n in args.idle_sizes:
                 entry["idle"] = idle_minute(bed, last_ns, n)
             if runs[-1]["operator"].get("profile"):
                 entry["profile"] = runs[-1]["operator"].pop("profile")
             results["sizes"][str(n)] = entry
             results["kubernetes"] = kube_version()
-            save(args.json, results)  # a run stopped later keeps the sizes done (--from-json renders them)
+            save(args.json, results)
         finally:
             bed.stop()
     return results
@@ -638,7 +647,8 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
         "",
         (__doc__ or "").split("\n\n", 2)[2].strip(),
         "",
-        f"Kubernetes {results.get('kubernetes', '?')} (the bed's kube-apiserver), kopf's default executor.",
+        f"Kubernetes {results.get('kubernetes', '?')} (the bed's kube-apiserver), kopf's default executor. "
+        "Measured by: " + "; ".join(f"`{c}`" for c in results.get("commands", [])) + ".",
         "",
         "| workflows (objects) | operator to Ready | direct apply | ratio (per pair) "
         "| Ready after apply p50 / p99 | pass p50 / p99 | passes (per workflow) | RSS / peak |",
@@ -716,6 +726,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=ROOT / ".bench" / "operator.json")
     parser.add_argument("--markdown", type=Path, help="write this benchmark's BENCHMARKS.md section here")
     parser.add_argument("--from-json", action="store_true", help="only render --json's results again")
+    parser.add_argument("--merge", action="store_true", help="add the sizes measured now to --json's")
     args = parser.parse_args(argv)
     if args.from_json:
         results = json.loads(args.json.read_text())
