@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import re
 import shlex
 import signal
@@ -538,7 +539,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.merge and args.json.exists():
         results = {"commands": [], **json.loads(args.json.read_text())}
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results["commands"].append(f"{when}: {shlex.join(['bench/bench_operator.py', *sys.argv[1:]])}")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    command = shlex.join(["bench/bench_operator.py", *sys.argv[1:]])
+    results["commands"].append(f"{when}, `{command}` (load average {load} at its start)")
     for n in args.sizes:
         bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
         try:
@@ -648,7 +651,7 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
         (__doc__ or "").split("\n\n", 2)[2].strip(),
         "",
         f"Kubernetes {results.get('kubernetes', '?')} (the bed's kube-apiserver), kopf's default executor. "
-        "Measured by: " + "; ".join(f"`{c}`" for c in results.get("commands", [])) + ".",
+        "Measured by: " + "; ".join(results.get("commands", [])) + ".",
         "",
         "| workflows (objects) | operator to Ready | direct apply | ratio (per pair) "
         "| Ready after apply p50 / p99 | pass p50 / p99 | passes (per workflow) | RSS / peak |",
@@ -700,13 +703,15 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
     lines += ["", TARGETS]
     if notes:
         lines += ["", notes.strip()]
-    profiles = [(size, e["profile"]) for size, e in results["sizes"].items() if e.get("profile")]
-    for size, text in profiles:
-        head = (
-            f"py-spy over the operator from its start until {int(size):,} workflows were Ready (the last "
-            "pair; "
-            "inclusive share of samples, threads waiting left out):"
-        )
+    profiles = [
+        (f"from its start until {int(size):,} workflows were Ready (the last pair)", e["profile"])
+        for size, e in results["sizes"].items()
+        if e.get("profile")
+    ]
+    # A profile kept from a run that did not finish (results["profiles"]: what it covers -> summary).
+    profiles += list(results.get("profiles", {}).items())
+    for what, text in profiles:
+        head = f"py-spy over the operator {what}; inclusive share of samples, threads waiting left out:"
         lines += ["", head, "", "```", text, "```"]
     return "\n".join(lines) + "\n"
 

@@ -94,8 +94,12 @@ def assemble(sections: Sequence[Section], bodies: Mapping[str, str]) -> str:
 
 
 def run_header(command: str, when: dt.datetime, info: Mapping[str, str], load: tuple[str, str]) -> str:
+    # --from-json (where a script offers it) renders an earlier run's results, which say how they ran.
+    what = f"Run {when:%Y-%m-%d %H:%M} UTC"
+    if "--from-json" in command.split():
+        what = f"Rendered {when:%Y-%m-%d %H:%M} UTC from an earlier run's results"
     return (
-        f"Run {when:%Y-%m-%d %H:%M} UTC: `{command}` (`make bench ONLY={info['section']}`). "
+        f"{what}: `{command}` (`make bench ONLY={info['section']}`). "
         f"Machine: {info['cores']} cores ({info['cpu']}), {info['memory']}, load average {load[0]} before "
         f"and {load[1]} after. Versions: Python {info['python']}, Dagster {info['dagster']}, "
         f"Kubernetes {info['kubernetes']}."
