@@ -197,7 +197,8 @@ def test_prometheus_from_the_servicemonitors_scrapes_operator_and_webserver(
 
     Mutation (2026-12-06): the chart's ServiceMonitor endpoint `port: metrics` changed to `port: metric`
     (charts/phlo-dagster/templates/servicemonitor.yaml): the operator's job found no target and the test
-    failed with "timed out ... waiting for every ServiceMonitor job to have its targets up"."""
+    failed with "timed out ... waiting for every ServiceMonitor job to have its targets up"; so it did with
+    the template's selector made `app.kubernetes.io/component: metrics`, a label the Service lacks."""
     ns = cluster_flow.namespace
     jobs = {
         f"serviceMonitor/{ns}/{OPERATOR_MONITOR}/0": (
