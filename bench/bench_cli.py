@@ -258,14 +258,16 @@ What was cut to get here:
   the code location in a code server of its own, two definition loads competing on 2 busy cores, where
   `dagster dev` starts one code server that both use.
 
-Where the rest of `phlo materialize stg_customers` goes (wall clock of each phase on its own, measured under
-load): the interpreter and `import dagster` 1.2-1.8 s, the definitions 2.6-3.4 s (of which importing
-dagster-dbt and dbt-core is about 2 s, measured with `python -X importtime -c "import dagster_dbt"`, and
-parsing the manifest the rest), opening the SQLite instance 0.4-1.6 s (alembic loads its 176 revision files
-to check the schema), then the step: dbt's own start-up and build plus dagster-dbt's event handling. What
-would close the gap to 2x dbt under load: opening the instance while the definitions load (both are mostly
-Python, so a thread gains little; a lazily opened event-log storage would), and importing dagster-dbt's
-execution half only when a dbt step runs."""
+- dagster-dbt imported dbt-core on import (its `compat` module: 1.5-2 s of every code server, run worker
+  and `phlo materialize` start), although dbt runs as a subprocess and the manifest is JSON. It is now
+  imported in its mode for environments without dbt-core (phlo_dagster/dbt_lazy.py); a selection other than
+  "every node" still loads dbt-core's selector when it is asked for. Loading a dbt project's definitions
+  imports no dbt module (tests/integration/test_dbt_selection.py).
+
+Where the rest of `phlo materialize stg_customers` goes: the interpreter and `import dagster`, the
+definitions (parsing the manifest), opening the SQLite instance (alembic loads its 176 revision files to check
+the schema), then the step: dbt's own start-up and build (what `dbt build` costs alone) plus dagster-dbt's
+event handling. Under heavy load the dbt ratio spreads widely per pair (see the last column)."""
 
 
 def markdown(
