@@ -109,21 +109,25 @@ integration: venv testbed-binaries
 ## with RELIABILITY_EXAMPLES examples and the server-side dry runs of what it renders with RELIABILITY_BED_EXAMPLES,
 ## the documented RBAC, and the faults (tests/integration/test_faults.py: operator SIGKILLs, API server and etcd
 ## restarts), and the API's 429s (priority and fairness) and 409s (tests/integration/test_api_throttling.py, with
-## RELIABILITY_THROTTLE_WORKFLOWS workflows). `make test` runs the same tests with 100 and 15 examples and 6
-## workflows, 5 kills, 2 restarts, 4 throttled workflows.
+## RELIABILITY_THROTTLE_WORKFLOWS workflows), and PostgreSQL stopped under `phlo dev` for RELIABILITY_OUTAGE_SECONDS
+## (tests/integration/test_dev_postgres_outage.py). `make test` runs the same tests with 100 and 15 examples and
+## 6 workflows, 5 kills, 2 restarts, 4 throttled workflows, a 3 s outage.
 RELIABILITY_EXAMPLES ?= 2000
 RELIABILITY_BED_EXAMPLES ?= 500
 RELIABILITY_FAULT_WORKFLOWS ?= 20
 RELIABILITY_FAULT_KILLS ?= 50
 RELIABILITY_FAULT_RESTARTS ?= 10
 RELIABILITY_THROTTLE_WORKFLOWS ?= 20
+RELIABILITY_OUTAGE_SECONDS ?= 30
 RELIABILITY_TESTS := tests/unit/test_corpus.py tests/unit/test_model_properties.py tests/unit/test_rbac_documented.py \
 	tests/integration/test_corpus.py tests/integration/test_render_dry_run.py tests/integration/test_rbac_documented.py \
-	tests/integration/test_faults.py tests/unit/test_retry.py tests/integration/test_api_throttling.py
+	tests/integration/test_faults.py tests/unit/test_retry.py tests/integration/test_api_throttling.py \
+	tests/unit/test_webserver_pool.py tests/integration/test_dev_postgres_outage.py
 reliability: venv testbed-binaries
 	PHLO_PROPERTY_EXAMPLES=$(RELIABILITY_EXAMPLES) PHLO_PROPERTY_BED_EXAMPLES=$(RELIABILITY_BED_EXAMPLES) \
 		PHLO_FAULT_WORKFLOWS=$(RELIABILITY_FAULT_WORKFLOWS) PHLO_FAULT_KILLS=$(RELIABILITY_FAULT_KILLS) \
 		PHLO_FAULT_RESTARTS=$(RELIABILITY_FAULT_RESTARTS) PHLO_THROTTLE_WORKFLOWS=$(RELIABILITY_THROTTLE_WORKFLOWS) \
+		PHLO_OUTAGE_SECONDS=$(RELIABILITY_OUTAGE_SECONDS) \
 		$(PY) -m pytest -s --durations=0 $(RELIABILITY_TESTS)
 
 ## The whole suite, in three passes so the slow cold build of the Go binaries overlaps other work. While
