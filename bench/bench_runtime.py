@@ -601,7 +601,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for impl in ("ours", "native") if r % 2 == 0 else ("native", "ours"):
                     sample = build_once(impl, n)
                     row[impl].append(sample)
-                    say(f"build {impl} {n} {r + 1}/{repeats}: {sample['build_s']:.2f}s (load {load()})")
+                    say(
+                        f"build {impl} {n} {r + 1}/{repeats}: {sample['build_s']:.2f}s, "
+                        f"peak {sample['peak_mib']:.0f} MiB (load {load()})"
+                    )
             rows.append(row)
         results["build"] = rows
 
