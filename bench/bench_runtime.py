@@ -395,6 +395,11 @@ def build_once(impl: str, n: int) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ report
 
 
+def _peak(samples: list[dict[str, float]]) -> str:
+    known = [s["peak_mib"] for s in samples if s.get("peak_mib") == s.get("peak_mib")]  # not NaN
+    return f"{median(known):.0f} MiB" if known else "-"
+
+
 def run_description(args: argparse.Namespace, results: dict[str, Any], info: dict[str, str]) -> list[str]:
     command = "PYTHONPATH= nice .venv/bin/python bench/bench_runtime.py"
     extra = []
@@ -515,14 +520,11 @@ def section(args: argparse.Namespace, results: dict[str, Any], info: dict[str, s
                 median([s["build_s"] for s in o]),
                 median([s["build_s"] for s in n]) if n else float("nan"),
             )
-            om, nm = (
-                median([s["peak_mib"] for s in o]),
-                median([s["peak_mib"] for s in n]) if n else float("nan"),
-            )
+            om, nm = _peak(o), _peak(n)
             native_cells = (
-                f"{nb:.2f} s | {nb / r['n'] * 1e6:.0f} µs | {ob / nb:.2f}x | {om:.0f} / {nm:.0f} MiB"
+                f"{nb:.2f} s | {nb / r['n'] * 1e6:.0f} µs | {ob / nb:.2f}x | {om} / {nm}"
                 if n
-                else f"not run | | | {om:.0f} MiB / -"
+                else f"not finished | | | {om} / -"
             )
             lines.append(
                 f"| {r['n']:,} | {len(o)} | {ob:.2f} s | {ob / r['n'] * 1e6:.0f} µs | {native_cells} |"
@@ -560,11 +562,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scrapes", type=int, default=25)
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "runtime.json")
     parser.add_argument("--markdown", type=Path, help="also write the section here (bench/run.py)")
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="measure nothing: render the section from the results in --json (an earlier or merged run)",
+    )
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = parts - {"coldstart", "metrics", "build"}
     if unknown:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; use coldstart, metrics, build")
+    if args.from_json:
+        data = json.loads(args.json.read_text())
+        write(args, from_json(data), data["machine"])
+        return
     WORK.mkdir(parents=True, exist_ok=True)
     info = machine()
     results: dict[str, Any] = {
@@ -611,6 +622,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     results["load_after"] = load()
     encode: Callable[[Any], Any] = lambda o: {"label": o.label, "samples": o.samples}  # noqa: E731
     args.json.write_text(json.dumps({"machine": info, **results}, indent=2, default=encode) + "\n")
+    write(args, results, info)
+
+
+def from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """The results main() measures, from what it wrote to --json (Servers as their label and samples)."""
+    results = {k: v for k, v in data.items() if k != "machine"}
+    if "coldstart" in results:
+        results["coldstart"] = {
+            "cases": [
+                (name, *(Server(s["label"], "", {}, ROOT, 0, s["samples"]) for s in (ours, native)))
+                for name, ours, native in results["coldstart"]["cases"]
+            ]
+        }
+    return results
+
+
+def write(args: argparse.Namespace, results: dict[str, Any], info: dict[str, str]) -> None:
     text = section(args, results, info) + "\n"
     if args.markdown:
         args.markdown.write_text(text)
