@@ -484,14 +484,19 @@ def section(args: argparse.Namespace, results: dict[str, Any], info: dict[str, s
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in results["metrics"]:
+            label = f" ({m['label']})" if m.get("label") else ""
             lines.append(
-                f"| {m['runs']:,} | {m['materializations']:,} | {m['fill_s']:.0f} s | {m['first_ms']:.0f} ms "
+                f"| {m['runs']:,}{label} | {m['materializations']:,} "
+                f"| {m['fill_s']:.0f} s | {m['first_ms']:.0f} ms "
                 f"| {m['steady_median_ms']:.1f} ms | {m['steady_p95_ms']:.1f} ms "
                 f"| {m['incremental_ms']:.1f} ms | {m['rss_started_mib']:.0f} MiB "
                 f"| {m['rss_after_mib']:.0f} MiB |"
             )
         big = results["metrics"][-1]
-        small = results["metrics"][0]
+        small = next(
+            (m for m in results["metrics"] if m["runs"] < big["runs"] and m.get("label") == big.get("label")),
+            results["metrics"][0],
+        )
         growth = big["rss_after_mib"] - small["rss_after_mib"]
         lines += [
             "",
