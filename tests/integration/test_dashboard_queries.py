@@ -82,6 +82,7 @@ def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
     operator_metrics.RECONCILES.labels(result="ok").inc()
     operator_metrics.RECONCILE_SECONDS.observe(0.3)
     operator_metrics.api_error("patch", 409)
+    operator_metrics.api_retry("get", 429)  # a throttled call sent again (the API retries panel)
     operator_metrics.observe_workflow(("team", "wf"), [{"type": "Ready", "status": "True"}])
     yield {
         "before": before,
