@@ -248,15 +248,16 @@ def asset_keys(base: str) -> set[str]:
     return {"/".join(node["assetKey"]["path"]) for _, _, node in asset_nodes(base)}
 
 
-def launch(base: str, key: str) -> str:
-    """Launch a materialization of one asset (its last partition when partitioned); the run id."""
+def launch(base: str, key: str, tags: dict[str, str] | None = None) -> str:
+    """Launch a materialization of one asset (its last partition when partitioned), with `tags` on the run;
+    the run id."""
     found = [entry for entry in asset_nodes(base) if "/".join(entry[2]["assetKey"]["path"]) == key]
     if not found:
         raise FlowError(f"no asset {key} in {base}")
     location, repository, node = found[0]
-    tags = []
+    run_tags = [{"key": k, "value": v} for k, v in (tags or {}).items()]
     if node["isPartitioned"]:
-        tags = [{"key": "dagster/partition", "value": node["partitionKeys"][-1]}]
+        run_tags.append({"key": "dagster/partition", "value": node["partitionKeys"][-1]})
     params = {
         "selector": {
             "repositoryLocationName": location,
@@ -265,7 +266,7 @@ def launch(base: str, key: str) -> str:
             "assetSelection": [{"path": node["assetKey"]["path"]}],
         },
         "runConfigData": {},
-        "executionMetadata": {"tags": tags},
+        "executionMetadata": {"tags": run_tags},
     }
     launched = graphql(base, LAUNCH, {"params": params})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":
