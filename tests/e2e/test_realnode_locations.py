@@ -24,7 +24,11 @@ its `e2e/gate` tag gives resolves in the cluster's DNS (the test creates that Se
    finished: all succeed, never more than two are in progress, and two are at some point.
 
 Mutation check (run once, red): without `runCoordinator` in the spec (Dagster's default of 10), test 3 saw
-up to RESULT runs in progress at once and failed on `at most 2`.
+up to 6 runs in progress at once (the five and the schedule's first run) and failed on `at most 2 runs in
+progress, saw 6`.
+
+Measured (2 cores shared with other beds, load 5-18): 11-12 min for the module (setup 65-137 s, the rollout
+15-46 s, the five capped runs 6 min); a tick fell due during every rollout and none was missed.
 """
 
 from __future__ import annotations
