@@ -48,6 +48,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("cli", "bench_cli.py"),
     Section("runtime", "bench_runtime.py"),
     Section("operator", "bench_operator.py"),
+    Section("realnode", "bench_realnode.py"),
 )
 
 TITLE = "# Benchmarks"
