@@ -45,7 +45,10 @@ def resync(body: kopf.Body, **_: Any) -> None:
     controller().trigger(body["metadata"]["namespace"], body["metadata"]["name"], min_age=RESYNC_SECONDS / 2)
 
 
-@kopf.on.delete(m.GROUP, m.VERSION, m.PLURAL, optional=True)
+# Mandatory (not optional=True): once deletion stops the resync timer, kopf drops its finalizer unless a
+# deletion handler still needs it, and an optional handler would then never run, orphaning the objects in
+# other run namespaces (seen in test_runs_in_another_namespace_get_rbac_and_config_there under load).
+@kopf.on.delete(m.GROUP, m.VERSION, m.PLURAL)
 def workflow_deleted(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_: Any) -> None:
     meta = body["metadata"]
     controller().cleanup(meta["namespace"], meta["name"], dict(spec), dict(status))

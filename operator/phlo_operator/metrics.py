@@ -41,6 +41,11 @@ WORKFLOW_WEBSERVERS = Gauge(
 )
 for _result in RECONCILE_RESULTS:
     RECONCILES.labels(result=_result)
+#: (verb, code) pairs the client retries (phlo_operator.retry: 429 on any verb it sends, 409 on a patch); each
+#: series exists from the start, so the dashboard's retries query and `increase()` see the first one.
+API_RETRY_SERIES = (*((verb, "429") for verb in ("get", "post", "patch", "delete")), ("patch", "409"))
+for _verb, _code in API_RETRY_SERIES:
+    API_RETRIES.labels(verb=_verb, code=_code)
 
 
 def _version() -> str:

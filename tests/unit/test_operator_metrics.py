@@ -23,12 +23,15 @@ def samples() -> dict[str, list[dict[str, str]]]:
 
 def test_build_info_no_created_series_and_zeroed_results() -> None:
     """Mutation (2026-12-06): without disable_created_metrics() the `_created` assertion fails; without the
-    loop over RECONCILE_RESULTS the results assertion does."""
+    loop over RECONCILE_RESULTS the results assertion does, and without the one over API_RETRY_SERIES the
+    retries assertion (test_prometheus_scrape found the dashboard's retries query empty without it)."""
     found = samples()
     assert found["phlo_operator_build_info"] == [{"version": importlib.metadata.version("phlo-dagster")}]
     assert not [name for name in found if name.endswith("_created")]
     results = {labels["result"] for labels in found["phlo_operator_reconciles_total"]}
     assert set(metrics.RECONCILE_RESULTS) <= results
+    retries = {(labels["verb"], labels["code"]) for labels in found["phlo_operator_api_retries_total"]}
+    assert {("get", "429"), ("patch", "429"), ("patch", "409")} <= retries
 
 
 def test_reference_table_lists_every_operator_family() -> None:
