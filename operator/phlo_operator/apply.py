@@ -195,6 +195,8 @@ class Kube:
         self.clock, self.sleep = clock, sleep
         self._discovery: dict[str, tuple[bool, float]] = {}
         self.versions = Versions()
+        # Called with every decoded response but a dry run's (phlo_operator.store keeps the objects).
+        self.on_response: list[Callable[[dict[str, Any]], None]] = []
 
     # -- raw requests ---------------------------------------------------------------------------------------
     def request(
@@ -265,6 +267,8 @@ class Kube:
         decoded: dict[str, Any] = json.loads(raw) if raw else {}
         if ("dryRun", "All") not in (query or []):  # a dry run's answer is not what the server holds
             self.versions.record(decoded)
+            for hook in self.on_response:
+                hook(decoded)
         return decoded
 
     def _send_apply(self, method: str, url: str, body: Any, query: list[tuple[str, str]]) -> bytes:

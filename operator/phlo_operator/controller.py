@@ -16,6 +16,7 @@ import kopf
 from phlo_operator import metrics
 from phlo_operator.apply import ApiError, Kube
 from phlo_operator.reconcile import Reconciler
+from phlo_operator.store import CachedKube, Store
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 10.0  # first retry after an API failure; doubles per consecutive failure
@@ -65,6 +66,7 @@ class Controller:
         self._soon: set[tuple[str, str]] = set()  # a pass is due after CHILD_DELAY_SECONDS (guarded by _lock)
         self.child_delay = CHILD_DELAY_SECONDS
         self._executor: concurrent.futures.Executor | None = None  # kopf's, once configured
+        self.store: Store | None = None  # what the watches delivered, once build() made one
 
     def configure_kopf(self, settings: kopf.OperatorSettings) -> None:
         settings.posting.enabled = False  # Events are posted by phlo_operator.apply, only on transitions
@@ -241,6 +243,12 @@ def connect() -> Kube:
 
 
 def build(kube: Kube, options: Options) -> Controller:
-    if options.code_location_check:
-        return Controller(Reconciler(kube), options, kube.versions.seen)
-    return Controller(Reconciler(kube, prober=None), options, kube.versions.seen)
+    """The controller whose passes read children from the store the watches feed (see phlo_operator.store;
+    main() taps kopf's watches into it), so a pass sends the API server its writes and one GET."""
+    store = Store()
+    kube.on_response.append(store.record)
+    cached = CachedKube(kube, store)
+    reconciler = Reconciler(cached) if options.code_location_check else Reconciler(cached, prober=None)
+    ctl = Controller(reconciler, options, kube.versions.seen)
+    ctl.store = store
+    return ctl

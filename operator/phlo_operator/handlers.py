@@ -61,6 +61,7 @@ def workflow_deleted(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_:
 @kopf.on.event("", "v1", "configmaps", labels=_OWNED)
 @kopf.on.event("", "v1", "serviceaccounts", labels=_OWNED)
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_OWNED)
+@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=_OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_OWNED)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=_OWNED)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=_OWNED)
@@ -72,6 +73,20 @@ async def child_event(type: str, body: kopf.Body, **_: Any) -> None:
     for owner in body["metadata"].get("ownerReferences", []):
         if owner.get("kind") == m.KIND and owner.get("apiVersion", "").startswith(m.GROUP + "/"):
             controller().trigger_soon(body["metadata"]["namespace"], owner["name"])
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
+async def hpa_event(body: kopf.Body, **_: Any) -> None:
+    """An HPA owns its Deployment's replicas: the owning workflow's pass renders that Deployment without them.
+    (Watched also so that a pass reads HPAs from the store, not with a LIST.)"""
+    target = (body.get("spec") or {}).get("scaleTargetRef") or {}
+    store = controller().store
+    if target.get("kind") != "Deployment" or store is None:
+        return
+    namespace = body["metadata"]["namespace"]
+    owner = store.owner_of(("apps/v1", "Deployment", namespace, str(target.get("name", ""))))
+    if owner is not None:
+        controller().trigger_soon(namespace, owner)
 
 
 @kopf.index(m.GROUP, m.VERSION, m.PLURAL)

@@ -13,6 +13,7 @@ import time
 from phlo_operator import controller as ctl
 from phlo_operator import metrics
 from phlo_operator.apply import ApiError, Kube
+from phlo_operator.store import tap_watches
 
 RESYNC_ENV = "PHLO_OPERATOR_RESYNC_SECONDS"  # read by phlo_operator.handlers at import
 
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot reach the Kubernetes API: %s", exc)
         return 2
     ctl.install(controller)
+    if controller.store is not None:
+        tap_watches(controller.store)  # before kopf starts any watch
     metrics.serve(args.metrics_port, args.bind_address)
     kopf.run(
         clusterwide=args.all_namespaces,

@@ -47,8 +47,13 @@ RULES: list[PolicyRule] = [
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": _OWN},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWN},
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": _OWN},
-    # The webserver's Ingress and HTTPRoute: applied (server-side apply creates) and deleted, never watched.
-    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _APPLIED},
+    # The webserver's Ingress: applied (server-side apply creates), deleted, and watched (passes read it from
+    # the watch, not with a GET). The HTTPRoute: applied and deleted, never watched (its CRD may be missing).
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["ingresses"],
+        "verbs": [*_APPLIED, "list", "watch"],
+    },
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": _APPLIED},
     {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": _OWN},
     {
