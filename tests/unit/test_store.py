@@ -202,8 +202,9 @@ def watch_everything(store: Store, kube: FakeKube) -> None:
 
 
 def test_a_pass_on_a_listed_store_reads_only_its_workflow() -> None:
-    """Mutation check: with CachedKube.get passing every read through, the second pass's reads are the ~20
-    GETs (and the HPA LIST) a pass made before the store, and the last assertion fails."""
+    """Mutation check (2026-12-06): with CachedKube.get passing every read through to the API server, the two
+    passes made 44 reads (22 GETs each: the workflow, its children, the absent ones, the storage Secret) and
+    the last assertion failed."""
     kube = CountingKube()
     kube.add(
         {
