@@ -20,6 +20,8 @@ OUR_RESOURCES = {
     "poddisruptionbudgets",
     "phloworkflows",
     "persistentvolumeclaims",
+    "horizontalpodautoscalers",
+    "ingresses",
 }
 
 

@@ -28,6 +28,7 @@ WORKFLOW = ROOT / "examples/quickstart/workflow.yaml"
 NAME = "quickstart"
 OPERATOR_BIN = Path(sys.executable).parent / "phlo-dagster-operator"
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
+READ_VERBS = {"GET", "LIST"}
 
 
 # -- helpers
@@ -236,6 +237,21 @@ def write_counts(bed: Testbed) -> dict[str, float]:
     return counts
 
 
+def read_counts(bed: Testbed) -> dict[str, float]:
+    """GET and LIST requests of the resources the operator reads, per verb and resource (the API server's
+    apiserver_request_total; watches are verb WATCH and not counted)."""
+    counts: dict[str, float] = {}
+    for line in bed.apiserver_metrics().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if labels.get("verb") not in READ_VERBS or labels.get("resource") not in OUR_RESOURCES:
+            continue
+        key = f"{labels['verb']} {labels['resource']}"
+        counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
@@ -416,6 +432,34 @@ def test_unchanged_workflow_costs_zero_writes(ready: Kubectl, operator: Operator
     wait_for(
         "a counted write", lambda: delta(before, write_counts(testbed)).get("APPLY deployments/", 0) >= 1
     )
+
+
+def test_a_resync_pass_reads_only_its_workflow(
+    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
+) -> None:
+    """Issue 15: a pass reads its children from the store the watches feed (phlo_operator.store), so an idle
+    workflow's resync costs one read, the GET of the PhloWorkflow, and no write.
+
+    The window opens once the operator is idle and closes once at least one resync pass (every 20 s) has
+    ended and the operator is idle again; no kubectl runs inside it. apiserver_request_total has no
+    namespace label and the bed may be shared: a window another session's reads fell into is measured again.
+    Mutation run (2026-12-06): with controller.build handing the Reconciler the plain Kube (no store), every
+    attempt failed with 22 reads per pass, e.g. {'GET configmaps': 2.0, 'GET deployments': 4.0, ...}."""
+    with quickstart_ready(kc, testbed, tmp_path / "operator.log", "--resync-seconds", "20") as op:
+        attempts = []
+        for _ in range(5):
+            passes = settled(op)
+            reads, writes = read_counts(testbed), write_counts(testbed)
+            wait_for("a resync pass", lambda: op.metric(PASSES) >= passes + 1, timeout=60)  # noqa: B023
+            ended = settled(op) - passes
+            read = delta(reads, read_counts(testbed))
+            attempts.append((ended, read, delta(writes, write_counts(testbed))))
+            if sum(read.values()) <= ended and read.get("GET phloworkflows", 0) >= 1:
+                break
+        ended, read, written = attempts[-1]
+        assert sum(read.values()) <= ended, f"more than one read per pass: {attempts}"
+        assert read.get("GET phloworkflows", 0) >= 1, attempts  # the measurement sees the pass's own read
+        assert not written, attempts
 
 
 def test_update_rolls_out_after_a_new_compile_and_reloads(
