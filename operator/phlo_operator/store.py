@@ -10,10 +10,13 @@ How it stays right (a stale copy must never skip a needed write):
   listing and the end of that watch: before the first listing, during a relisting (a watch restarted after
   "410 Gone" or a lost connection lists again) and once a watch stopped (peering paused it), reads go to
   the API server. A relisting drops what it no longer lists (deleted while no watch ran).
-- The operator's own responses (applies, creates, patches, fallback GETs) are stored at once, so the next
-  pass sees its own writes without waiting for the watch. The object's next watch event replaces that copy
-  whatever its version: an event already in flight when we wrote can make the copy older than the cluster,
-  which costs one no-op apply (Kube.apply's dry-run preview differs from the copy), never a skipped one.
+- The watch's copy always wins. The operator's own responses (applies, creates, patches, fallback GETs) only
+  fill what the watch has not shown yet (an object we just created, or our own earlier response), so the
+  next pass sees its own creations without waiting for the watch. A response may reach the store after the
+  watch delivered a newer version (the Deployment controller's status update, milliseconds after our create):
+  stored over it, that older copy would stay until the object changed again, and a pass would wait on a
+  rollout that had ended (the first benchmark run of this store hung so). Kept out, the worst case is a copy
+  older than our write until its watch event comes: one more apply that changes nothing, never a skipped one.
   A response never brings back an object whose deletion the watch already delivered (its uid is remembered).
 - Drift (someone else changes a child) arrives as a watch event: it replaces the copy, and the child
   handlers trigger a pass, which reads the drifted copy and applies again.
@@ -55,6 +58,7 @@ class _Entry:
     version: str
     raw: bytes  # compact JSON without managedFields: small, and every read decodes a private copy
     stamp: int  # when it was stored (a relisting drops what it did not list and was stored before it began)
+    own: bool  # from a response of ours, not (yet) from the watch
 
 
 @dataclasses.dataclass
@@ -95,7 +99,7 @@ class Store:
             if type_ == "DELETED":
                 self._drop(ref, str(meta.get("uid") or ""))
             else:
-                self._put(ref, obj)
+                self._put(ref, obj, own=False)
 
     def listed(self, api_version: str, kind: str, namespace: str | None) -> None:
         """A scope's listing ended (kopf's LISTED bookmark): drop what it did not list, absence is known."""
@@ -135,9 +139,13 @@ class Store:
                 if not meta.get("name"):
                     continue
                 ref: Ref = (api_version, kind, meta.get("namespace", ""), meta["name"])
-                if str(meta.get("uid") or "") in self._deleted or not self._scoped(ref):
+                uid = str(meta.get("uid") or "")
+                if uid in self._deleted or not self._scoped(ref):
                     continue
-                self._put(ref, obj)
+                current = self._objects.get(ref)
+                if current is not None and not current.own and current.uid == uid:
+                    continue  # the watch's copy: possibly newer than this response
+                self._put(ref, obj, own=True)
 
     def forget(self, ref: Ref) -> None:
         """We deleted it: the next pass must not find it (its DELETED event may come later)."""
@@ -193,16 +201,17 @@ class Store:
         return len(self._objects)
 
     # -- internals (lock held)
-    def _put(self, ref: Ref, obj: Obj) -> None:
+    def _put(self, ref: Ref, obj: Obj, own: bool) -> None:
         meta = obj.get("metadata") or {}
         version, uid = str(meta.get("resourceVersion") or ""), str(meta.get("uid") or "")
         current = self._objects.get(ref)
         stamp = next(self._stamps)
         if current is not None and version and (current.uid, current.version) == (uid, version):
-            current.stamp = stamp  # the same object at the same version: nothing to encode again
+            current.stamp, current.own = stamp, current.own and own  # the same version: nothing to encode
             return
         slim = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-        self._objects[ref] = _Entry(uid, version, json.dumps(slim, separators=(",", ":")).encode(), stamp)
+        raw = json.dumps(slim, separators=(",", ":")).encode()
+        self._objects[ref] = _Entry(uid, version, raw, stamp, own)
 
     def _drop(self, ref: Ref, uid: str) -> None:
         current = self._objects.get(ref)

@@ -20,6 +20,7 @@ import yaml
 from phlo_operator import crdgen
 
 from tests.operator_process import OUR_RESOURCES, free_port, monitoring_crd
+from tests.testbed import cluster
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
@@ -269,8 +270,7 @@ def kc(testbed: Testbed, namespace: str, crds: None) -> Kubectl:
     return Kubectl(testbed, namespace)
 
 
-@pytest.fixture
-def volume(testbed: Testbed, namespace: str) -> Iterator[str]:
+def prebound_volume(bed: Testbed, namespace: str) -> str:
     """A PersistentVolume pre-bound to the managed PostgreSQL claim (the bed has no provisioner)."""
     name = f"pv-{namespace}"
     pv = {
@@ -284,7 +284,14 @@ def volume(testbed: Testbed, namespace: str) -> Iterator[str]:
             "claimRef": {"namespace": namespace, "name": f"data-{NAME}-postgres-0"},
         },
     }
-    testbed.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    bed.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    return name
+
+
+@pytest.fixture
+def volume(testbed: Testbed, namespace: str) -> Iterator[str]:
+    """prebound_volume on the session's bed, deleted afterwards."""
+    name = prebound_volume(testbed, namespace)
     yield name
     testbed.kubectl("delete", "pv", name, "--wait=false", "--ignore-not-found", check=False)
 
@@ -434,18 +441,34 @@ def test_unchanged_workflow_costs_zero_writes(ready: Kubectl, operator: Operator
     )
 
 
-def test_a_resync_pass_reads_only_its_workflow(
-    kc: Kubectl, volume: str, testbed: Testbed, tmp_path: Path
-) -> None:
+@pytest.fixture
+def private_bed(tmp_path: Path) -> Iterator[Testbed]:
+    """A bed of the test's own: on the session's bed, the namespace controller keeps LISTing every kind in
+    the namespaces earlier tests deleted (a PhloWorkflow whose operator stopped keeps its finalizer), which
+    apiserver_request_total cannot tell from the operator's reads."""
+    bed = cluster.start(tmp_path / "bed")
+    try:
+        bed.apply_crds()
+        yield bed
+    finally:
+        bed.stop()
+
+
+def test_a_resync_pass_reads_only_its_workflow(private_bed: Testbed, tmp_path: Path) -> None:
     """Issue 15: a pass reads its children from the store the watches feed (phlo_operator.store), so an idle
     workflow's resync costs one read, the GET of the PhloWorkflow, and no write.
 
     The window opens once the operator is idle and closes once at least one resync pass (every 20 s) has
     ended and the operator is idle again; no kubectl runs inside it. apiserver_request_total has no
-    namespace label and the bed may be shared: a window another session's reads fell into is measured again.
+    namespace label: the bed is the test's own, and a window another client's reads fell into is measured
+    again.
     Mutation run (2026-12-06): with controller.build handing the Reconciler the plain Kube (no store), all 5
     attempts failed with 24-25 reads in a window of one pass (`assert 25.0 <= 1.0`: GET deployments 4,
     services 4, configmaps 2, ..., LIST horizontalpodautoscalers 1, GET ingresses 1)."""
+    testbed = private_bed
+    kc = Kubectl(testbed, "reads")
+    testbed.kubectl("create", "namespace", kc.ns)
+    prebound_volume(testbed, kc.ns)
     with quickstart_ready(kc, testbed, tmp_path / "operator.log", "--resync-seconds", "20") as op:
         attempts = []
         for _ in range(5):

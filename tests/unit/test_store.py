@@ -102,17 +102,30 @@ def test_a_deleted_event_of_an_older_incarnation_keeps_the_new_one() -> None:
     assert version(store) == "3"
 
 
-def test_our_own_response_is_read_at_once_and_replaced_by_the_next_watch_event() -> None:
-    """Our apply's answer is what the next pass reads (no waiting for the watch); the watch event of that
-    very version changes nothing; a later event with another version (someone's drift) replaces it."""
-    store = listed(obj(version="1"))
+def test_our_own_creation_is_read_at_once_and_the_watch_replaces_it() -> None:
+    """What we just created is what the next pass reads, before the watch shows it; the watch's events of
+    it then win, whatever their versions."""
+    store = listed()
     store.record(obj(version="7", spec={"replicas": 2}))
-    assert version(store) == "7"
-    store.event("apps/v1", "Deployment", NS, "MODIFIED", obj(version="7", spec={"replicas": 2}))
     assert version(store) == "7"
     store.event("apps/v1", "Deployment", NS, "MODIFIED", obj(version="8", spec={"replicas": 5}))
     _, found = store.get(DEPLOY)
     assert found is not None and found["spec"] == {"replicas": 5}
+
+
+def test_a_late_response_never_replaces_what_the_watch_delivered() -> None:
+    """The bench run that found it: our create's response was stored after the watch had delivered the
+    Deployment controller's status update, no later event came, and the workflow waited forever for a
+    rollout that had ended. Mutation check: with record() storing over the watch's copy, this fails."""
+    store = listed()
+    store.event("apps/v1", "Deployment", NS, "ADDED", obj(version="3"))
+    store.event("apps/v1", "Deployment", NS, "MODIFIED", obj(version="4", status={"availableReplicas": 1}))
+    store.record(obj(version="3"))  # our create's answer, processed late
+    assert version(store) == "4"
+    store.record(obj(version="9", spec={"replicas": 3}))  # our later apply: the watch will bring it
+    assert version(store) == "4"
+    store.event("apps/v1", "Deployment", NS, "MODIFIED", obj(version="9", spec={"replicas": 3}))
+    assert version(store) == "9"
 
 
 def test_responses_are_kept_only_for_watched_kinds_and_namespaces() -> None:
