@@ -199,3 +199,39 @@ def test_the_deletion_handler_holds_the_finalizer_by_itself() -> None:
     registry = kopf.get_default_registry()
     deletion = [h for h in registry._changing.get_all_handlers() if h.fn is handlers.workflow_deleted]
     assert len(deletion) == 1 and deletion[0].requires_finalizer
+
+
+def test_an_hpa_event_reconciles_the_workflow_owning_its_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HPA names only its Deployment: the store says which workflow owns that one."""
+    from phlo_operator.store import Store
+
+    store = Store()
+    owner = {"apiVersion": "phlo.dev/v1alpha1", "kind": "PhloWorkflow", "name": "demo", "uid": "u"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "demo-webserver", "namespace": "team", "uid": "d", "ownerReferences": [owner]},
+    }
+    store.event("apps/v1", "Deployment", "team", None, deployment)
+    store.listed("apps/v1", "Deployment", "team")
+    soon: list[tuple[str, str]] = []
+
+    class Soon:
+        def trigger_soon(self, namespace: str, name: str) -> None:
+            soon.append((namespace, name))
+
+    ctl = Soon()
+    ctl.store = store  # type: ignore[attr-defined]
+    monkeypatch.setattr(controller, "_controller", ctl)
+
+    def hpa(target: str, kind: str = "Deployment") -> None:
+        body = {
+            "metadata": {"name": "h", "namespace": "team"},
+            "spec": {"scaleTargetRef": {"kind": kind, "name": target}},
+        }
+        asyncio.run(handlers.hpa_event(body=body))  # type: ignore[arg-type]
+
+    hpa("demo-webserver")
+    hpa("someone-elses")
+    hpa("demo-webserver", kind="StatefulSet")
+    assert soon == [("team", "demo")]
