@@ -247,7 +247,7 @@ def build(kube: Kube, options: Options) -> Controller:
     main() taps kopf's watches into it), so a pass sends the API server its writes and one GET."""
     store = Store()
     kube.on_response.append(store.record)
-    cached = CachedKube(kube, store)
+    cached = CachedKube(kube, store, kube.versions.record)
     reconciler = Reconciler(cached) if options.code_location_check else Reconciler(cached, prober=None)
     ctl = Controller(reconciler, options, kube.versions.seen)
     ctl.store = store

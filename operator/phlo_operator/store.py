@@ -255,12 +255,17 @@ class CachedKube:
     """The Api the reconciler uses: reads from the store where it is authoritative, everything else (and
     every write) through the wrapped client, whose responses feed the store."""
 
-    def __init__(self, kube: Api, store: Store) -> None:
+    def __init__(self, kube: Api, store: Store, seen: Callable[[Obj], None] | None = None) -> None:
+        """seen: told of every object a read served from the store (Versions.record: its watch event, when
+        kopf hands it to a handler, then starts no pass, as for an object a GET returned)."""
         self.kube, self.store = kube, store
+        self.seen = seen or (lambda body: None)
 
     def get(self, ref: Ref) -> Obj | None:
         known, obj = self.store.get(ref)
         if known:
+            if obj is not None:
+                self.seen(obj)
             return obj
         found = self.kube.get(ref)
         self.store.record(found)
@@ -268,7 +273,10 @@ class CachedKube:
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str = "") -> list[Obj]:
         items = self.store.select(api_version, kind, namespace, selector)
-        return items if items is not None else self.kube.list(api_version, kind, namespace, selector)
+        if items is None:
+            return self.kube.list(api_version, kind, namespace, selector)
+        self.seen({"apiVersion": api_version, "kind": f"{kind}List", "metadata": {}, "items": items})
+        return items
 
     def has_api(self, group_version: str, plural: str) -> bool:
         return self.kube.has_api(group_version, plural)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from phlo_operator import model as m
-from phlo_operator.apply import Ref, ref_of
+from phlo_operator.apply import Ref, Versions, ref_of
 from phlo_operator.reconcile import Reconciler
 from phlo_operator.reload import LocationState
 from phlo_operator.store import STORED_KINDS, CachedKube, Store, tap_watches
@@ -245,6 +245,21 @@ def test_a_pass_on_a_listed_store_reads_only_its_workflow() -> None:
     reconciler.reconcile(NS, "demo")
     assert [w for w in kube.writes[writes:] if w[0] != "status"] == []
     assert kube.reads == ["GET PhloWorkflow", "GET PhloWorkflow"], kube.reads
+
+
+def test_what_a_pass_read_from_the_store_counts_as_seen() -> None:
+    """Its watch event then starts no pass, as after a GET (else each child event read by a pass before
+    its handler ran cost one more pass: 69 passes for 10 workflows in the first bench run, 46 before)."""
+    versions = Versions()
+    store = listed(obj(version="5"))
+    cached = CachedKube(FakeKube(), store, versions.record)
+    cached.get(DEPLOY)
+    assert versions.seen(obj(version="5"))
+    cached.list("apps/v1", "Deployment", NS)
+    store.event("apps/v1", "Deployment", NS, "ADDED", obj("b", version="6", uid="ub"))
+    cached.list("apps/v1", "Deployment", NS)
+    assert versions.seen(obj("b", version="6", uid="ub"))
+    assert not versions.seen(obj(version="7"))
 
 
 def test_cached_kube_keeps_its_own_applies_and_forgets_its_deletes() -> None:
