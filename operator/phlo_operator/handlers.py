@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -104,8 +105,19 @@ def referencing_workflows(
 def _content_changed(kind: str, body: kopf.Body, index: kopf.Index[Any, str]) -> None:
     """Trigger the workflows whose pods read this object (kopf passes the index under its function's name)."""
     meta = body["metadata"]
-    for workflow in index.get((meta["namespace"], kind, meta["name"]), []):
+    for workflow in _snapshot(index.get((meta["namespace"], kind, meta["name"]), [])):
         controller().trigger(meta["namespace"], workflow)
+
+
+def _snapshot(values: Iterable[str]) -> list[str]:
+    """A copy taken before the passes run: kopf updates its index on the event loop while this handler's
+    thread triggers passes, and iterating the live store then raised "dictionary changed size"."""
+    for _ in range(9):
+        try:
+            return list(values)
+        except RuntimeError:  # changed during the copy itself: copy again
+            continue
+    return list(values)
 
 
 @kopf.on.event("", "v1", "configmaps")
