@@ -454,6 +454,7 @@ def private_bed(tmp_path: Path) -> Iterator[Testbed]:
         bed.stop()
 
 
+@pytest.mark.binaries  # its bed of its own needs them though it takes no `testbed` fixture
 def test_a_resync_pass_reads_only_its_workflow(private_bed: Testbed, tmp_path: Path) -> None:
     """Issue 15: a pass reads its children from the store the watches feed (phlo_operator.store), so an idle
     workflow's resync costs one read, the GET of the PhloWorkflow, and no write.
