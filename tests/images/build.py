@@ -175,6 +175,25 @@ def buildah(*args: str, out: io.TextIOBase | None = None, capture: bool = False)
     return ""
 
 
+#: What buildah's chroot isolation sometimes fails a RUN step with while another process holds the file it
+#: seals (seen once in `make test`, 2026-12-06: "Close_Fd sealing memfd copy: Device or resource busy").
+TRANSIENT_BUILD_ERRORS = ("sealing memfd", "Device or resource busy")
+BUILD_ATTEMPTS = 3
+
+
+def build_retrying(args: list[str], out: io.TextIOBase) -> None:
+    """`buildah build`, again (its --layers cache keeps the steps done) when it failed for a transient
+    reason; any other failure is raised at once."""
+    for attempt in range(1, BUILD_ATTEMPTS + 1):
+        try:
+            buildah(*args, out=out)
+            return
+        except RuntimeError as exc:
+            if attempt == BUILD_ATTEMPTS or not any(e in str(exc) for e in TRANSIENT_BUILD_ERRORS):
+                raise
+            out.write(f"images: transient build failure (attempt {attempt}), building again\n")
+
+
 def storage_images() -> dict[str, str]:
     """name -> image id of buildah's storage."""
     listed = json.loads(buildah("images", "--json", "--no-trunc", capture=True) or "[]")
@@ -721,7 +740,7 @@ def build_dockerfile(
                 *[a for k, v in sorted(build_args.items()) for a in ("--build-arg", f"{k}={v}")],
                 str(REPO),
             ]
-            buildah(*args, out=out)
+            build_retrying(args, out)
             layout = tmp / "layout"
             buildah("push", "--quiet", name, f"oci:{layout}:image", out=out)
             # The image stays in storage under its name: removing it would take its intermediate layers
