@@ -41,13 +41,26 @@ os.environ.setdefault("PHLO_OPERATOR_CODE_LOCATION_CHECK", "false")
 
 # Fixtures needing the test bed's Go binaries (tests/testbed/build.sh): a test using one (directly or through
 # another fixture) is marked ``binaries``. `make test` runs the other tests while the binaries build.
-BINARY_FIXTURES = frozenset({"testbed", "node"})
+BINARY_FIXTURES = frozenset({"testbed", "node", "private_bed"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if BINARY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.binaries)
+
+
+@pytest.fixture
+def private_bed(tmp_path: Path) -> Iterator[Testbed]:
+    """A control plane of the test's own, CRDs applied: for tests that restart its API server and etcd, or
+    count apiserver_request_total (on the session's bed the namespace controller keeps LISTing every kind in
+    namespaces earlier tests deleted, which the counter cannot tell from the operator's reads)."""
+    bed = cluster.start(tmp_path / "bed")
+    try:
+        bed.apply_crds()
+        yield bed
+    finally:
+        bed.stop()
 
 
 def _session_dir() -> Path:

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 
 from tests.integration.test_operator import Operator, wait_for
-from tests.testbed import cluster
 from tests.testbed.cluster import Testbed
 from tests.testbed.processes import Process, alive, spawn
 
@@ -320,17 +319,6 @@ def api_ready(bed: Testbed) -> bool:
         return bed._get("/readyz", 3) == "ok"
     except Exception:
         return False
-
-
-@pytest.fixture
-def private_bed(tmp_path: Path) -> Iterator[Testbed]:
-    """A control plane of this test's own: its API server and etcd are restarted."""
-    bed = cluster.start(tmp_path / "bed")
-    try:
-        bed.apply_crds()
-        yield bed
-    finally:
-        bed.stop()
 
 
 def test_operator_recovers_from_api_server_and_etcd_restarts_without_a_restart(

@@ -20,7 +20,6 @@ import yaml
 from phlo_operator import crdgen
 
 from tests.operator_process import OUR_RESOURCES, free_port, monitoring_crd
-from tests.testbed import cluster
 from tests.testbed.cluster import Testbed
 
 pytestmark = pytest.mark.integration
@@ -441,20 +440,6 @@ def test_unchanged_workflow_costs_zero_writes(ready: Kubectl, operator: Operator
     )
 
 
-@pytest.fixture
-def private_bed(tmp_path: Path) -> Iterator[Testbed]:
-    """A bed of the test's own: on the session's bed, the namespace controller keeps LISTing every kind in
-    the namespaces earlier tests deleted (a PhloWorkflow whose operator stopped keeps its finalizer), which
-    apiserver_request_total cannot tell from the operator's reads."""
-    bed = cluster.start(tmp_path / "bed")
-    try:
-        bed.apply_crds()
-        yield bed
-    finally:
-        bed.stop()
-
-
-@pytest.mark.binaries  # its bed of its own needs them though it takes no `testbed` fixture
 def test_a_resync_pass_reads_only_its_workflow(private_bed: Testbed, tmp_path: Path) -> None:
     """Issue 15: a pass reads its children from the store the watches feed (phlo_operator.store), so an idle
     workflow's resync costs one read, the GET of the PhloWorkflow, and no write.
