@@ -98,6 +98,22 @@ def events(pg: Postgres, run_id: str) -> list[str]:
         connection.close()
 
 
+def process_exited(pg: Postgres, run_id: str) -> bool:
+    """Whether the run worker recorded its exit: the last event of a run, written after RUN_SUCCESS."""
+    import psycopg2
+
+    connection = psycopg2.connect(**pg.params(DATABASE), connect_timeout=10)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM event_logs WHERE run_id = %s AND event LIKE %s",
+                (run_id, "%Process for run exited%"),
+            )
+            return bool(cursor.fetchone()[0])
+    finally:
+        connection.close()
+
+
 def services(project: Path) -> dict[str, int]:
     """pid of the webserver, the daemon and the code server `phlo dev` started for project."""
     found: dict[str, int] = {}
@@ -171,6 +187,8 @@ def test_postgres_stopped_under_a_run_in_flight_loses_no_record(
     earlier = launch_asset(base, ["raw", "held"])
     wait_for("the earlier run to end", lambda: run_status(base, earlier) in TERMINAL, timeout=240, every=1)
     assert run_status(base, earlier) == "SUCCESS"
+    # the run worker writes one more event after RUN_SUCCESS (its process exiting): the snapshot waits for it
+    wait_for("the earlier run's worker to exit", lambda: process_exited(own_postgres, earlier), timeout=60)
     clean_events = events(own_postgres, earlier)
 
     (control / "hold").write_text("")
