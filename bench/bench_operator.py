@@ -1,7 +1,7 @@
 """The operator against its physical limit: PhloWorkflows to Ready vs. applying the same children directly.
 
     .venv/bin/python bench/bench_operator.py [--sizes 1,10,100,1000] [--repeats 3] [--large-repeats 1]
-                                             [--idle-sizes 100] [--markdown PATH]
+                                             [--idle-sizes 100] [--fresh] [--markdown PATH]
 
 On a private kwok bed (tests/testbed, one per size, the controller-manager's and scheduler's client rate
 limits lifted so that they are not the bottleneck of either side), per size and repeat, interleaved (the side
@@ -22,6 +22,10 @@ minute: once every workflow had its start-up pass and one more minute went by, t
 apiserver_request_total is diffed over a minute in which each workflow's resync timer fires once, for the
 resources the operator uses (nothing else on the private bed reads them while nothing changes). RSS is the
 operator's VmRSS (right after all were Ready) and VmHWM (its peak), from /proc.
+
+The results are kept in bench/results/operator.json (committed with BENCHMARKS.md): the sizes measured now
+replace the same sizes there and the others stay, each with the command and date that measured it, so
+`--sizes 1000` adds the 1,000 row to the table instead of dropping the rest (`--fresh` starts over).
 """
 
 from __future__ import annotations
@@ -533,15 +537,29 @@ def summarise_collapsed(text: str, top: int = 15) -> str:
 
 
 # -- the run -------------------------------------------------------------------------------------------
+def without_markdown(argv: list[str]) -> list[str]:
+    """The arguments without `--markdown PATH` (bench/run.py's temporary file says nothing about the run)."""
+    if "--markdown" in argv:
+        at = argv.index("--markdown")
+        return argv[:at] + argv[at + 2 :]
+    return [a for a in argv if not a.startswith("--markdown=")]
+
+
+def merged(earlier: dict[str, Any] | None, sizes: Iterable[int]) -> dict[str, Any]:
+    """What a run starts from: the earlier results without the sizes it measures again."""
+    results: dict[str, Any] = {"sizes": {}, **(earlier or {})}
+    results["sizes"] = {k: v for k, v in results["sizes"].items() if int(k) not in set(sizes)}
+    return results
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"sizes": {}, "commands": []}
-    if args.merge and args.json.exists():
-        results = {"commands": [], **json.loads(args.json.read_text())}
+    earlier = None if args.fresh or not args.json.exists() else json.loads(args.json.read_text())
+    results = merged(earlier, args.sizes)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    command = shlex.join(["bench/bench_operator.py", *sys.argv[1:]])
-    results["commands"].append(f"{when}, `{command}` (load average {load} at its start)")
+    command = shlex.join(["bench/bench_operator.py", *without_markdown(sys.argv[1:])])
+    measured = f"{when}, `{command}` (load average {load} at its start)"
     for n in args.sizes:
         bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
         try:
@@ -565,9 +583,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         pair["direct"] = run_direct(bed, kube, n, tag, every)
                 pair["ratio"] = pair["operator"]["seconds"] / pair["direct"]["seconds"]
                 runs.append(pair)
-                results["sizes"][str(n)] = {"runs": runs}
+                results["sizes"][str(n)] = {"runs": runs, "measured": measured}
                 save(args.json, results)  # what a run stopped later keeps (--from-json renders it)
-            entry: dict[str, Any] = {"runs": runs}
+            entry: dict[str, Any] = {"runs": runs, "measured": measured}
             results["sizes"][str(n)] = entry
             last_ns = runs[-1]["operator"]["namespace"]
             if n == max(args.sizes) or n in args.idle_sizes:
@@ -602,9 +620,13 @@ def med(values: Iterable[float]) -> float:
 
 
 def summary(results: dict[str, Any], resync: float = 300.0) -> list[dict[str, Any]]:
-    """One row per size: medians over repeats, ratios per pair (side by side in the same run)."""
+    """One row per size: medians over repeats, ratios per pair (side by side in the same run). A size whose
+    raw results were not kept carries its published row ("row": the medians as BENCHMARKS.md showed them)."""
     rows = []
-    for size, entry in results["sizes"].items():
+    for size, entry in sorted(results["sizes"].items(), key=lambda kv: int(kv[0])):
+        if "runs" not in entry:
+            rows.append({**entry["row"], "n": int(size)})
+            continue
         runs = entry["runs"]
         row: dict[str, Any] = {
             "n": int(size),
@@ -643,6 +665,16 @@ minute 0 writes and at most one read per workflow per resync period; RSS at most
 and 300 MiB with 1,000; after a restart with 1,000 workflows, steady again within 2x the initial apply."""
 
 
+def measured_by(results: dict[str, Any]) -> list[str]:
+    """The runs behind the sizes shown, each once, in the order of the sizes (older results name their
+    runs in "commands" instead)."""
+    seen: list[str] = []
+    for _, entry in sorted(results["sizes"].items(), key=lambda kv: int(kv[0])):
+        if entry.get("measured") and entry["measured"] not in seen:
+            seen.append(entry["measured"])
+    return seen or list(results.get("commands", []))
+
+
 def markdown(results: dict[str, Any], notes: str = "") -> str:
     rows = summary(results)
     lines = [
@@ -651,7 +683,7 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
         (__doc__ or "").split("\n\n", 2)[2].strip(),
         "",
         f"Kubernetes {results.get('kubernetes', '?')} (the bed's kube-apiserver), kopf's default executor. "
-        "Measured by: " + "; ".join(results.get("commands", [])) + ".",
+        "Measured by: " + "; ".join(measured_by(results)) + ".",
         "",
         "| workflows (objects) | operator to Ready | direct apply | ratio (per pair) "
         "| Ready after apply p50 / p99 | pass p50 / p99 | passes (per workflow) | RSS / peak |",
@@ -674,6 +706,19 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
         "over the run "
         "(interpolated within its buckets, as histogram_quantile does).",
     ]
+    carried = [
+        int(size)
+        for size, e in sorted(results["sizes"].items(), key=lambda kv: int(kv[0]))
+        if e.get("source")
+    ]
+    if carried:
+        sources = sorted({results["sizes"][str(n)]["source"] for n in carried})
+        lines += [
+            "",
+            f"Carried over (workflows: {', '.join(f'{n:,}' for n in carried)}) from "
+            + "; ".join(sources)
+            + ".",
+        ]
     restarts = [r for r in rows if "restart_s" in r]
     if restarts:
         lines += ["", "| restart with | back to steady | initial apply (same run) | ratio | peak RSS |",
@@ -705,7 +750,7 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
         lines += ["", notes.strip()]
     profiles = [
         (f"from its start until {int(size):,} workflows were Ready (the last pair)", e["profile"])
-        for size, e in results["sizes"].items()
+        for size, e in sorted(results["sizes"].items(), key=lambda kv: int(kv[0]))
         if e.get("profile")
     ]
     # A profile kept from a run that did not finish (results["profiles"]: what it covers -> summary).
@@ -717,6 +762,7 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
 
 
 NOTES = Path(__file__).with_name("operator_notes.md")
+RESULTS = Path(__file__).with_name("results") / "operator.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -728,10 +774,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="no py-spy at the largest size"
     )
-    parser.add_argument("--json", type=Path, default=ROOT / ".bench" / "operator.json")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="results file (default %(default)s)")
     parser.add_argument("--markdown", type=Path, help="write this benchmark's BENCHMARKS.md section here")
     parser.add_argument("--from-json", action="store_true", help="only render --json's results again")
-    parser.add_argument("--merge", action="store_true", help="add the sizes measured now to --json's")
+    parser.add_argument("--fresh", action="store_true", help="drop --json's earlier sizes (kept by default)")
     args = parser.parse_args(argv)
     if args.from_json:
         results = json.loads(args.json.read_text())

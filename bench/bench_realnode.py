@@ -1,7 +1,7 @@
 """The operator on a real node: workflows to Ready vs. applying the same objects directly; a spec change.
 
     .venv/bin/python bench/bench_realnode.py [--sizes 1,5] [--repeats 3] [--large-repeats 2]
-                                             [--changes 2] [--markdown PATH]
+                                             [--changes 2] [--fresh] [--markdown PATH]
 
 On the real node of tests/testbed/realnode.py (kubelet, containerd, runc: the one `make realnode-up` left
 running, else one of its own, stopped at the end), with the images of `make images` loaded. Every workflow is
@@ -23,6 +23,11 @@ Ready, a run of raw/orders succeeds; its `spec.codeServer.image` is changed to a
 (what `kubectl set image` does to a Deployment: a new image, same code); timed until the new code-server pod
 is Ready, until the webserver has reloaded the code location, and until the first run launched after that
 succeeds in a pod of the new image.
+
+The results are kept in bench/results/realnode.json (committed with BENCHMARKS.md): a size measured now
+replaces that size there, the spec changes are replaced only when measured (`--changes 0` keeps them), and
+each part names the command and date that measured it (`--fresh` starts over). What a run showed besides
+the figures is in bench/realnode_notes.md, appended to the section.
 """
 
 from __future__ import annotations
@@ -291,10 +296,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         at = argv.index("--markdown")
         argv = argv[:at] + argv[at + 2 :]
     command = shlex.join(["bench/bench_realnode.py", *argv])
-    results: dict[str, Any] = {"sizes": {}, "changes": [], "commands": []}
-    if args.merge and args.json.exists():  # what an earlier run measured is kept unless measured again
+    results: dict[str, Any] = {"sizes": {}, "changes": []}
+    if not args.fresh and args.json.exists():  # what an earlier run measured is kept unless measured again
         results = {**results, **json.loads(args.json.read_text())}
-    results["commands"].append(f"{when}, `{command}` (load average {load} at its start)")
+    measured = f"{when}, `{command}` (load average {load} at its start)"
     node = realnode.attach()
     own = node is None
     if node is None:
@@ -316,13 +321,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 pair["ratio"] = pair["operator"]["seconds"] / pair["direct"]["seconds"]
                 pair["pods_ratio"] = pair["operator"]["pods_s"] / pair["direct"]["seconds"]
                 runs.append(pair)
-                results["sizes"][str(n)] = {"runs": runs}
+                results["sizes"][str(n)] = {"runs": runs, "measured": measured}
                 save(args.json, results)
+            results["sizes"][str(n)]["load_after"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+            save(args.json, results)
         if args.changes:
             results["changes"] = spec_changes(node, c, args.changes)
+            results["changes_measured"] = measured
+            results["changes_load_after"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
             save(args.json, results)
-        results["load_after"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-        save(args.json, results)
     finally:
         if own:
             realnode.stop_recorded()
@@ -334,33 +341,71 @@ def save(path: Path, results: dict[str, Any]) -> None:
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
-def markdown(results: dict[str, Any]) -> str:
+def measured_by(results: dict[str, Any]) -> list[str]:
+    """The runs behind what is shown, each once (sizes first, then the spec changes), with the load average
+    at their end."""
+    seen: list[str] = []
+    parts = [(e.get("measured"), e.get("load_after")) for _, e in sorted_sizes(results)]
+    if results.get("changes"):
+        parts.append((results.get("changes_measured"), results.get("changes_load_after")))
+    for what, after in parts:
+        if not what:
+            continue
+        text = what + (f", load average {after} at its end" if after else "")
+        if text not in seen:
+            seen.append(text)
+    return seen
+
+
+def sorted_sizes(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return sorted(results.get("sizes", {}).items(), key=lambda kv: int(kv[0]))
+
+
+def size_row(size: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Medians of a size's pairs, or the published row of one whose raw results were not kept."""
+    if "runs" not in entry:
+        return dict(entry["row"])
+    runs = entry["runs"]
+    return {
+        "repeats": len(runs),
+        "operator_s": med(r["operator"]["seconds"] for r in runs),
+        "pods_s": med(r["operator"]["pods_s"] for r in runs),
+        "direct_s": med(r["direct"]["seconds"] for r in runs),
+        "ratio": med(r["ratio"] for r in runs),
+        "ratios": [r["ratio"] for r in runs],
+        "pods_ratio": med(r["pods_ratio"] for r in runs),
+    }
+
+
+def markdown(results: dict[str, Any], notes: str = "") -> str:
     lines = [
         "## The operator on a real node",
         "",
         (__doc__ or "").split("\n\n", 2)[2].strip(),
         "",
-        "Measured by: "
-        + "; ".join(results.get("commands", []))
-        + f"; load average {results.get('load_after', '?')} at its end.",
+        "Measured by: " + "; ".join(measured_by(results)) + ".",
         "",
         "| workflows (pods) | operator to Ready | operator, pods Ready | direct, pods Ready "
         "| ratio Ready / direct (per pair) | ratio pods / direct |",
         "|---:|---:|---:|---:|---|---:|",
     ]
-    for size, entry in results["sizes"].items():
-        runs = entry["runs"]
-        per_pair = ", ".join(f"{r['ratio']:.2f}" for r in runs)
-        operator_s = med(r["operator"]["seconds"] for r in runs)
-        pods_s = med(r["operator"]["pods_s"] for r in runs)
-        direct_s = med(r["direct"]["seconds"] for r in runs)
+    rows = [(size, size_row(size, entry)) for size, entry in sorted_sizes(results)]
+    for size, row in rows:
+        per_pair = ", ".join(f"{x:.2f}" for x in row["ratios"])
         lines.append(
-            f"| {size} ({4 * int(size)}) | {operator_s:.1f} s | {pods_s:.1f} s | {direct_s:.1f} s "
-            f"| **{med(r['ratio'] for r in runs):.2f}x** ({per_pair}) "
-            f"| {med(r['pods_ratio'] for r in runs):.2f}x |"
+            f"| {size} ({4 * int(size)}) | {row['operator_s']:.1f} s | {row['pods_s']:.1f} s "
+            f"| {row['direct_s']:.1f} s | **{row['ratio']:.2f}x** ({per_pair}) | {row['pods_ratio']:.2f}x |"
         )
-    repeats = ", ".join(f"{len(e['runs'])} at {s}" for s, e in results["sizes"].items())
+    repeats = ", ".join(f"{row['repeats']} at {size}" for size, row in rows)
     lines += ["", f"Medians of the pairs ({repeats}); the ratios are per pair, side by side in the same run."]
+    carried = [(size, e["source"]) for size, e in sorted_sizes(results) if e.get("source")]
+    if carried:
+        lines += [
+            "",
+            f"Carried over (workflows: {', '.join(s for s, _ in carried)}) from "
+            + "; ".join(sorted({src for _, src in carried}))
+            + ".",
+        ]
     changes = results.get("changes") or []
     if changes:
         lines += [
@@ -380,9 +425,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"Median from the patch to the first run on the new code: {median:.1f} s (the run itself "
             "included: launched once the webserver had reloaded the location, its pod's image checked).",
         ]
-    if results.get("notes"):  # what the run showed besides the figures (written into --json by hand)
-        lines += ["", str(results["notes"]).strip()]
+    if notes.strip():
+        lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+NOTES = Path(__file__).with_name("realnode_notes.md")
+RESULTS = Path(__file__).with_name("results") / "realnode.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -391,13 +440,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs with 1 workflow (default 3)")
     parser.add_argument("--large-repeats", type=int, default=2, help="pairs per larger size (default 2)")
     parser.add_argument("--changes", type=int, default=2, help="spec changes timed (default 2)")
-    parser.add_argument("--json", type=Path, default=ROOT / ".bench" / "realnode.json")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="results file (default %(default)s)")
     parser.add_argument("--markdown", type=Path, help="write this benchmark's BENCHMARKS.md section here")
     parser.add_argument("--from-json", action="store_true", help="only render --json's results again")
-    parser.add_argument("--merge", action="store_true", help="add what is measured now to --json's results")
+    parser.add_argument(
+        "--fresh", action="store_true", help="drop --json's earlier results (kept by default)"
+    )
     args = parser.parse_args(argv)
     results = json.loads(args.json.read_text()) if args.from_json else bench(args)
-    text = markdown(results)
+    text = markdown(results, NOTES.read_text() if NOTES.exists() else "")
     if args.markdown:
         args.markdown.write_text(text)
     sys.stdout.write(text)

@@ -141,3 +141,75 @@ def test_py_spy_stacks_summarised_by_inclusive_share_per_function() -> None:
     assert lines[0].split() == ["60.0%", "main", "(kopf/_core/reactor/running.py)"]
     assert " 40.0%  reconcile (phlo_operator/reconcile/reconciler.py)" in lines
     assert " 30.0%  get (apply.py)" in lines
+
+
+def _pair(operator_s: float, direct_s: float) -> dict[str, object]:
+    operator = {"seconds": operator_s, "ready_p50": 1.0, "ready_p99": 2.0, "pass_p50": 0.1, "pass_p99": 0.5}
+    operator |= {"passes": 40.0, "rss": {"VmRSS": 150.0, "VmHWM": 160.0}}
+    return {
+        "operator": operator,
+        "direct": {"seconds": direct_s, "objects": 11},
+        "ratio": operator_s / direct_s,
+    }
+
+
+def test_a_partial_operator_run_keeps_the_sizes_it_does_not_measure_again() -> None:
+    """`make bench ONLY=operator BENCH_ARGS="--sizes 1000"` adds the 1,000 row: the sizes measured earlier
+    stay in the table, a size whose raw results were not kept shows its published row, and each run is named
+    once in 'Measured by'. Mutation check: merged() starting from empty results (the old default without
+    --merge) leaves only the 1,000 row and fails."""
+    earlier = {
+        "sizes": {
+            "100": {"row": {"repeats": 3, "operator_s": 96.14, "direct_s": 50.5, "ratio": 2.1,
+                            "ratios": [2.42, 1.58, 2.1], "objects": 1100, "ready_p50": 84.92,
+                            "ready_p99": 93.95, "pass_p50": 0.2, "pass_p99": 9.468, "passes": 571.0,
+                            "rss": 160.0, "hwm": 160.0},
+                    "measured": "run A", "source": "the published section"},
+            "10": {"runs": [_pair(12.0, 6.0), _pair(9.0, 6.0)], "measured": "run B"},
+            "1000": {"runs": [_pair(1.0, 1.0)], "measured": "run C"},
+        }
+    }  # fmt: skip
+    results = operator_bench.merged(earlier, [1000])
+    assert sorted(results["sizes"]) == ["10", "100"]  # 1,000 is measured again, starting empty
+    results["sizes"]["1000"] = {"runs": [_pair(900.0, 450.0)], "measured": "run D"}
+    rows = operator_bench.summary(results)
+    assert [r["n"] for r in rows] == [10, 100, 1000]
+    assert rows[0]["ratio"] == pytest.approx(1.75)
+    assert (rows[1]["ratio"], rows[2]["ratio"]) == (2.1, 2.0)
+    text = operator_bench.markdown(results)
+    assert "Measured by: run B; run A; run D." in text
+    assert "| 100 (1,100) | 96.14 s | 50.50 s | **2.10x** (2.42, 1.58, 2.10) |" in text
+    assert "Carried over (workflows: 100) from the published section." in text
+    assert "run C" not in text
+    assert operator_bench.without_markdown(["--sizes", "1000", "--markdown", "/tmp/x.md"]) == [
+        "--sizes",
+        "1000",
+    ]
+
+
+realnode_bench = _load("bench_realnode")
+
+
+def test_the_realnode_section_keeps_a_published_row_and_the_spec_changes() -> None:
+    """A run of `--sizes 5 --changes 0` adds the 5-workflow row beside the kept 1-workflow row and spec
+    changes. Mutation check: size_row() reading entry["runs"] unconditionally raises KeyError on the kept
+    row."""
+    pair = {"operator": {"seconds": 120.0, "pods_s": 110.0}, "direct": {"seconds": 100.0}}
+    results = {
+        "sizes": {
+            "5": {"runs": [{**pair, "ratio": 1.2, "pods_ratio": 1.1}], "measured": "run B",
+                  "load_after": "9.0"},
+            "1": {"row": {"repeats": 3, "operator_s": 66.9, "pods_s": 65.7, "direct_s": 52.4, "ratio": 1.28,
+                          "ratios": [0.99, 1.28, 1.46], "pods_ratio": 1.25},
+                  "measured": "run A", "source": "the published section"},
+        },
+        "changes": [{"rolled_s": 10.0, "reloaded_s": 10.0, "run_s": 20.0, "attempts": 1}],
+        "changes_measured": "run C",
+    }  # fmt: skip
+    text = realnode_bench.markdown(results, "A note.")
+    assert "Measured by: run A; run B, load average 9.0 at its end; run C." in text
+    assert text.index(
+        "| 1 (4) | 66.9 s | 65.7 s | 52.4 s | **1.28x** (0.99, 1.28, 1.46) | 1.25x |"
+    ) < text.index("| 5 (20) | 120.0 s | 110.0 s | 100.0 s | **1.20x** (1.20) | 1.10x |")
+    assert "| change 1 | 10.0 s | 10.0 s | **20.0 s** | 1 |" in text
+    assert text.rstrip().endswith("A note.")
