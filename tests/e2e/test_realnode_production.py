@@ -1,0 +1,195 @@
+"""Production settings of issue 12 proven in running pods on the real node.
+
+Its own operator release and one PhloWorkflow `prod` (the quickstart's image and workflows, cluster_flow gives
+this module a namespace of its own), shared by the tests:
+- `codeServer.podOverrides` adds a ConfigMap volume and mounts it into the code-server container;
+  `runLauncher.runs.podOverrides` adds the same volume to run pods.
+- `runLauncher.runs` gives run pods a nodeSelector (a label no node carries when the run is launched) and
+  resources of their own.
+
+1. The code-server pod carries the volume and the mount, and a file read through `kubectl exec` in the running
+   container holds the ConfigMap's value (a token of this module).
+2. A run launched through GraphQL gets a pod that stays Pending, the scheduler reporting that no node matches
+   its node selector; once the real node is labelled, the same pod is scheduled there and the run succeeds.
+   The pod has the nodeSelector, the resources and the volume of spec.runLauncher.runs; the code server (no
+   selector of its own) never had the label's selector.
+
+Mutation check (run once, red): without `podOverrides` in the codeServer spec, test 1 failed on the missing
+volume; without `runLauncher.runs.nodeSelector`, test 2 failed waiting for an unschedulable run pod (the pod
+was scheduled at once).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e import flow
+from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.flow import Cluster, FlowError
+from tests.testbed.pki import NODE_NAME
+from tests.testbed.realnode import RealNode
+
+VERSION = flow.version()
+IMAGE = f"phlo-dagster:{VERSION}"
+WORKFLOW = "prod"
+CRD = "crd/phloworkflows.phlo.dev"
+CONFIGMAP = "e2e-extra"
+MOUNT = "/etc/phlo-extra"
+TOKEN = secrets.token_hex(8)
+# A node label of this module's own: the run pods require it, and no node has it until test 2 sets it.
+RUN_LABEL = ("e2e.phlo.dev/runs", f"pool-{secrets.token_hex(3)}")
+RUN_RESOURCES = {"requests": {"cpu": "50m", "memory": "200Mi"}, "limits": {"memory": "1536Mi"}}
+EXTRA_VOLUME = {"name": "extra", "configMap": {"name": CONFIGMAP}}
+EXTRA_MOUNT = {"name": "extra", "mountPath": MOUNT, "readOnly": True}
+
+FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_figures() -> Iterator[None]:
+    yield
+    print("\nproduction figures:", json.dumps(FIGURES, indent=1))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "production-figures.json").write_text(json.dumps(FIGURES, indent=1) + "\n")
+
+
+def _spec() -> dict[str, Any]:
+    """Top-level spec fields over the quickstart's."""
+    return {
+        "storage": {"postgres": {"managed": True, "deletionPolicy": "Delete"}},
+        "codeServer": {
+            "replicas": 1,
+            "podOverrides": {
+                "spec": {
+                    "volumes": [EXTRA_VOLUME],
+                    "containers": [{"name": "code-server", "volumeMounts": [EXTRA_MOUNT]}],
+                }
+            },
+        },
+        "runLauncher": {
+            "jobTTLSeconds": 3600,
+            "runs": {
+                "nodeSelector": dict([RUN_LABEL]),
+                "resources": RUN_RESOURCES,
+                "podOverrides": {
+                    "spec": {
+                        "volumes": [EXTRA_VOLUME],
+                        "containers": [{"name": "dagster", "volumeMounts": [EXTRA_MOUNT]}],
+                    }
+                },
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def prod(node: RealNode, cluster_flow: Cluster) -> Iterator[Cluster]:
+    """The operator and the PhloWorkflow `prod` in this module's namespace, Ready."""
+    c = cluster_flow
+    # An earlier module's teardown deletes the CRD without waiting; a release must not meet it terminating.
+    c.kubectl("wait", "--for=delete", CRD, "--timeout=120s", check=False, timeout=150)
+    started = time.monotonic()
+    flow.install_operator(c)
+    c.k("create", "configmap", CONFIGMAP, f"--from-literal=token.txt={TOKEN}")
+    flow.apply_quickstart(c, IMAGE, name=WORKFLOW, spec=_spec())
+    FIGURES["ready_s"] = round(time.monotonic() - started)
+    try:
+        yield c
+    finally:
+        c.kubectl("label", "node", NODE_NAME, f"{RUN_LABEL[0]}-", check=False)
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [ctr for ctr in pod["spec"]["containers"] if ctr["name"] == name]
+    if not found:
+        raise FlowError(f"pod {pod['metadata']['name']} has no container {name}")
+    return dict(found[0])
+
+
+def _has_extra(pod: dict[str, Any], container: str) -> bool:
+    """The pod has the ConfigMap volume and the container mounts it read-only at MOUNT."""
+    volumes = [v for v in pod["spec"].get("volumes") or [] if v["name"] == "extra"]
+    mounts = [m for m in _container(pod, container).get("volumeMounts") or [] if m["name"] == "extra"]
+    return [v.get("configMap", {}).get("name") for v in volumes] == [CONFIGMAP] and [
+        (m["mountPath"], m.get("readOnly")) for m in mounts
+    ] == [(MOUNT, True)]
+
+
+def _running(c: Cluster, component: str) -> dict[str, Any]:
+    pods = [p for p in flow.pods_of(c, component, WORKFLOW) if p["status"].get("phase") == "Running"]
+    if len(pods) != 1:
+        raise FlowError(f"expected one Running {component} pod: {[p['metadata']['name'] for p in pods]}")
+    return pods[0]
+
+
+@pytest.mark.timeout(1800)
+def test_a_configmap_volume_from_pod_overrides_is_read_in_the_code_server(prod: Cluster) -> None:
+    c = prod
+    pod = _running(c, "code-server")
+    assert _has_extra(pod, "code-server"), pod["spec"]
+    read = "import sys; print(open(sys.argv[1]).read())"
+    out = c.k(
+        "exec", pod["metadata"]["name"], "-c", "code-server", "--",
+        "python", "-c", read, f"{MOUNT}/token.txt",
+    )  # fmt: skip
+    assert out.stdout.strip() == TOKEN, out.stdout
+
+
+def _unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message when it found no node for the pod."""
+    for cond in pod["status"].get("conditions") or []:
+        if (cond["type"], cond["status"], cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
+            return str(cond.get("message", ""))
+    return None
+
+
+@pytest.mark.timeout(1800)
+def test_a_run_pod_waits_for_its_node_selector_then_runs_with_its_resources(prod: Cluster) -> None:
+    c = prod
+    with c.port_forward(f"svc/{WORKFLOW}-webserver", 3000) as base:
+        started = time.monotonic()
+        run_id = flow.launch(base, "raw/orders")
+
+        def pending() -> tuple[dict[str, Any], str] | None:
+            for pod in flow.run_pods(c, run_id):
+                message = _unschedulable(pod)
+                if message is not None:
+                    return pod, message
+            return None
+
+        pod, message = flow.wait(f"the pod of run {run_id} to be unschedulable", pending, 300, interval=1)
+        FIGURES["unschedulable_after_s"] = round(time.monotonic() - started)
+        assert pod["status"].get("phase") == "Pending" and not pod["spec"].get("nodeName"), pod["status"]
+        assert "node affinity/selector" in message, message
+        assert flow.graphql(base, flow.RUN, {"runId": run_id})["runOrError"]["status"] != "SUCCESS"
+
+        c.kubectl("label", "node", NODE_NAME, "=".join(RUN_LABEL))
+        labelled = time.monotonic()
+        status = flow.wait_run(base, run_id, timeout=600)
+        FIGURES["run_after_label_s"] = round(time.monotonic() - labelled)
+        assert status == "SUCCESS", flow.run_messages(base, run_id)[-15:]
+
+    # The run's worker exits just after it reports SUCCESS.
+    def exited() -> list[dict[str, Any]] | None:
+        pods = flow.run_pods(c, run_id)
+        return pods if all(p["status"].get("phase") in ("Succeeded", "Failed") for p in pods) else None
+
+    pods = flow.wait(f"the pod of run {run_id} to exit", exited, 120)
+    assert [p["metadata"]["uid"] for p in pods] == [pod["metadata"]["uid"]], "the run got another pod"
+    ran = pods[0]
+    assert ran["spec"]["nodeName"] == NODE_NAME
+    assert ran["status"].get("phase") == "Succeeded", ran["status"]
+    assert ran["spec"]["nodeSelector"] == dict([RUN_LABEL]), ran["spec"]["nodeSelector"]
+    main = _container(ran, "dagster")
+    assert main["resources"] == RUN_RESOURCES, main["resources"]
+    assert ran["status"].get("qosClass") == "Burstable"
+    assert _has_extra(ran, "dagster"), ran["spec"]
+    # The selector is the run pods' own: the code server, scheduled before the label existed, has none of it.
+    code_server = _running(c, "code-server")
+    assert RUN_LABEL[0] not in (code_server["spec"].get("nodeSelector") or {})
