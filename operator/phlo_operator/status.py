@@ -42,6 +42,16 @@ class LocationObserved:
 
 
 @dataclasses.dataclass(frozen=True)
+class Migration:
+    """The Migrated condition: status True, False or Unknown; migrating: a gate or migrate Job runs."""
+
+    status: str
+    reason: str
+    message: str
+    migrating: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Observed:
     """Everything status is computed from. deployments maps component -> live Deployment (None: absent)."""
 
@@ -68,6 +78,9 @@ class Observed:
     locations: tuple[LocationObserved, ...] = ()
     # status.codeLocations to write (None: keep the previous).
     code_locations: list[dict[str, Any]] | None = None
+    # The instance upgrade (None: not looked at, as in unit tests of status alone).
+    migration: Migration | None = None
+    migration_problem: str | None = None  # Degraded's message when a version gate or migration failed
 
 
 COMPONENT_CONDITIONS = v.COMPONENT_CONDITIONS
@@ -210,10 +223,22 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
     out.append(_condition(v.STORAGE_READY, storage.ok, storage.reason, storage.message))
     if location is not None and not obs.suspended:
         out.append(_condition(v.CODE_LOCATION_LOADED, location.ok, location.reason, location.message))
+    migration = obs.migration
+    if migration is not None:
+        out.append(
+            {
+                "type": v.MIGRATED,
+                "status": migration.status,
+                "reason": migration.reason,
+                "message": migration.message,
+            }
+        )
 
     degraded: tuple[str, str] | None = None
     if dbt.state == "Failed":
         degraded = (v.DBT_COMPILE_FAILED, dbt.message)
+    elif migration is not None and obs.migration_problem:
+        degraded = (migration.reason, obs.migration_problem)
     elif obs.storage_problem:
         degraded = (obs.storage_reason, obs.storage_problem)
     elif obs.missing_reference:
@@ -231,6 +256,8 @@ def conditions(obs: Observed) -> list[dict[str, Any]]:
     rolling = [c for c, ch in checks.items() if ch.reason == v.ROLLING_OUT]
     if dbt.state in ("Running", "Pending"):
         out.append(_condition(v.PROGRESSING, True, v.DBT_COMPILING, dbt.message))
+    elif migration is not None and migration.migrating:
+        out.append(_condition(v.PROGRESSING, True, migration.reason, migration.message))
     elif rolling:
         out.append(_condition(v.PROGRESSING, True, v.ROLLING_OUT, f"rolling out: {', '.join(rolling)}"))
     else:
@@ -297,7 +324,7 @@ def compute(
         status = {"observedGeneration": obs.generation}
         if obs.webserver_url:
             status["webserverUrl"] = obs.webserver_url
-        for key in ("dbt", "codeServer", "runLauncher", "metrics", "exposure", "codeLocations"):
+        for key in ("dbt", "codeServer", "runLauncher", "metrics", "exposure", "codeLocations", "instance"):
             if previous.get(key):
                 status[key] = previous[key]
         if obs.code_locations is not None:

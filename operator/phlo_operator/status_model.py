@@ -115,6 +115,31 @@ class ExposureStatus(_Model):
     )
 
 
+class InstanceStatus(_Model):
+    """The Dagster instance: which image the webserver and daemon run, its Dagster version and schema."""
+
+    image: str | None = Field(
+        default=None,
+        description="The image the webserver and daemon run. A new spec.image replaces it only once its "
+        "Dagster version is read and, when that version changed, the database is migrated.",
+    )
+    dagster_version: str | None = Field(
+        default=None, description="Dagster version in that image (read by the dagster-version gate Job)."
+    )
+    schema_head: str | None = Field(
+        default=None, description="The alembic revision that Dagster version expects (its storage's head)."
+    )
+    schema_version: str | None = Field(
+        default=None,
+        description="The alembic revision the instance database is at, read after the last migration "
+        "(absent until one ran: a new database is created at the head revision).",
+    )
+    migrated_from: str | None = Field(
+        default=None, description="The Dagster version the last migration started from."
+    )
+    migrate_job: str | None = Field(default=None, description="The migrate Job of the last version change.")
+
+
 class PhloWorkflowStatus(_Model):
     """Observed state, computed from the children."""
 
@@ -131,6 +156,11 @@ class PhloWorkflowStatus(_Model):
         default_factory=list,
         description="Each code location: image, template hash, ready replicas, loaded by the webserver.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    instance: InstanceStatus | None = Field(
+        default=None,
+        description="The Dagster instance: the image and Dagster version the webserver and daemon run, and "
+        "the database's schema revision (upgrades run `dagster instance migrate` first).",
     )
     run_launcher: RunLauncherStatus | None = Field(default=None, description="Where run Jobs are launched.")
     metrics: MetricsStatus | None = Field(default=None, description="Metrics objects the operator manages.")

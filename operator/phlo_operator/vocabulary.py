@@ -35,6 +35,12 @@ CODE_LOCATION_LOADED = _term(
     "CodeLocationLoaded",
     "The webserver reports the code location loaded, so a run launched now finds its job.",
 )
+MIGRATED = _term(
+    CONDITIONS,
+    "Migrated",
+    "The instance database is at the schema of the Dagster version the webserver and daemon run "
+    "(status.instance); False: a version gate or migration failed and the old version keeps serving.",
+)
 
 # -- condition reasons (status.conditions[].reason)
 AVAILABLE = _term(REASONS, "Available", "Ready, a component or managed PostgreSQL is available.")
@@ -98,6 +104,39 @@ CODE_LOCATION_NOT_LOADED = _term(
     "CodeLocationNotLoaded",
     "Ready=False: pods are available but the webserver has not loaded the code.",
 )
+UP_TO_DATE = _term(
+    REASONS,
+    "UpToDate",
+    "Migrated=True: no migration was needed (a new database, or the same Dagster version).",
+)
+INSTANCE_MIGRATED = _term(
+    REASONS,
+    "InstanceMigrated",
+    "Migrated=True: `dagster instance migrate` ran for the current Dagster version.",
+)
+READING_VERSION = _term(
+    REASONS,
+    "ReadingVersion",
+    "Migrated=Unknown: the version gate Job reads the Dagster version of a new spec.image; the webserver and "
+    "daemon wait.",
+)
+MIGRATING = _term(
+    REASONS,
+    "Migrating",
+    "Migrated=Unknown, Progressing=True: the migrate Job runs; the webserver and daemon keep the old image.",
+)
+VERSION_GATE_FAILED = _term(
+    REASONS,
+    "VersionGateFailed",
+    "Migrated=False, Degraded=True: the Dagster version of spec.image could not be read (the Job's message "
+    "says why); the old image keeps serving.",
+)
+MIGRATION_FAILED = _term(
+    REASONS,
+    "MigrationFailed",
+    "Migrated=False, Degraded=True: `dagster instance migrate` failed (the message has its error); the old "
+    "image keeps serving. Delete the migrate Job to retry.",
+)
 # Also DbtCompiled=False reasons: the failed Job's own condition reason (e.g. BackoffLimitExceeded).
 
 # -- Event reasons (core/v1 Events on the PhloWorkflow). Transitions post these, and a Warning with the new
@@ -111,6 +150,17 @@ EVENT_DBT_NOT_COMPILED = _term(
     EVENTS, "DbtNotCompiled", "Warning: DbtCompiled turned False (fallback when it has no reason)."
 )
 EVENT_DBT_COMPILE_STARTED = _term(EVENTS, "DbtCompileStarted", "Normal: a dbt-compile Job was created.")
+EVENT_INSTANCE_MIGRATION_STARTED = _term(
+    EVENTS, "InstanceMigrationStarted", "Normal: a migrate Job was created for a new Dagster version."
+)
+EVENT_INSTANCE_MIGRATED = _term(
+    EVENTS,
+    "InstanceMigrated",
+    "Normal: the migration succeeded; the webserver and daemon move to the new image.",
+)
+EVENT_INSTANCE_MIGRATION_FAILED = _term(
+    EVENTS, "InstanceMigrationFailed", "Warning: the migrate Job or the version gate failed."
+)
 EVENT_CODE_SERVER_ROLLOUT = _term(
     EVENTS, "CodeServerRollout", "Normal: a new code-server template rolls out."
 )
@@ -153,6 +203,17 @@ CODE_LOCATION = _term(
     "code-server); label phlo.dev/code-location names it.",
 )
 DBT_COMPILE = _term(COMPONENTS, "dbt-compile", "Job: `phlo dbt compile`, named by the hash of its inputs.")
+DAGSTER_VERSION = _term(
+    COMPONENTS,
+    "dagster-version",
+    "Job: reads the Dagster version from spec.image (one per image), through its termination message.",
+)
+INSTANCE_MIGRATE = _term(
+    COMPONENTS,
+    "instance-migrate",
+    "Job: `dagster instance migrate` in a new spec.image before the webserver and daemon move to it "
+    "(one per image and Dagster version).",
+)
 POSTGRES = _term(COMPONENTS, "postgres", "StatefulSet, Service and Secret of the managed PostgreSQL.")
 CONFIG = _term(COMPONENTS, "config", "ConfigMaps: dagster.yaml and workspace.yaml.")
 MONITORING = _term(COMPONENTS, "monitoring", "ServiceMonitor of the webserver's /metrics.")

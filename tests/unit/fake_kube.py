@@ -38,6 +38,9 @@ class Event:
     message: str
 
 
+COMPONENT = "app.kubernetes.io/component"
+
+
 class FakeKube:
     """Satisfies phlo_operator.apply.Api; what a test asserts on is in objects, writes and events."""
 
@@ -71,6 +74,10 @@ class FakeKube:
     def kind(self, kind: str) -> list[Obj]:
         return [o for (_, k, _, _), o in self.objects.items() if k == kind]
 
+    def dbt_jobs(self) -> list[Obj]:
+        """The dbt-compile Jobs (not the instance's version gate and migrate Jobs)."""
+        return [j for j in self.kind("Job") if j["metadata"]["labels"].get(COMPONENT) == "dbt-compile"]
+
     def reasons(self) -> list[str]:
         return [e.reason for e in self.events]
 
@@ -87,15 +94,35 @@ class FakeKube:
                     "readyReplicas": wanted,
                 }
 
-    def finish_job(self, ok: bool = True) -> Obj:
-        """The one unfinished Job completes (or fails, as a broken dbt compile does)."""
-        (job,) = [j for j in self.kind("Job") if "status" not in j]
+    def finish_job(self, ok: bool = True, component: str = "dbt-compile", message: str = "") -> Obj:
+        """The one unfinished Job of `component` completes (or fails, as a broken dbt compile does); with
+        `message`, its pod wrote that termination message (as the kubelet reports it)."""
+        (job,) = [
+            j
+            for j in self.kind("Job")
+            if "status" not in j and j["metadata"]["labels"].get(COMPONENT) == component
+        ]
         cond = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
         if not ok:
             cond = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "exit 2"}
         job["status"] = {"conditions": [cond]}
         if ok:
             job["status"]["completionTime"] = "2026-01-01T00:00:01Z"
+        if message:
+            name = job["metadata"]["name"]
+            terminated = {"exitCode": 0 if ok else 1, "message": message}
+            self.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"{name}-pod",
+                        "namespace": job["metadata"]["namespace"],
+                        "labels": {"batch.kubernetes.io/job-name": name},
+                    },
+                    "status": {"containerStatuses": [{"name": "main", "state": {"terminated": terminated}}]},
+                }
+            )
         return job
 
     # -- the Api methods

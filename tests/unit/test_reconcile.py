@@ -14,6 +14,7 @@ from phlo_operator.apply import ApiError
 from phlo_operator.controller import Controller, Options
 from phlo_operator.reconcile import Reconciler, Result
 from phlo_operator.reload import LocationState, ReloadFailed
+from phlo_operator.render import Workflow
 
 from tests.unit.fake_kube import FakeKube
 
@@ -78,6 +79,11 @@ class Bed:
     def condition(self, type_: str) -> dict[str, Any]:
         return next(c for c in self.status()["conditions"] if c["type"] == type_)
 
+    def wf(self) -> Workflow:
+        """The parsed workflow as the operator sees it now."""
+        cr = self.cr()
+        return Workflow(NAME, NS, "cr-uid", m.parse_spec(cr["spec"]), cr["metadata"]["generation"])
+
     def patch_spec(self, **changes: Any) -> None:
         cr = self.cr()
         for key, value in changes.items():
@@ -109,14 +115,14 @@ def test_the_code_server_waits_for_the_first_compile() -> None:
     bed = Bed()
     bed.run()
     assert bed.kube.get(CODE_SERVER) is None
-    (job,) = bed.kube.kind("Job")
+    (job,) = bed.kube.dbt_jobs()
     assert bed.condition("DbtCompiled")["status"] == "False"
     assert bed.condition("Progressing")["reason"] == "DbtCompiling"
     assert bed.condition("Ready")["reason"] == "DbtCompiling"
     assert bed.kube.reasons() == ["DbtCompileStarted"]
     assert bed.status()["dbt"] == {"jobName": job["metadata"]["name"]}
     bed.run()  # still compiling: no second Job, no second Event
-    assert len(bed.kube.kind("Job")) == 1 and bed.kube.reasons() == ["DbtCompileStarted"]
+    assert len(bed.kube.dbt_jobs()) == 1 and bed.kube.reasons() == ["DbtCompileStarted"]
     bed.kube.finish_job()
     bed.run()
     code_server = bed.kube.get(CODE_SERVER)
@@ -190,7 +196,7 @@ def test_an_unchanged_workflow_costs_zero_writes() -> None:
 def test_dbt_disabled_rolls_the_code_server_at_once() -> None:
     bed = Bed(dbt={"enabled": False})
     bed.run()
-    assert bed.kube.get(CODE_SERVER) is not None and bed.kube.kind("Job") == []
+    assert bed.kube.get(CODE_SERVER) is not None and bed.kube.dbt_jobs() == []
     assert bed.condition("DbtCompiled") == {
         **bed.condition("DbtCompiled"),
         "status": "True",

@@ -42,7 +42,7 @@ def test_each_location_is_gated_on_its_own_compile_and_reported() -> None:
     assert b.kube.get(MARKETING) is not None  # has no dbt: not held back by the other's compile
     assert b.condition("DbtCompiled")["reason"] == "Running"
     assert b.condition("DbtCompiled")["message"].startswith("sales: ")
-    (job,) = b.kube.kind("Job")
+    (job,) = b.kube.dbt_jobs()
     assert job["metadata"]["labels"]["phlo.dev/code-location"] == "sales"
     ready(b)
     entries = {e["name"]: e for e in b.status()["codeLocations"]}
@@ -69,7 +69,7 @@ def test_changing_one_locations_image_rolls_and_reloads_only_it() -> None:
     marketing = b.kube.get(MARKETING)
     assert marketing is not None
     assert marketing["spec"]["template"]["spec"]["containers"][0]["image"] == "team/mkt:2"
-    assert len(b.kube.kind("Job")) == 1  # sales' compile inputs did not change
+    assert len(b.kube.dbt_jobs()) == 1  # sales' compile inputs did not change
     b.kube.settle()
     b.run()
     assert [location for _, location in b.reloads] == ["marketing"]
@@ -86,10 +86,10 @@ def test_a_removed_location_loses_its_code_server_and_its_dbt_jobs() -> None:
     assert b.kube.get(MARKETING) is None
     assert b.kube.get(("v1", "Service", NS, f"{NAME}-code-marketing")) is None
     assert [e["name"] for e in b.status()["codeLocations"]] == ["sales"]
-    assert len(b.kube.kind("Job")) == 1
+    assert len(b.kube.dbt_jobs()) == 1
     b.patch_spec(codeLocations=[copy.deepcopy(LOCATIONS[1])])
     b.run()
-    assert b.kube.get(SALES) is None and b.kube.kind("Job") == []  # sales' compile went with it
+    assert b.kube.get(SALES) is None and b.kube.dbt_jobs() == []  # sales' compile went with it
     assert b.kube.get(MARKETING) is not None
 
 

@@ -40,8 +40,14 @@ DBT = [
 def test_every_condition_and_reason_status_computes_is_in_the_vocabulary() -> None:
     seen: set[tuple[str, str]] = set()
     locations = (None, st.Check(True, v.LOADED, "loaded"), st.Check(False, v.LOADING, "loading"))
-    for dbt, ready, suspended, storage, location in itertools.product(
-        DBT, (True, False), (True, False), (None, "gone"), locations
+    migrations = (
+        None,
+        st.Migration("True", v.UP_TO_DATE, "up to date"),
+        st.Migration("Unknown", v.MIGRATING, "migrating", migrating=True),
+        st.Migration("False", v.MIGRATION_FAILED, "failed"),
+    )
+    for dbt, ready, suspended, storage, location, migration in itertools.product(
+        DBT, (True, False), (True, False), (None, "gone"), locations, migrations
     ):
         deployments = {c: _deployment(ready) for c in v.COMPONENT_CONDITIONS}
         obs = st.Observed(
@@ -51,6 +57,8 @@ def test_every_condition_and_reason_status_computes_is_in_the_vocabulary() -> No
             dbt=dbt,
             storage_problem=storage,
             code_location=location,
+            migration=migration,
+            migration_problem="failed" if migration and migration.status == "False" else None,
         )
         seen |= {(c["type"], c["reason"]) for c in st.conditions(obs)}
     seen |= {(c["type"], c["reason"]) for c in st.conditions(st.Observed(1, invalid="bad"))}

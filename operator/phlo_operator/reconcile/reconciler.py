@@ -20,7 +20,7 @@ from phlo_operator.reload import location_state, reload_location
 from phlo_operator.render import Facts, Workflow, render_all
 from phlo_operator.render import components as comp
 from phlo_operator.render import postgres as pg_render
-from phlo_operator.render.bundle import LocationDesired
+from phlo_operator.render.bundle import LocationDesired, shared
 from phlo_operator.render.workflow import digest
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ class Reconciler:
         kube, take = self.kube, ledger.take
         referenced = take(steps.references(kube, wf))
         missing = referenced.problem
+        # Before anything rolls: which image the webserver and daemon run (a new Dagster migrates first).
+        upgrade = take(steps.instance_upgrade(kube, wf, shared(wf, referenced.checksums), previous))
         facts = Facts(
+            instance_image=upgrade.image,
             hpa_targets=take(steps.hpa_targets(kube, wf)),
             service_monitor_api=take(steps.service_monitor_api(kube, wf, previous)),
             http_route_api=take(steps.exposure(kube, wf, previous)),
@@ -102,7 +105,9 @@ class Reconciler:
         take(steps.absent(kube, desired.absent))
         take(steps.gone_location_jobs(kube, wf, previous))
         webserver = workloads.get(comp.WEBSERVER)
-        locations = [self.location(wf, part, previous, webserver, ledger) for part in desired.locations]
+        # A code location on spec.image (phlo by default) waits with the webserver and daemon.
+        held = wf.spec.image if upgrade.held else None
+        locations = [self.location(wf, part, previous, webserver, ledger, held) for part in desired.locations]
         observed = tuple(obs for obs, _, _ in locations)
         take(steps.old_run_namespace(kube, wf, previous))
         asked = [(obs.name, obs.loaded) for obs in observed if obs.loaded is not None]
@@ -125,6 +130,8 @@ class Reconciler:
             code_location=st.combine(asked) if asked else None,
             locations=observed,
             code_locations=[entry for _, _, entry in locations],
+            migration=st.Migration(upgrade.status, upgrade.reason, upgrade.message, upgrade.migrating),
+            migration_problem=upgrade.problem,
         )
 
     def location(
@@ -134,6 +141,7 @@ class Reconciler:
         previous: Previous,
         webserver: dict[str, Any] | None,
         ledger: Ledger,
+        held_image: str | None = None,
     ) -> tuple[st.LocationObserved, bool, dict[str, Any]]:
         """One code location: its dbt compile, then its code server, its reload, whether it is loaded.
         Returns what was observed, whether its code server waits for dbt, and its status.codeLocations entry
@@ -144,7 +152,7 @@ class Reconciler:
         before = steps.location_previous(previous, loc)
         dbt = take(steps.dbt_compile(kube, wf, part.dbt_job, before, loc))
         template_hash = digest(part.code_server["spec"]["template"])
-        may_roll = dbt.code_server_may_roll
+        may_roll = dbt.code_server_may_roll and loc.image != held_image
         live = take(steps.code_server(kube, wf, part.code_server, template_hash, may_roll, before, loc))
         if may_roll:
             take(steps.reload_location(wf, live, template_hash, before, self.reloader, loc))

@@ -22,6 +22,7 @@ from phlo_operator.reload import LocationState, ReloadFailed, webserver_base
 from phlo_operator.render import Desired, Workflow
 from phlo_operator.render import dbt as dbt_render
 from phlo_operator.render import exposure as exposure_render
+from phlo_operator.render import instance as instance_render
 from phlo_operator.render import postgres as pg_render
 from phlo_operator.render.workflow import RUN_SECRET_SUFFIX, Location, digest
 
@@ -642,3 +643,150 @@ def old_run_namespace(kube: Api, wf: Workflow, previous: Previous) -> Found[None
         message = f"could not delete this workflow's objects in the old run namespace {old}: {exc}"
         failed = Event("Warning", v.EVENT_RUN_NAMESPACE_CLEANUP_FAILED, message)
         return Found(None, events=(failed,), status=status)
+
+
+# -- the instance: the Dagster version the webserver and daemon run, migrated before they move to a new one
+@dataclasses.dataclass(frozen=True)
+class Upgrade:
+    """Which image the webserver and daemon run this pass, whether spec.image waits, and the Migrated
+    condition (status True, False or Unknown)."""
+
+    image: str
+    held: bool
+    status: str
+    reason: str
+    message: str
+    problem: str | None = None  # Degraded's message (the reason is `reason`)
+    migrating: bool = False  # Progressing
+
+
+UNKNOWN_VERSION = "unknown"
+
+
+def job_report(kube: Api, namespace: str, name: str) -> dict[str, str]:
+    """What a Job's newest pod wrote to its termination message (a JSON object; {} when none)."""
+    pods = kube.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={name}")
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in reversed(pods):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((status.get("state") or {}).get("terminated") or {}).get("message")
+            if message:
+                return instance_render.report(message)
+    return {}
+
+
+def _job_state(kube: Api, wf: Workflow, job: Obj) -> tuple[str, Obj | None, int, tuple[Event, ...]]:
+    """Create the Job unless it exists (not while suspended); its state: Succeeded, Failed, Running or
+    Pending."""
+    name = job["metadata"]["name"]
+    live = kube.get(ref_of(job))
+    if live is None:
+        if wf.spec.suspend:
+            return "Pending", None, 0, ()
+        try:
+            created = kube.create(job)
+        except ApiError as exc:
+            raise blame_overrides(exc, job, wf) from None
+        return "Running", None, int(created), ()
+    return st.job_observation(live, "", name).state, live, 0, ()
+
+
+def _failure(report: Mapping[str, str], live: Obj | None, name: str) -> str:
+    said = report.get("error") or report.get("message")
+    if said:
+        return f"Job {name} failed: {said}"
+    return st.job_observation(live, "", name).message
+
+
+def instance_upgrade(kube: Api, wf: Workflow, shared: Any, previous: Previous) -> Found[Upgrade]:
+    """The webserver and daemon run status.instance.image. A new spec.image moves them only after the version
+    gate read its Dagster version and, when that changed (or was never read), a migrate Job succeeded in it.
+    A new workflow (nothing recorded) takes spec.image at once: its database is created at that schema."""
+    target = wf.spec.image
+    rec: dict[str, Any] = dict(previous.get("instance") or {})
+    first = not rec.get("image")
+    if first:
+        rec = {"image": target}
+    approved = str(rec["image"])
+    writes = 0
+    if approved == target:
+        status = {"instance": rec} if first else {}
+        version = rec.get("dagsterVersion")
+        if not version:  # learn the running image's version (no migration: nothing older to compare with)
+            gate = instance_render.version_gate_job(wf, target)
+            state, _live, writes, _ = _job_state(kube, wf, gate)
+            report = job_report(kube, wf.namespace, gate["metadata"]["name"]) if state == "Succeeded" else {}
+            if state == "Succeeded":  # a gate that could not say (no termination message): "unknown"
+                rec = {**rec, "dagsterVersion": report.get("dagsterVersion") or UNKNOWN_VERSION}
+                rec.update({k: report[k] for k in ("schemaHead",) if report.get(k)})
+                status, version = {"instance": rec}, rec["dagsterVersion"]
+        return Found(_settled(target, rec, version), writes, status=status)
+    # spec.image changed: read its Dagster version first.
+    gate = instance_render.version_gate_job(wf, target)
+    gate_name = gate["metadata"]["name"]
+    state, live, writes, _ = _job_state(kube, wf, gate)
+    held = f"the webserver and daemon keep {approved}"
+    if state in ("Pending", "Running"):
+        message = f"Job {gate_name} reads the Dagster version of {target}; {held}"
+        return Found(Upgrade(approved, True, "Unknown", v.READING_VERSION, message, migrating=True), writes)
+    report = job_report(kube, wf.namespace, gate_name)
+    new = report.get("dagsterVersion") or UNKNOWN_VERSION
+    if state == "Failed":
+        message = f"{_failure(report, live, gate_name)}; {held}"
+        return Found(Upgrade(approved, True, "False", v.VERSION_GATE_FAILED, message, message), writes)
+    old = rec.get("dagsterVersion")  # unknown on both sides (no termination messages): the same
+    head = {"schemaHead": report["schemaHead"]} if report.get("schemaHead") else {}
+    if old and old == new:  # the same Dagster: nothing to migrate, move at once
+        rec = {**rec, "image": target, **head}
+        return Found(_settled(target, rec, new), writes, status={"instance": rec})
+    job = instance_render.migrate_job(wf, shared, target, new)
+    name = job["metadata"]["name"]
+    state, live, created, _ = _job_state(kube, wf, job)
+    writes += created
+    was = old or "an unknown version"
+    if state in ("Pending", "Running"):
+        events: tuple[Event, ...] = ()
+        if created:
+            text = f"Job {name} migrates the instance database from Dagster {was} to {new}"
+            events = (Event("Normal", v.EVENT_INSTANCE_MIGRATION_STARTED, text),)
+        message = f"Job {name} runs `dagster instance migrate` for Dagster {new}; {held}"
+        return Found(Upgrade(approved, True, "Unknown", v.MIGRATING, message, migrating=True), writes, events)
+    report = job_report(kube, wf.namespace, name)
+    if state == "Failed":
+        message = f"{_failure(report, live, name)}; {held} (Dagster {was})"
+        events = ()
+        if previous_reason(previous) != v.MIGRATION_FAILED:
+            events = (Event("Warning", v.EVENT_INSTANCE_MIGRATION_FAILED, message),)
+        return Found(Upgrade(approved, True, "False", v.MIGRATION_FAILED, message, message), writes, events)
+    rec = {"image": target, "dagsterVersion": new, "migrateJob": name, **head}
+    if old:
+        rec["migratedFrom"] = old
+    if report.get("schemaVersion"):
+        rec["schemaVersion"] = report["schemaVersion"]
+    text = f"Job {name} migrated the instance database from Dagster {was} to {new}"
+    if rec.get("schemaVersion"):
+        text += f" (schema {rec['schemaVersion']})"
+    done = Event("Normal", v.EVENT_INSTANCE_MIGRATED, f"{text}; the webserver and daemon move to {target}")
+    return Found(_settled(target, rec, new), writes, (done,), {"instance": rec})
+
+
+def previous_reason(previous: Previous) -> str | None:
+    for cond in previous.get("conditions") or []:
+        if cond.get("type") == v.MIGRATED:
+            return str(cond.get("reason"))
+    return None
+
+
+def _settled(image: str, rec: Mapping[str, Any], version: str | None) -> Upgrade:
+    """Nothing waits: Migrated from what status.instance recorded."""
+    if not version:
+        message = f"the Dagster version of {image} is not read yet (a new database needs no migration)"
+        return Upgrade(image, False, "True", v.UP_TO_DATE, message)
+    schema = f" (schema {rec['schemaVersion']})" if rec.get("schemaVersion") else ""
+    if rec.get("migrateJob"):
+        was = rec.get("migratedFrom") or "an unknown version"
+        message = f"Job {rec['migrateJob']} migrated the database from Dagster {was} to {version}{schema}"
+        return Upgrade(image, False, "True", v.INSTANCE_MIGRATED, message)
+    return Upgrade(
+        image, False, "True", v.UP_TO_DATE, f"the database is at Dagster {version}'s schema{schema}"
+    )

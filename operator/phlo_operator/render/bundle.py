@@ -25,6 +25,8 @@ class Facts:
     referenced_checksums: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Code locations the workflow had (status.codeLocations): the objects of those it no longer has go.
     previous_locations: frozenset[str] = frozenset()
+    # The image the webserver and daemon run (the reconciler's upgrade step decides); None: spec.image.
+    instance_image: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +68,9 @@ def ref(obj: dict[str, Any]) -> Ref:
     return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
-def shared(wf: Workflow, referenced: Mapping[str, str] | None = None) -> Shared:
+def shared(
+    wf: Workflow, referenced: Mapping[str, str] | None = None, instance_image: str | None = None
+) -> Shared:
     """What several renderers need, each computed once."""
     instance, workspace = config.dagster_yaml(wf), config.workspace_yaml(wf)
     locations = {
@@ -84,6 +88,7 @@ def shared(wf: Workflow, referenced: Mapping[str, str] | None = None) -> Shared:
         checksum=digest([instance, workspace, wf.postgres_secret]),
         locations=locations,
         referenced=dict(referenced or {}),
+        instance_image=instance_image,
     )
 
 
@@ -102,7 +107,7 @@ def render_all(wf: Workflow, facts: Facts | None = None) -> Desired:
     """Pure: the same inputs always give the same manifests."""
     spec = wf.spec
     facts = facts or Facts()
-    once = shared(wf, facts.referenced_checksums)
+    once = shared(wf, facts.referenced_checksums, facts.instance_image)
     objects: list[dict[str, Any]] = [
         config.instance_configmap(wf, once),
         config.workspace_configmap(wf, once),

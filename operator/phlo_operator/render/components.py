@@ -185,6 +185,7 @@ def webserver_deployment(
         command,
         pods.component_env(shared.env, spec.webserver),
         spec.webserver,
+        image=shared.instance_image,
         ports=[{"name": "http", "containerPort": port, "protocol": "TCP"}],
         readinessProbe={
             "httpGet": {"path": f"{prefix}/server_info", "port": "http"},
@@ -268,6 +269,7 @@ def daemon_deployment(wf: Workflow, shared: Shared) -> dict[str, Any]:
         ["dagster-daemon", "run", "-w", WORKSPACE_FILE],
         pods.component_env(shared.env, spec.daemon),
         spec.daemon,
+        image=shared.instance_image,
         volumeMounts=[*pods.base_mounts(), pods.workspace_mount()],
         resources=pods.resources(spec.daemon.resources),
         # Ready once every daemon (scheduler, sensors, run queue, monitor) wrote a heartbeat to the instance;

@@ -30,6 +30,9 @@ class Shared:
     # By component (Location.key for a code location): checksum of the ConfigMap/Secret content its pods read
     # (absent: none read).
     referenced: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The image the webserver and daemon run (status.instance.image while a new spec.image waits for its
+    # migration); None: spec.image.
+    instance_image: str | None = None
 
     def _first(self) -> LocationParts:
         return next(iter(self.locations.values()))
