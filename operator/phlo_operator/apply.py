@@ -30,6 +30,7 @@ ErrorHook = Callable[[str, int], None]
 PLURALS: dict[tuple[str, str], str] = {
     ("v1", "ConfigMap"): "configmaps",
     ("v1", "Secret"): "secrets",
+    ("v1", "Pod"): "pods",  # read only: the termination messages of the instance upgrade's Jobs
     ("v1", "Service"): "services",
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "Event"): "events",
