@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import flow
 from tests.e2e.flow import Cluster, FlowError
+from tests.images import lock
 from tests.testbed import realnode
 from tests.testbed.realnode import RealNode
 
@@ -246,6 +247,15 @@ def test_new_image_tag_rolls_the_code_server_and_the_next_run_uses_it(
     assert any("e2e code version v2" in m for m in messages), messages[-20:]
     pods = flow.run_pods(cluster_flow, run_id)
     assert pods and pods[0]["spec"]["containers"][0]["image"] == V2_IMAGE
+    # The version gate read the image's Dagster (the lock's): the same version moves without a migration.
+    status = cluster_flow.get("pwf", flow.WORKFLOW)["status"]
+    dagster = next(version for name, version, _ in lock.pins() if name == "dagster")
+    assert status["instance"]["image"] == V2_IMAGE and status["instance"]["dagsterVersion"] == dagster, status
+    assert status["instance"].get("schemaHead"), status["instance"]
+    migrated = next(c for c in status["conditions"] if c["type"] == "Migrated")
+    assert (migrated["status"], migrated["reason"]) == ("True", "UpToDate"), migrated
+    selector = f"app.kubernetes.io/instance={flow.WORKFLOW},app.kubernetes.io/component=instance-migrate"
+    assert cluster_flow.get("jobs", "-l", selector)["items"] == []
 
 
 def test_deleting_the_workflow_removes_its_run_jobs(cluster_flow: Cluster) -> None:
