@@ -437,9 +437,11 @@ def connects(c: Cluster, pod: str, host: str, port: int, timeout: float = 5.0, c
     return out.stdout.strip().startswith("connected")
 
 
-def probe_pod(c: Cluster, name: str, image: str) -> str:
-    """A pod of no component (admitted under "restricted") that idles, for connecting from; its name."""
-    pod = {
+def restricted_pod(
+    name: str, image: str, command: list[str], pull_policy: str = "IfNotPresent"
+) -> dict[str, Any]:
+    """A pod of no component, admitted under Pod Security "restricted", running command in image."""
+    return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "e2e-probe"}},
@@ -454,8 +456,8 @@ def probe_pod(c: Cluster, name: str, image: str) -> str:
                 {
                     "name": "probe",
                     "image": image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["python", "-c", "import time\nwhile True: time.sleep(60)"],
+                    "imagePullPolicy": pull_policy,
+                    "command": command,
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
                         "readOnlyRootFilesystem": True,
@@ -465,6 +467,11 @@ def probe_pod(c: Cluster, name: str, image: str) -> str:
             ],
         },
     }
+
+
+def probe_pod(c: Cluster, name: str, image: str) -> str:
+    """A restricted pod that idles, for connecting from; its name once Ready."""
+    pod = restricted_pod(name, image, ["python", "-c", "import time\nwhile True: time.sleep(60)"])
     c.k("apply", "-f", "-", input=json.dumps(pod))
     c.k("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=180s", timeout=200)
     return name

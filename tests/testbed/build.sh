@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test bed's binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kwok, helm) from their Go modules into a cache outside the repository, keyed by version, then links them
-# into .testbed/bin/. A component is rebuilt only when its version key changes.
+# kwok, helm, then the real node's) from their Go modules into a cache outside the repository, keyed by version,
+# then links them into .testbed/bin/. A component is rebuilt only when its version key changes.
 set -euo pipefail
 
 K8S_VERSION=v1.36.3   # k8s.io/kubernetes; staging modules pinned to v0.36.3 in gomod/go.mod
@@ -11,6 +11,7 @@ HELM_VERSION=v3.21.4  # helm.sh/helm/v3 (helm 4 changes install to server-side a
 CONTAINERD_VERSION=v2.4.2  # github.com/containerd/containerd/v2, the real node's runtime (gomod-containerd/)
 COREDNS_VERSION=v1.15.0    # github.com/coredns/coredns, the real node's DNS, trimmed plugin list (coredns/)
 KUBE_ROUTER_VERSION=v2.1.0 # github.com/cloudnativelabs/kube-router/v2: the node's NetworkPolicy enforcement
+REGISTRY_VERSION=v3.1.2    # github.com/distribution/distribution/v3: the pull-secret tests' registry (registry/)
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -41,6 +42,7 @@ kwok_key="kwok-${KWOK_VERSION}-${go_version}"
 containerd_key="containerd-${CONTAINERD_VERSION}-${go_version}-$(hash_of "$here/gomod-containerd/go.mod" "$here/gomod-containerd/go.sum")"
 kube_router_key="kube-router-${KUBE_ROUTER_VERSION}-${go_version}-$(hash_of "$here/gomod-kube-router/go.mod" "$here/gomod-kube-router/go.sum")"
 coredns_key="coredns-${COREDNS_VERSION}-${go_version}-$(hash_of "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go")"
+registry_key="registry-${REGISTRY_VERSION}-${go_version}-$(hash_of "$here/registry/go.mod" "$here/registry/go.sum" "$here/registry/main.go")"
 helm_key="helm-${HELM_VERSION}-${go_version}"
 
 # ensure KEY FUNCTION: unless the cache has KEY, runs FUNCTION into a temporary dir, then moves it into
@@ -133,6 +135,11 @@ build_kube_router() {
 	)
 }
 
+build_registry() {
+	local bin="$1"
+	(cd "$here/registry" && log "go build registry ($REGISTRY_VERSION)" && go build -ldflags "-s -w" -o "$bin/registry" .)
+}
+
 total_start=$SECONDS
 log "cache: $cache_root (go $go_version)"
 # One build at a time per cache: `make test` waits here for the one .ci/run started early, then finds it cached.
@@ -171,7 +178,8 @@ for step in "$k8s_key build_k8s" "$kwok_key build_kwok" "$helm_key build_helm"; 
 done
 touch "$control_plane_marker"
 log "control plane ready after $((SECONDS - total_start))s"
-for step in "$containerd_key build_containerd" "$coredns_key build_coredns" "$kube_router_key build_kube_router"; do
+for step in "$containerd_key build_containerd" "$coredns_key build_coredns" "$kube_router_key build_kube_router" \
+	"$registry_key build_registry"; do
 	# shellcheck disable=SC2086
 	ensure $step
 	link "${step%% *}"

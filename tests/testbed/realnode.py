@@ -219,6 +219,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{PAUSE_IMAGE}"
+  # Per-registry hosts.toml files (tests/testbed/registry.py writes the private registry's).
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{root / "certs.d"}"
 
 [plugins."io.containerd.cri.v1.runtime"]
   # No CAP_SYS_RESOURCE here: an oom_score_adj below containerd's own would fail every sandbox.
