@@ -27,6 +27,7 @@ import click
 from phlo_dagster import graphql
 from phlo_dagster.console import CliError, fail, out, progress, warn
 from phlo_dagster.constants import (
+    DAEMON_HEALTH_PORT,
     DEFAULT_CODE_LOCATION_NAME,
     DEFAULT_WEBSERVER_PORT,
     ENV_DAGSTER_PORT,
@@ -898,6 +899,28 @@ def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: 
     if port_in_use(host, port):
         raise CliError(f"--port {port}: {host}:{port} is already in use")
     serve(host, port, workspace, path_prefix, read_only=read_only)
+
+
+# --- phlo daemon ---
+
+
+@cli.command()
+@click.option("--workspace", type=click.Path(path_type=Path), default=None, help="workspace.yaml to load.")
+@click.option(
+    "--health-host", default="0.0.0.0", show_default=True, help="Interface the health endpoint binds."
+)
+@click.option(
+    "--health-port", type=PORT, default=DAEMON_HEALTH_PORT, show_default=True, help="Port of GET /healthz."
+)
+def daemon(workspace: Path | None, health_host: str, health_port: int) -> None:
+    """Dagster's daemon (schedules, sensors, run queue, run monitoring) plus GET /healthz for probes."""
+    from phlo_dagster.daemon import run
+
+    if workspace is None:
+        workspace = PhloHome(Path.cwd()).workspace_yaml
+    if port_in_use(health_host, health_port):
+        raise CliError(f"--health-port {health_port}: {health_host}:{health_port} is already in use")
+    run(workspace, health_host, health_port)
 
 
 # --- entry point ---

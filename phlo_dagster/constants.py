@@ -5,6 +5,9 @@ from __future__ import annotations
 # Ports (the operator's CRD defaults and the runtime's defaults agree through these).
 DEFAULT_WEBSERVER_PORT = 3000
 DEFAULT_CODE_SERVER_PORT = 4000
+# `phlo daemon`'s health endpoint (the daemon's Kubernetes probes)
+DAEMON_HEALTH_PORT = 8081
+DAEMON_HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 
 # Environment variables read by the runtime and set by the operator.

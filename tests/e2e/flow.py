@@ -178,6 +178,31 @@ def wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 
 # --- HTTP and GraphQL ------------------------------------------------------------------------------------
 
 
+def build_workflow_image(
+    tag: str, name: str, files: dict[str, str], with_quickstart: bool = True, timeout: float = 2400
+) -> None:
+    """`make images IMAGE=tag` with a workflows folder of its own: the quickstart's workflows (unless
+    with_quickstart is False) plus `files` (file name -> source). The folder is build/e2e/<name>, inside the
+    build context (not .testbed/, which .dockerignore drops) and out of git."""
+    workflows = REPO / "build" / "e2e" / name
+    shutil.rmtree(workflows, ignore_errors=True)
+    if with_quickstart:
+        quickstart = REPO / "examples" / "quickstart" / "workflows"
+        shutil.copytree(quickstart, workflows, ignore=shutil.ignore_patterns("__pycache__"))
+    workflows.mkdir(parents=True, exist_ok=True)
+    for file, source in files.items():
+        (workflows / file).write_text(source)
+    build = subprocess.run(
+        ["make", "images", f"IMAGE={tag}", f"WORKFLOWS_DIR={workflows.relative_to(REPO)}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+
+
 def http_get(url: str, timeout: float = 30) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

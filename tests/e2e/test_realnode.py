@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
-import subprocess
 import sys
 
 import pytest
@@ -201,32 +199,32 @@ def _condition(c: Cluster, kind: str) -> str | None:
     return None
 
 
+# Only in the v2 image: an asset whose run proves the code server serves the new code.
+V2_WORKFLOW = '''"""Only in the v2 image: proves the code server serves the new code."""
+
+from phlo_dagster.capabilities import AssetSpec, MaterializeResult, RunSpec, register_asset
+
+
+def _version(context):
+    context.logger.info("e2e code version v2")
+    return MaterializeResult(metadata={"version": "v2"})
+
+
+register_asset(
+    AssetSpec(key="e2e.version", group="e2e", description="v2 marker.", run=RunSpec(fn=_version))
+)
+'''
+
+
 def test_new_image_tag_rolls_the_code_server_and_the_next_run_uses_it(
     node: RealNode, cluster_flow: Cluster
 ) -> None:
-    # Inside the build context (not .testbed/, which .dockerignore drops), kept out of git by build/.
-    workflows = flow.REPO / "build" / "e2e" / "workflows-v2"
-    shutil.rmtree(workflows, ignore_errors=True)
-    shutil.copytree(flow.REPO / "examples" / "quickstart" / "workflows", workflows)
-    (workflows / "e2e_version.py").write_text(
-        '"""Only in the v2 image: proves the code server serves the new code."""\n\n'
-        "from phlo_dagster.capabilities import AssetSpec, MaterializeResult, RunSpec, register_asset\n\n\n"
-        "def _version(context):\n"
-        '    context.logger.info("e2e code version v2")\n'
-        '    return MaterializeResult(metadata={"version": "v2"})\n\n\n'
-        "register_asset(\n"
-        '    AssetSpec(key="e2e.version", group="e2e", description="v2 marker.", run=RunSpec(fn=_version))\n'
-        ")\n"
-    )
-    build = subprocess.run(
-        ["make", "images", f"IMAGE={V2_IMAGE}", f"WORKFLOWS_DIR={workflows.relative_to(flow.REPO)}"],
-        cwd=flow.REPO,
-        capture_output=True,
-        text=True,
+    flow.build_workflow_image(
+        V2_IMAGE,
+        "workflows-v2",
+        {"e2e_version.py": V2_WORKFLOW},
         timeout=1800,
-        check=False,
     )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     realnode.load_images(node)
     before = {p["metadata"]["name"] for p in flow.pods_of(cluster_flow, "code-server")}
     patch = json.dumps({"spec": {"image": V2_IMAGE}})

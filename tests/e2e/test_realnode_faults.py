@@ -5,8 +5,9 @@ so the flow of test_realnode.py is left alone. raw/orders' schedule ticks every 
 QUICKSTART_ORDERS_CRON, read by examples/quickstart/workflows/ingest.py): the daemon asks the code server to
 evaluate it, so a tick after the faults proves the scheduler works again end to end. Every tick launches a run
 (a schedule's run key, the partition here, is deduplicated per tick time, not across ticks): about one extra
-run a minute in the instance, so the tests follow the runs they launch by id (the second counts the schedule's
-among the records that must survive).
+run a minute in the instance until the first test has seen its tick after the faults and stops the
+schedule, so the tests follow the runs they launch by id (the second counts the schedule's among the records
+that must survive).
 
 The first test launches three runs of raw/orders; once one has started (its worker writes events to
 PostgreSQL) and the others are queued or starting, five faults within a second: PostgreSQL's container, the
@@ -84,7 +85,7 @@ query($after: Float) {
         schedules {
           name cronSchedule
           scheduleState {
-            status
+            id status
             ticks(limit: 5, afterTimestamp: $after, statuses: [SUCCESS, SKIPPED]) {
               timestamp status runIds skipReason
             }
@@ -92,6 +93,15 @@ query($after: Float) {
         }
       }
     }
+  }
+}
+"""
+STOP_SCHEDULE = """
+mutation($id: String!) {
+  stopRunningSchedule(id: $id) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { status } }
+    ... on PythonError { message }
   }
 }
 """
@@ -329,6 +339,10 @@ def test_pod_faults_under_runs_in_flight_lose_no_run_record(node: RealNode, faul
         FIGURES["schedule_tick_s"] = round(time.monotonic() - started)
         first = min(ticks, key=lambda t: float(t["timestamp"]))
         FIGURES["schedule_tick"] = {**first, "after_faults_s": round(first["timestamp"] - faults_end)}
+        # Seen: the schedule stops here, so the rest of the module does not start a run pod every minute.
+        state = {s["name"]: s for s in _schedules(base)}[SCHEDULE]["scheduleState"]
+        stopped = flow.graphql(base, STOP_SCHEDULE, {"id": state["id"]})["stopRunningSchedule"]
+        assert stopped.get("scheduleState", {}).get("status") == "STOPPED", stopped
 
         FIGURES["recovered_s"] = round(time.monotonic() - started)
 

@@ -36,8 +36,6 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -140,28 +138,13 @@ def _print_figures() -> Iterator[None]:
 
 
 def _build_image(location: str, with_quickstart: bool) -> None:
-    """`make images` with this location's workflows directory (in the build context, out of git: build/)."""
-    workflows = flow.REPO / "build" / "e2e" / f"workflows-{location}"
-    shutil.rmtree(workflows, ignore_errors=True)
-    if with_quickstart:
-        quickstart = flow.REPO / "examples" / "quickstart" / "workflows"
-        shutil.copytree(quickstart, workflows, ignore=shutil.ignore_patterns("__pycache__"))
-    workflows.mkdir(parents=True, exist_ok=True)
-    (workflows / f"e2e_{location}_hold.py").write_text(HOLD.format(location=location))
-    build = subprocess.run(
-        [
-            "make",
-            "images",
-            f"IMAGE={IMAGES[location]}",
-            f"WORKFLOWS_DIR={workflows.relative_to(flow.REPO)}",
-        ],
-        cwd=flow.REPO,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
+    """`make images` with this location's workflows directory."""
+    flow.build_workflow_image(
+        IMAGES[location],
+        f"workflows-{location}",
+        {f"e2e_{location}_hold.py": HOLD.format(location=location)},
+        with_quickstart=with_quickstart,
     )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
 
 
 def _workflow() -> dict[str, Any]:

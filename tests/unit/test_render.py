@@ -130,7 +130,12 @@ def test_commands_follow_the_runtime_contract() -> None:
     ]
     assert cs["readinessProbe"]["grpc"] == {"port": 4000, "service": "DagsterApi"}
     d = components.daemon_deployment(w, shared(w))
-    assert d["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["dagster-daemon", "run"]
+    daemon = d["spec"]["template"]["spec"]["containers"][0]
+    assert daemon["command"][:2] == ["phlo", "daemon"]
+    # probed over HTTP by the daemon's own process, not by an exec that starts Python each time
+    health = {"path": "/healthz", "port": "health"}
+    assert daemon["readinessProbe"]["httpGet"] == daemon["livenessProbe"]["httpGet"] == health
+    assert daemon["ports"] == [{"name": "health", "containerPort": 8081, "protocol": "TCP"}]
     assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
 
 

@@ -266,22 +266,24 @@ def daemon_deployment(wf: Workflow, shared: Shared) -> dict[str, Any]:
     main = pods.container(
         wf,
         DAEMON,
-        ["dagster-daemon", "run", "-w", WORKSPACE_FILE],
+        ["phlo", "daemon", "--workspace", WORKSPACE_FILE, "--health-port", str(c.DAEMON_HEALTH_PORT)],
         pods.component_env(shared.env, spec.daemon),
         spec.daemon,
         image=shared.instance_image,
+        ports=[{"name": "health", "containerPort": c.DAEMON_HEALTH_PORT, "protocol": "TCP"}],
         volumeMounts=[*pods.base_mounts(), pods.workspace_mount()],
         resources=pods.resources(spec.daemon.resources),
         # Ready once every daemon (scheduler, sensors, run queue, monitor) wrote a heartbeat to the instance;
-        # restarted when heartbeats stop for good. An exec probe starts Python: probe rarely.
+        # restarted when heartbeats stop for good. The daemon's own process answers (phlo_dagster.daemon): an
+        # exec of `dagster-daemon liveness-check` started Python for each probe and timed out on a busy node.
         readinessProbe={
-            "exec": {"command": ["dagster-daemon", "liveness-check"]},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 30,
-            "timeoutSeconds": 30,
+            "httpGet": {"path": c.DAEMON_HEALTH_PATH, "port": "health"},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 10,
+            "timeoutSeconds": 10,
         },
         livenessProbe={
-            "exec": {"command": ["dagster-daemon", "liveness-check"]},
+            "httpGet": {"path": c.DAEMON_HEALTH_PATH, "port": "health"},
             "initialDelaySeconds": 300,
             "periodSeconds": 60,
             "timeoutSeconds": 30,
