@@ -375,7 +375,7 @@ def run_operator(
             assert op.proc is not None
             spy = subprocess.Popen(
                 [str(py_spy()), "record", "--pid", str(op.proc.pid), "--format", "raw",
-                 "--output", str(profile), "--nonblocking", "--rate", "50"],
+                 "--output", str(profile), "--nonblocking", "--rate", str(PROFILE_RATE)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         docs = [
@@ -485,6 +485,10 @@ def idle_minute(bed: Testbed, namespace: str, n: int) -> dict[str, Any]:
 
 
 PY_SPY = "py-spy==0.4.3"
+# Samples per second. py-spy shares the cores with both sides but runs only beside the operator: at 50 Hz it
+# took more CPU than the operator itself (88 s against 51 s in the first 9 minutes of the 1,000 pair), so the
+# profiled pair paid for it. 10 Hz still gives thousands of samples over a pair at 100 workflows.
+PROFILE_RATE = 10
 
 
 def py_spy() -> Path:
