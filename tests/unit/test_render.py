@@ -218,6 +218,26 @@ def test_service_monitor_only_when_enabled_and_api_exists() -> None:
     assert "ServiceMonitor" not in kinds(render_all(wf(), Facts(service_monitor_api=True)))
 
 
+def test_exec_probes_give_their_process_time_and_the_daemon_has_none() -> None:
+    """An exec probe starts a process in the container; Kubernetes' 1 s default timeout failed it on a loaded
+    node (the managed PostgreSQL's pg_isready: out of its Service, daemons lost the database). Mutation
+    (2026-12-06): without the PostgreSQL probe's timeoutSeconds this failed."""
+    w = wf(dbt={"enabled": True, "projectDir": "/app/dbt"})
+    probes = [
+        (c["name"], kind, c[kind])
+        for spec in pod_specs(everything(w))
+        for c in [*spec.get("initContainers", []), *spec["containers"]]
+        for kind in ("readinessProbe", "livenessProbe", "startupProbe")
+        if kind in c
+    ]
+    assert any(name == "postgres" for name, _, _ in probes), probes
+    for name, kind, probe in probes:
+        if "exec" in probe:
+            assert probe.get("timeoutSeconds", 1) >= 5, (name, kind, probe)
+            assert probe.get("periodSeconds", 10) >= probe["timeoutSeconds"], (name, kind, probe)
+    assert not [p for name, _, p in probes if name == "daemon" and "exec" in p]
+
+
 def test_managed_postgres_secret_and_pvc_follow_deletion_policy() -> None:
     retain, delete = wf(), wf(storage={"postgres": {"deletionPolicy": "Delete"}})
     assert "ownerReferences" not in postgres.secret(retain, "pw")["metadata"]

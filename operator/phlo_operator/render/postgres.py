@@ -98,7 +98,11 @@ def statefulset(wf: Workflow) -> dict[str, Any]:
             "exec": {
                 "command": ["sh", "-c", 'pg_isready -U "$POSTGRES_USER" -d "$POSTGRES_DB" -h 127.0.0.1']
             },
+            # pg_isready is a process of its own: the 1 s default timed out on a loaded node, each failure
+            # took the only database out of its Service and the daemons lost it (bench, 5 workflows).
             "periodSeconds": 10,
+            "timeoutSeconds": 10,
+            "failureThreshold": 3,
         },
         "securityContext": pods.container_security_context(),
         "volumeMounts": [
