@@ -24,6 +24,8 @@ ENV_DBT_COMPILE_ON_LOAD = "PHLO_DBT_COMPILE_ON_LOAD"  # compile at definitions l
 ENV_PLUGINS_ENABLED = "PHLO_PLUGINS_ENABLED"  # load phlo.plugins.* entry points (assets, resources)
 ENV_DEBUG = "PHLO_DEBUG"  # `phlo --debug`: failures show their traceback
 ENV_DATA_DIR = "PHLO_DATA_DIR"  # local data files (e.g. a DuckDB file); created when missing
+# how long every Dagster process phlo_dagster runs retries a PostgreSQL connection (postgres_retry.py)
+ENV_POSTGRES_RETRY_SECONDS = "PHLO_POSTGRES_RETRY_SECONDS"
 ENV_PG_HOST = "DAGSTER_PG_HOST"
 ENV_PG_PORT = "DAGSTER_PG_PORT"
 ENV_PG_USER = "DAGSTER_PG_USER"

@@ -74,5 +74,8 @@ def run(workspace: Path, host: str, port: int) -> None:
     """Serve the health endpoint, then `dagster-daemon run -w workspace` in this process until it stops."""
     from dagster._daemon.cli import run_command
 
+    from phlo_dagster.postgres_retry import install
+
+    install()  # the daemon's PostgreSQL connections retried for $PHLO_POSTGRES_RETRY_SECONDS
     serve_health(host, port, Health())
     run_command.main(args=["-w", str(workspace)], prog_name="phlo daemon")

@@ -16,6 +16,7 @@ import dagster as dg
 from phlo_dagster.constants import DEFINITIONS_BUILD_SECONDS_METADATA_KEY
 from phlo_dagster.dbt import DbtCompileError
 from phlo_dagster.discovery import DagsterObjects, DiscoveryError, discover
+from phlo_dagster.postgres_retry import install as install_postgres_retry
 from phlo_dagster.settings import Settings, SettingsError, load_settings
 from phlo_dagster.specs import DuplicateSpecError, SpecError, claim
 from phlo_dagster.translate import DagsterAdapter, Translation, gc_paused
@@ -183,4 +184,6 @@ def _build(settings: Settings | None) -> dg.Definitions:
     return combined
 
 
+# Every process loading this code location (code server, run worker, its steps) retries PostgreSQL as long.
+install_postgres_retry()
 defs = build_definitions()

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from phlo_dagster.console import CliError
 from phlo_dagster.constants import METRICS_PATH
 from phlo_dagster.metrics import DagsterCollector, registry_for, workspace_locations
+from phlo_dagster.postgres_retry import install as install_postgres_retry
 
 log = logging.getLogger("phlo.webserver")
 
@@ -126,6 +127,7 @@ def serve(
 
     if not workspace.is_file():
         raise CliError(f"--workspace {workspace}: no such file")
+    install_postgres_retry()
     with get_possibly_temporary_instance_for_cli("phlo webserver", logger=log) as instance:
         instance.optimize_for_webserver(DB_STATEMENT_TIMEOUT_MS, DB_POOL_RECYCLE_S, DB_POOL_MAX_OVERFLOW)
         ping_pooled_connections()

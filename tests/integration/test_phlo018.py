@@ -24,7 +24,7 @@ FIXTURE = envs.REPO / "tests" / "fixtures" / "phlo018"
 PROBE = FIXTURE / "probe.py"
 MODULES = {"ours": "phlo_dagster.definitions", "original": "phlo_dagster.framework.definitions"}
 PARTITION = "2025-01-02"
-OUR_COMMANDS = ("dev", "materialize", "webserver", "dbt", "backfill", "status", "logs")
+OUR_COMMANDS = ("dev", "materialize", "webserver", "daemon", "dbt", "backfill", "status", "logs")
 TIMEOUT_S = 600
 
 
@@ -277,11 +277,12 @@ def test_one_phlo_command_whichever_was_installed_last(ours, tmp_path):
     core_help = run(ours, tmp_path, [*core, "--help"])
     assert core_help.returncode == 0, core_help.stderr[-2000:]
     # Phlo 0.18's root help is a fixed table keyed by entry-point target (phlo/cli/_plugin_help.py): for
-    # phlo_dagster.cli_plugin:DagsterCliPlugin it has dev, materialize, backfill and status, not webserver;
-    # logs is core's, dbt here phlo-dbt's. Nothing of this package runs before that help is printed.
-    assert {*CORE_COMMANDS, *(c for c in OUR_COMMANDS if c != "webserver")} <= listed_commands(
-        core_help.stdout
-    )
+    # phlo_dagster.cli_plugin:DagsterCliPlugin it has dev, materialize, backfill and status, not webserver or
+    # daemon; logs is core's, dbt here phlo-dbt's. Nothing of this package runs before that help is printed.
+    assert {
+        *CORE_COMMANDS,
+        *(c for c in OUR_COMMANDS if c not in ("webserver", "daemon")),
+    } <= listed_commands(core_help.stdout)
     catalogue = run(ours, tmp_path, [*core, "commands"])  # Phlo's full command list loads every plugin
     assert catalogue.returncode == 0, catalogue.stderr[-2000:]
     entries = [ln.strip() for ln in catalogue.stdout.splitlines() if ln.startswith("phlo ")]
@@ -289,6 +290,8 @@ def test_one_phlo_command_whichever_was_installed_last(ours, tmp_path):
         assert any(e == f"phlo {name}" or e.startswith(f"phlo {name} ") for e in entries), name
     webserver = run(ours, tmp_path, [*core, "webserver", "--help"])
     assert webserver.returncode == 0 and "--path-prefix" in webserver.stdout, webserver.stderr[-2000:]
+    daemon = run(ours, tmp_path, [*core, "daemon", "--help"])  # dagster-daemon run's own help
+    assert daemon.returncode == 0 and "--code-server-log-level" in daemon.stdout, daemon.stderr[-2000:]
 
 
 def test_phlo_0162_help_lists_every_command_from_either_script(oldest, tmp_path):

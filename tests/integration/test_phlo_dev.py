@@ -149,9 +149,11 @@ def write_postgres_instance(project: Path, pg: Any, database: str) -> None:
 
 
 @contextlib.contextmanager
-def running_dev(project: Path, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`phlo dev` in project on a free port, once it serves; stopped with SIGTERM after, which must end it
-    with exit code 0."""
+def running_dev(
+    project: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`phlo dev` in project on a free port (dev_env() plus extra_env), once it serves; stopped with SIGTERM
+    after, which must end it with exit code 0."""
     port = free_port()
     log = log_path.open("wb")
     proc = subprocess.Popen(
@@ -168,7 +170,7 @@ def running_dev(project: Path, log_path: Path) -> Iterator[tuple[str, subprocess
             "workflows",
         ],
         cwd=project,
-        env=dev_env(),
+        env={**dev_env(), **(extra_env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -42,6 +42,7 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
         "plugin",
         "dbt",
         "webserver",
+        "daemon",
         "backfill",
         "status",
         "logs",
@@ -78,6 +79,34 @@ def test_webserver_missing_workspace_is_named(capsys: pytest.CaptureFixture[str]
     code, _out, err = run(capsys, "webserver", "--port", "1", "--workspace", str(tmp_path / "nope.yaml"))
     assert code == 1
     assert err == f"phlo: error: --workspace {tmp_path / 'nope.yaml'}: no such file\n"
+
+
+def test_daemon_is_dagsters_with_the_postgres_retry_budget(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`phlo daemon ARGS` (phlo dev's and the operator's daemon) installs the budget, then runs
+    `dagster-daemon run ARGS`."""
+    from dagster._daemon.cli import run_command
+
+    from phlo_dagster import postgres_retry
+
+    calls: list[object] = []
+    monkeypatch.setattr(postgres_retry, "install", lambda: calls.append("install"))
+    monkeypatch.setattr(run_command, "main", lambda args, prog_name: calls.append((prog_name, args)))
+    assert run(capsys, "daemon", "-w", "workspace.yaml", "--log-level", "debug")[0] == 0
+    assert calls == ["install", ("phlo daemon", ["-w", "workspace.yaml", "--log-level", "debug"])]
+    monkeypatch.undo()
+    code, out, _err = run(capsys, "daemon", "--help")  # dagster-daemon run's own options
+    assert code == 0 and "--code-server-log-level" in out and "Usage: phlo daemon" in out
+
+
+def test_daemon_with_a_bad_budget_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHLO_POSTGRES_RETRY_SECONDS", "soon")
+    code, _out, err = run(capsys, "daemon", "-w", "workspace.yaml")
+    assert code == 1
+    assert err == "phlo: error: PHLO_POSTGRES_RETRY_SECONDS='soon': expected a number of seconds >= 0\n"
 
 
 def test_dev_rejects_missing_workflows_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def test_nothing_imports_phlo_without_it() -> None:
         "import sys\n"
         "import phlo_dagster.cli, phlo_dagster.discovery, phlo_dagster.adapter, phlo_dagster.services\n"
         "from phlo_dagster.cli import phlo_core_cli, phlo_commands\n"
-        "assert phlo_core_cli() is None and len(phlo_commands()) == 7\n"
+        "assert phlo_core_cli() is None and len(phlo_commands()) == 8\n"
         "from phlo_dagster.services import plugin_definitions\n"
         "assert [d.name for d in plugin_definitions()][:2] == ['dagster', 'dagster-daemon']\n"
         "assert not [m for m in sys.modules if m == 'phlo' or m.startswith('phlo.')], 'phlo imported'\n"
