@@ -165,7 +165,7 @@ class DagsterDaemonServicePlugin:
         return ServiceDefinition(
             name=DAEMON_SERVICE,
             description=self.metadata.description,
-            command=("{python}", "-m", "phlo_dagster.cli", "daemon", "-w", "{workspace}"),
+            command=("{python}", "-m", "phlo_dagster.cli", "daemon", "--workspace", "{workspace}"),
             health_check=HealthCheck(kind="process", grace_seconds=3.0),
         )
 

@@ -60,7 +60,7 @@ def test_sigterm_to_make_demo_leaves_no_process(tmp_path: Path) -> None:
             time.sleep(2)
         started = processes_in(project)
         assert any("phlo_dagster.cli dev" in c for c in started.values()), started
-        assert any("dagster._daemon" in c for c in started.values()), started
+        assert any("phlo_dagster.cli daemon" in c for c in started.values()), started
         assert any("api grpc" in c for c in started.values()), started  # a code server
         assert stop(make, timeout=180) != 0  # SIGTERM to make alone, as `kill <pid of make>` sends it
         deadline = time.monotonic() + 30

@@ -82,10 +82,10 @@ def test_webserver_missing_workspace_is_named(capsys: pytest.CaptureFixture[str]
 
 
 def test_daemon_is_dagsters_with_the_postgres_retry_budget(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`phlo daemon ARGS` (phlo dev's and the operator's daemon) installs the budget, then runs
-    `dagster-daemon run ARGS`."""
+    """`phlo daemon` (phlo dev's, phlo services' and the operator's daemon) installs the budget, then runs
+    `dagster-daemon run -w WORKSPACE` (default: .phlo/workspace.yaml)."""
     from dagster._daemon.cli import run_command
 
     from phlo_dagster import postgres_retry
@@ -93,18 +93,23 @@ def test_daemon_is_dagsters_with_the_postgres_retry_budget(
     calls: list[object] = []
     monkeypatch.setattr(postgres_retry, "install", lambda: calls.append("install"))
     monkeypatch.setattr(run_command, "main", lambda args, prog_name: calls.append((prog_name, args)))
-    assert run(capsys, "daemon", "-w", "workspace.yaml", "--log-level", "debug")[0] == 0
-    assert calls == ["install", ("phlo daemon", ["-w", "workspace.yaml", "--log-level", "debug"])]
-    monkeypatch.undo()
-    code, out, _err = run(capsys, "daemon", "--help")  # dagster-daemon run's own options
-    assert code == 0 and "--code-server-log-level" in out and "Usage: phlo daemon" in out
+    assert run(capsys, "daemon", "--workspace", "workspace.yaml")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "daemon")[0] == 0
+    default = str(tmp_path / ".phlo" / "workspace.yaml")
+    assert calls == [
+        "install",
+        ("phlo daemon", ["-w", "workspace.yaml"]),
+        "install",
+        ("phlo daemon", ["-w", default]),
+    ]
 
 
 def test_daemon_with_a_bad_budget_is_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PHLO_POSTGRES_RETRY_SECONDS", "soon")
-    code, _out, err = run(capsys, "daemon", "-w", "workspace.yaml")
+    code, _out, err = run(capsys, "daemon", "--workspace", "workspace.yaml")
     assert code == 1
     assert err == "phlo: error: PHLO_POSTGRES_RETRY_SECONDS='soon': expected a number of seconds >= 0\n"
 

@@ -33,7 +33,7 @@ def test_webserver_service_has_the_dbt_compile_post_start_hook() -> None:
     assert definition.post_start[0].command[-2:] == ("dbt", "compile")
     daemon = DagsterDaemonServicePlugin().definition()
     assert daemon.name == "dagster-daemon"
-    assert daemon.command[1:4] == ("-m", "phlo_dagster.cli", "daemon")  # the PostgreSQL retry budget
+    assert daemon.command[1:5] == ("-m", "phlo_dagster.cli", "daemon", "--workspace")  # the PostgreSQL budget
     assert daemon.post_start == ()
 
 
