@@ -910,15 +910,19 @@ def webserver(host: str, port: int | None, workspace: Path | None, path_prefix: 
     "--health-host", default="0.0.0.0", show_default=True, help="Interface the health endpoint binds."
 )
 @click.option(
-    "--health-port", type=PORT, default=DAEMON_HEALTH_PORT, show_default=True, help="Port of GET /healthz."
+    "--health-port",
+    type=PORT,
+    default=None,
+    help=f"Serve GET /healthz on this port (the operator uses {DAEMON_HEALTH_PORT}); off by default.",
 )
-def daemon(workspace: Path | None, health_host: str, health_port: int) -> None:
-    """Dagster's daemon (schedules, sensors, run queue, run monitoring) plus GET /healthz for probes."""
+def daemon(workspace: Path | None, health_host: str, health_port: int | None) -> None:
+    """Dagster's daemon (schedules, sensors, run queue, run monitoring), its PostgreSQL connections retried
+    for $PHLO_POSTGRES_RETRY_SECONDS, and with --health-port, GET /healthz for probes."""
     from phlo_dagster.daemon import run
 
     if workspace is None:
         workspace = PhloHome(Path.cwd()).workspace_yaml
-    if port_in_use(health_host, health_port):
+    if health_port is not None and port_in_use(health_host, health_port):
         raise CliError(f"--health-port {health_port}: {health_host}:{health_port} is already in use")
     run(workspace, health_host, health_port)
 

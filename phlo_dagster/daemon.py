@@ -70,12 +70,14 @@ def serve_health(host: str, port: int, health: Health) -> ThreadingHTTPServer:
     return server
 
 
-def run(workspace: Path, host: str, port: int) -> None:
-    """Serve the health endpoint, then `dagster-daemon run -w workspace` in this process until it stops."""
+def run(workspace: Path, host: str, port: int | None) -> None:
+    """The PostgreSQL retry budget, the health endpoint (with a port), then `dagster-daemon run -w workspace`
+    in this process until it stops."""
     from dagster._daemon.cli import run_command
 
     from phlo_dagster.postgres_retry import install
 
     install()  # the daemon's PostgreSQL connections retried for $PHLO_POSTGRES_RETRY_SECONDS
-    serve_health(host, port, Health())
+    if port is not None:
+        serve_health(host, port, Health())
     run_command.main(args=["-w", str(workspace)], prog_name="phlo daemon")
