@@ -76,9 +76,9 @@ def retry_within(
     *,
     clock: Callable[[], float] | None = None,
     sleep: Callable[[float], object] | None = None,
-) -> tuple[T, int]:
-    """fn's result and the number of tries it took, trying again on retry_on until budget seconds have
-    passed since the first try; the last failure is raised as it is. clock and sleep: time's, by default."""
+) -> T:
+    """fn's result, trying again on retry_on until budget seconds have passed since the first try; the last
+    failure is raised as it is. clock and sleep: time's, by default."""
     clock = clock or time.monotonic
     sleep = sleep or time.sleep
     deadline = clock() + budget
@@ -86,7 +86,7 @@ def retry_within(
     while True:
         attempt += 1
         try:
-            return fn(), attempt
+            return fn()
         except retry_on as exc:
             left = deadline - clock()
             if left <= 0:
@@ -112,7 +112,7 @@ def retry_pg_connection_fn(fn: Callable[[], T], retry_limit: int | None = None, 
         return _library_fn(fn, retry_limit=retry_limit, retry_wait=retry_wait)  # type: ignore[no-any-return]
     retry_on = (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
     try:
-        return retry_within(fn, _budget, retry_on)[0]
+        return retry_within(fn, _budget, retry_on)
     except retry_on as exc:
         within = f"{ENV_POSTGRES_RETRY_SECONDS}={_budget:g}"
         raise DagsterPostgresException(f"too many retries for DB connection (none within {within})") from exc

@@ -103,10 +103,8 @@ def test_retry_within_tries_until_the_outage_ends_and_no_longer_than_the_budget(
     clock = FakeTime()
     connect = Outage(clock, OUTAGE_SECONDS)
     retry_on = (sqlalchemy.exc.OperationalError,)
-    result, tries = postgres_retry.retry_within(
-        connect, 300, retry_on, clock=clock.monotonic, sleep=clock.sleep
-    )
-    assert (result, tries) == ("connected", connect.tries)
+    result = postgres_retry.retry_within(connect, 300, retry_on, clock=clock.monotonic, sleep=clock.sleep)
+    assert result == "connected" and connect.tries > 6
     assert OUTAGE_SECONDS <= sum(clock.slept) <= OUTAGE_SECONDS + 5.0  # it noticed within one 5 s wait
     clock, started = FakeTime(), 1000.0
     never = Outage(clock, 10**9)
