@@ -958,7 +958,7 @@ def add_plugin_commands(group: click.Group) -> None:
 
 
 # Our commands Phlo core's `phlo` mounts (its own services, plugin and logs win on a name clash).
-PHLO_COMMANDS = ("dev", "materialize", "webserver", "dbt", "backfill", "status", "logs")
+PHLO_COMMANDS = ("dev", "materialize", "webserver", "daemon", "dbt", "backfill", "status", "logs")
 
 
 class _ClickError(click.ClickException):
