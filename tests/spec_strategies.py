@@ -123,9 +123,16 @@ ENV_NAME = st.from_regex(r"[-._a-zA-Z][-._a-zA-Z0-9]{0,30}", fullmatch=True).fil
 )
 
 
+# A Secret's or ConfigMap's key; the API server refuses '.' and keys starting with '..' (the dry-run property
+# found both).
+CONFIG_KEY = st.from_regex(r"[-._a-zA-Z0-9]{1,20}", fullmatch=True).filter(
+    lambda k: k != "." and not k.startswith("..")
+)
+
+
 def value_from() -> st.SearchStrategy[dict[str, Any]]:
     selector = st.fixed_dictionaries(
-        {"name": dns_subdomain(60), "key": st.from_regex(r"[-._a-zA-Z0-9]{1,20}", fullmatch=True)},
+        {"name": dns_subdomain(60), "key": CONFIG_KEY},
         optional={"optional": st.booleans()},
     )
     field = st.one_of(

@@ -93,6 +93,8 @@ _RESOURCE_FIELD = re.compile(r"(limits|requests)\.(cpu|memory|ephemeral-storage|
 # Kubernetes name rules, also enforced by the API server through the CRD's patterns.
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A key of a Secret or ConfigMap: alphanumerics, '-', '_' and '.'; not '.', not starting with '..'.
+CONFIG_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
 INT32_MAX = 2**31 - 1
 # A URL path prefix: segments of unreserved characters (and percent escapes), no trailing slash.
 PATH_PREFIX = r"^(/[-A-Za-z0-9._~%]+)+$"
@@ -224,7 +226,7 @@ class KeySelector(_Model):
     """One key of a Secret or ConfigMap in the PhloWorkflow's namespace."""
 
     name: str = Field(description="Name of the Secret or ConfigMap.", min_length=1, pattern=DNS_SUBDOMAIN)
-    key: str = Field(description="The key to read.", min_length=1)
+    key: str = Field(description="The key to read.", min_length=1, max_length=253, pattern=CONFIG_KEY)
     optional: bool | None = Field(default=None, description="Allow the object or key to be missing.")
 
 
