@@ -131,6 +131,18 @@ def test_camel_case_fields_from_the_issue_contract_parse() -> None:
         ),
         ({"image": "i", "instanceConfig": [1]}, "spec.instanceConfig"),
         ({"image": "i", "env": [{"name": "X", "valueFrom": {}}]}, "set exactly one of secretKeyRef"),
+        # keys the API server refuses in a pod template (found by tests/integration/test_render_dry_run.py)
+        (
+            {"image": "i", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "."}}}]},
+            "spec.env.0.valueFrom.secretKeyRef.key",
+        ),
+        (
+            {
+                "image": "i",
+                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "..0"}}}],
+            },
+            "spec.env.0.valueFrom.configMapKeyRef.key",
+        ),
         ({"image": "i", "tolerations": [{"operator": "Sometimes"}]}, "spec.tolerations.0.operator"),
         ({"image": "i", "envFrom": [{"secretRef": {"nam": "x"}}]}, "spec.envFrom.0.secretRef.nam"),
     ],
