@@ -211,7 +211,10 @@ def test_throttled_operator_retries_with_backoff_and_ends_as_a_clean_run(
     assert retries > 0, f"{rejected:.0f} rejections, none of them the operator's own calls retried"
     assert differences(testbed, clean_ns, throttled_ns) == {}
     jobs = [name for kind, name in children(testbed, throttled_ns) if kind == "Job"]
-    assert len(jobs) == WORKFLOWS, f"one dbt-compile Job per workflow, got {sorted(jobs)}"
+    kinds = sorted(n.rsplit("-", 2)[1] for n in jobs)  # <workflow>-dbt-<hash>, <workflow>-version-<hash>
+    assert kinds == sorted(["dbt", "version"] * WORKFLOWS), (
+        f"one dbt and one version Job per workflow: {sorted(jobs)}"
+    )
     assert {n: status_shape(cr) for n, cr in workflows(testbed, throttled_ns).items()} == {
         n: status_shape(cr) for n, cr in workflows(testbed, clean_ns).items()
     }
@@ -405,9 +408,12 @@ def test_conflicts_are_answers_not_failures(
             delete(testbed, configuration)
 
     assert race.errors == [], race.errors
-    assert len(race.raced) == WORKFLOWS, race.raced
-    assert conflicts == WORKFLOWS, f"the operator met {conflicts:.0f} 409s for {WORKFLOWS} raced Jobs"
-    assert sorted(jobs) == sorted(race.raced), "one Job per workflow"
+    # every Job raced: each workflow's dbt-compile gate and its Dagster version gate
+    assert len(race.raced) == 2 * WORKFLOWS, race.raced
+    assert conflicts == 2 * WORKFLOWS, (
+        f"the operator met {conflicts:.0f} 409s for {len(race.raced)} raced Jobs"
+    )
+    assert sorted(jobs) == sorted(race.raced), "one Job of each per workflow"
     assert failed_passes == 0, "a 409 on create failed a reconcile pass"
     assert refused.returncode != 0 and "conflict" in refused.stderr.lower(), refused.stderr
     assert "phlo-dagster-operator" in refused.stderr, refused.stderr

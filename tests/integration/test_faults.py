@@ -281,7 +281,10 @@ def test_operator_killed_at_random_moments_ends_as_a_clean_run(
     assert differences(testbed, clean_ns, killed_ns) == {}
     got = children(testbed, killed_ns)
     jobs = [name for kind, name in got if kind == "Job"]
-    assert len(jobs) == WORKFLOWS, f"one dbt-compile Job per workflow, got {sorted(jobs)}"
+    kinds = sorted(n.rsplit("-", 2)[1] for n in jobs)  # <workflow>-dbt-<hash>, <workflow>-version-<hash>
+    assert kinds == sorted(["dbt", "version"] * WORKFLOWS), (
+        f"one dbt and one version Job per workflow: {sorted(jobs)}"
+    )
     clean_status = {n: status_shape(cr) for n, cr in workflows(testbed, clean_ns).items()}
     killed_status = {n: status_shape(cr) for n, cr in workflows(testbed, killed_ns).items()}
     assert killed_status == clean_status
