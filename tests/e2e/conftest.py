@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +67,10 @@ def cluster_flow(node: RealNode) -> Iterator[flow.Cluster]:
         c.kubectl(
             "delete", "crd", "phloworkflows.phlo.dev", "--ignore-not-found", "--wait=false", check=False
         )
+
+
+def report_figures(scenario: str, figures: dict[str, Any]) -> None:
+    """What a module's scenario measured: printed (seen with -s) and kept as <scenario>-figures.json."""
+    print(f"\n{scenario} figures:", json.dumps(figures, indent=1))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{scenario}-figures.json").write_text(json.dumps(figures, indent=1) + "\n")

@@ -36,7 +36,6 @@ Mutation checks (each run once, red):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -44,7 +43,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import flow
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import report_figures
 from tests.e2e.flow import Cluster, FlowError
 from tests.testbed.realnode import RealNode
 
@@ -127,9 +126,7 @@ FIGURES: dict[str, Any] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _print_figures() -> Iterator[None]:
     yield
-    print("\nfaults figures:", json.dumps(FIGURES, indent=1))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "faults-figures.json").write_text(json.dumps(FIGURES, indent=1) + "\n")
+    report_figures("faults", FIGURES)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import flow
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import report_figures
 from tests.e2e.flow import Cluster, FlowError
 from tests.testbed import realnode
 from tests.testbed.realnode import RealNode
@@ -132,9 +132,7 @@ FIGURES: dict[str, Any] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _print_figures() -> Iterator[None]:
     yield
-    print("\nlocations figures:", json.dumps(FIGURES, indent=1))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "locations-figures.json").write_text(json.dumps(FIGURES, indent=1) + "\n")
+    report_figures("locations", FIGURES)
 
 
 def _build_image(location: str, with_quickstart: bool) -> None:

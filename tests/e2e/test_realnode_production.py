@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import flow
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import report_figures
 from tests.e2e.flow import Cluster, FlowError
 from tests.testbed import realnode
 from tests.testbed import registry as private_registry
@@ -72,9 +72,7 @@ FIGURES: dict[str, Any] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _print_figures() -> Iterator[None]:
     yield
-    print("\nproduction figures:", json.dumps(FIGURES, indent=1))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "production-figures.json").write_text(json.dumps(FIGURES, indent=1) + "\n")
+    report_figures("production", FIGURES)
 
 
 def _spec() -> dict[str, Any]:
