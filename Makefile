@@ -20,7 +20,7 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.8
 UV := .testbed/tools/uv-$(UV_VERSION)/bin/uv
 
-.PHONY: realnode-up realnode-down e2e venv lock images demo test unit integration reliability lint format generate testbed-binaries testbed-up testbed-down postgres-up postgres-down bench kind-e2e clean
+.PHONY: realnode-up realnode-down e2e venv lock lock-previous images demo test unit integration reliability lint format generate testbed-binaries testbed-up testbed-down postgres-up postgres-down bench kind-e2e clean
 
 # The quickstart's example plugin is never installed here (every project using this venv would gain its assets):
 # `make demo` and the quickstart's tests put it on PYTHONPATH (phlo_dagster/demo.py). A venv an older Makefile
@@ -47,6 +47,18 @@ lock: $(UV)
 		$${index:+--index-url "$$index"} --custom-compile-command 'make lock' \
 		pyproject.toml --extra dbt --extra s3 --extra operator --extra dev operator/requirements.txt -o $(LOCK)
 	$(PYTHON) -m tests.images.lock stamp $(LOCK)
+
+## Re-resolve tests/images/previous/requirements.lock: the runtime one Dagster family back (the real-node upgrade
+## test's starting image), every package the two share held at requirements.lock's version.
+PREVIOUS_LOCK := tests/images/previous/requirements.lock
+lock-previous: $(UV)
+	grep -E '^[A-Za-z0-9_.-]+==' $(LOCK) | grep -v -i -e '^dagster' -e '^kubernetes==' >$(PREVIOUS_LOCK).constraints
+	index="$$($(PYTHON) -m pip config get global.index-url 2>/dev/null || true)"; \
+	$(UV) pip compile --quiet --python-version 3.12 --system-certs $${index:+--index-url "$$index"} \
+		--custom-compile-command 'make lock-previous' --constraint $(PREVIOUS_LOCK).constraints \
+		tests/images/previous/requirements.in -o $(PREVIOUS_LOCK); \
+	status=$$?; rm -f $(PREVIOUS_LOCK).constraints; \
+	sed -i 's|-c $(PREVIOUS_LOCK).constraints|requirements.lock (held at its version)|' $(PREVIOUS_LOCK); exit $$status
 
 $(UV):
 	$(PYTHON) -m venv $(abspath $(dir $(UV))/..)

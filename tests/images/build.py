@@ -791,6 +791,23 @@ def inside_repo(directory: str) -> str:
     return str(path.relative_to(REPO))
 
 
+PREVIOUS_DOCKERFILE = HERE / "previous" / "Dockerfile"
+PREVIOUS_LOCK = HERE / "previous" / "requirements.lock"
+
+
+def previous_dagster() -> str:
+    """The Dagster version of tests/images/previous/requirements.lock (the upgrade test's starting point)."""
+    found = re.search(r"^dagster==(\S+)$", PREVIOUS_LOCK.read_text(), re.M)
+    if not found:
+        raise SystemExit(f"images: {PREVIOUS_LOCK.relative_to(REPO)} pins no dagster version")
+    return found.group(1)
+
+
+def previous_image() -> str:
+    """The runtime one Dagster family back, tagged with that version: phlo-dagster:0.4.0-dagster-1.12.8."""
+    return f"phlo-dagster:{project_version()}-dagster-{previous_dagster()}"
+
+
 def build_all(workflow_image: str | None = None, build_args: dict[str, str] | None = None) -> list[Built]:
     start = time.monotonic()
     version = project_version()
@@ -802,6 +819,7 @@ def build_all(workflow_image: str | None = None, build_args: dict[str, str] | No
     plan: list[tuple[str, Path, str, dict[str, str]]] = [
         ("phlo-dagster", runtime, normalize(f"phlo-dagster:{version}"), {}),
         ("phlo-dagster-operator", operator, normalize(f"phlo-dagster-operator:{version}"), {}),
+        ("phlo-dagster-previous", PREVIOUS_DOCKERFILE, normalize(previous_image()), {}),
     ]
     if workflow_image:
         args = {k: inside_repo(v) for k, v in (build_args or {}).items() if v}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -142,6 +143,46 @@ echo phlo-ok
     for pinned in versions.split():
         name, version = pinned.split("==")
         assert pins[name] == version, f"{name} {version} in the image, {pins[name]} in the lock"
+
+
+HEAD_SCRIPT = (
+    "import dagster; from alembic.script import ScriptDirectory; "
+    "from dagster_postgres.run_storage import run_storage; "
+    "from dagster_postgres.utils import pg_alembic_config; "
+    "print(dagster.__version__, ScriptDirectory.from_config(pg_alembic_config(run_storage.__file__))"
+    ".as_revision_number('head'))"
+)
+
+
+def _dagster_and_head(image: build.Built) -> tuple[str, str]:
+    body = f"in_image python3 -c {shlex.quote(HEAD_SCRIPT)}\n"
+    body += "in_image phlo daemon --help >/dev/null && echo phlo-ok"
+    done = run.run(image, body, env={"HOME": "/tmp"}, writable={"/tmp": "10001:10001"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    *_, versions, ok = done.stdout.splitlines()
+    assert ok == "phlo-ok", done.stdout
+    version, head = versions.split()
+    return version, head
+
+
+def test_previous_image_is_one_dagster_family_back_with_an_older_schema(images):
+    """The upgrade test's starting image: its lock's Dagster, our `phlo` on it, and a schema head the
+    project's Dagster migrates from (the same head would make the upgrade test prove nothing)."""
+    previous = images[build.normalize(build.previous_image())]
+    version, head = _dagster_and_head(previous)
+    assert version == build.previous_dagster()
+    current_version, current_head = _dagster_and_head(images[f"docker.io/library/phlo-dagster:{_version()}"])
+    assert current_version == _pins()["dagster"]
+    assert Version(version).release[:2] < Version(current_version).release[:2], (version, current_version)
+    assert head != current_head, f"both images expect schema {head}: nothing to migrate"
+
+
+def test_previous_lock_holds_the_shared_packages_at_the_main_locks_versions():
+    pins = _pins()
+    previous = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", build.PREVIOUS_LOCK.read_text(), re.M))
+    shared = {n for n in previous if n in pins and not n.startswith("dagster") and n != "kubernetes"}
+    assert len(shared) > 40, shared
+    assert {n: previous[n] for n in shared} == {n: pins[n] for n in shared}
 
 
 def test_postgres_image_initialises_and_serves_as_uid_70(images):

@@ -103,6 +103,19 @@ def test_images_install_under_the_lock(dockerfile):
     assert any("requirements.lock" in copy.split() for copy in parsed.all("COPY")), "the lock is not copied"
 
 
+def test_the_previous_image_installs_only_its_lock():
+    """The upgrade test's starting image (tests/images/previous): every package from its own lock, pinned,
+    nothing resolved during the build; then the project without its dependencies."""
+    parsed = parse(REPO / "tests" / "images" / "previous" / "Dockerfile")
+    steps = pip_steps(parsed)
+    assert steps and all("--no-deps" in s for s in steps), steps
+    assert any(s[-2:] == ["-r", "requirements.lock"] for s in steps), steps
+    lock_text = (REPO / "tests" / "images" / "previous" / "requirements.lock").read_text()
+    requirements = [ln for ln in lock_text.splitlines() if ln and not ln.startswith((" ", "#"))]
+    assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.-]+==\S+", r) for r in requirements), requirements
+    assert "make lock-previous" in lock_text
+
+
 def test_the_venv_installs_under_the_lock():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^LOCK := requirements\.lock$", makefile, re.M)

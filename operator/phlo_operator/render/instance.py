@@ -39,14 +39,28 @@ finally:
 print(json.dumps(out))
 """
 
-# `dagster instance migrate` with DAGSTER_HOME's dagster.yaml, then the alembic revision the database is at.
+# Only the storage sections of DAGSTER_HOME's dagster.yaml go to the migration: `dagster instance migrate`
+# builds every configured part of the instance, and the run launcher (K8sRunLauncher) would need the
+# Kubernetes API (an in-cluster token) that a pod migrating a database has no business holding.
+MIGRATE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+MIGRATE_HOME = "/tmp/phlo-migrate"
+
+# `dagster instance migrate` with those sections, then the alembic revision the database is at.
 # A failure reports the last line of the command's output (Dagster's error, never the environment).
 MIGRATE_SCRIPT = f"""
-import json, subprocess, sys
+import json, os, subprocess, sys
+import yaml
 def say(out):
     with open({TERMINATION_LOG!r}, "w") as log:
         log.write(json.dumps(out)[:3500])
-done = subprocess.run(["dagster", "instance", "migrate"], capture_output=True, text=True)
+with open(os.path.join(os.environ["DAGSTER_HOME"], "dagster.yaml")) as f:
+    config = yaml.safe_load(f) or {{}}
+os.makedirs({MIGRATE_HOME!r}, exist_ok=True)
+with open(os.path.join({MIGRATE_HOME!r}, "dagster.yaml"), "w") as f:
+    yaml.safe_dump({{k: v for k, v in config.items() if k in {MIGRATE_KEYS!r}}}, f)
+os.environ["DAGSTER_HOME"] = {MIGRATE_HOME!r}
+command = [sys.executable, "-m", "dagster", "instance", "migrate"]
+done = subprocess.run(command, capture_output=True, text=True)
 sys.stdout.write(done.stdout)
 sys.stderr.write(done.stderr)
 if done.returncode:
