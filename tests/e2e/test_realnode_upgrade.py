@@ -15,8 +15,8 @@ dbt off, its managed PostgreSQL kept for the whole module:
    migrate Job.
 
 Its first run (2026-12-07) was red on a real bug the kwok test could not see: the migrate Job failed three
-times (`dagster instance migrate` built the K8sRunLauncher, which wanted an in-cluster token), so the webserver
-and the daemon never moved (tests/integration/test_migrate_script.py has the fix's own test). After the fix:
+times (`dagster instance migrate` built the K8sRunLauncher, which wanted an in-cluster token), so the
+webserver and the daemon never moved (tests/integration/test_migrate_script.py tests the fix). After it:
 2 passed in 157 s (the workflow Ready on 1.12.8 in 38 s, moved 22 s after the patch, Ready 46 s after it).
 What goes red: without the migration (the kwok test's mutation, tests/integration/test_instance_upgrade.py:
 the webserver and daemon rendered from spec.image at once) no migrate Job exists when they move; without the
