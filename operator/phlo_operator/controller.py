@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -27,6 +28,21 @@ PEERING_NAME = "phlo-dagster-operator"
 # A child's change waits this long before its pass: a Deployment's status moves through several updates as it
 # rolls out, several children change at once, and each used to cost a pass of its own.
 CHILD_DELAY_SECONDS = 0.5
+
+
+class ApiBackoffs:
+    """kopf's delays between attempts of one API request, for settings.networking.error_backoffs: kopf's own
+    first eight (1 to 21 s), then every 30 s without end. kopf's default gives up after those eight (about
+    a minute), and a watch stream that gives up on a 5xx or 403 (an API server starting, etcd away, RBAC not
+    yet synced) ends its watcher task for good: that resource is never watched again until a restart, and
+    every workflow waiting on it stalls. A new iterator per request (kopf iterates it once per request)."""
+
+    FIRST = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
+    THEN = 30.0
+
+    def __iter__(self) -> Iterator[float]:
+        yield from self.FIRST
+        yield from itertools.repeat(self.THEN)
 
 
 @dataclasses.dataclass
@@ -82,6 +98,7 @@ class Controller:
         settings.peering.mandatory = False
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
+        settings.networking.error_backoffs = ApiBackoffs()
         self._executor = settings.execution.executor
 
     def already_seen(self, body: Mapping[str, Any]) -> bool:

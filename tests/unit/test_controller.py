@@ -210,3 +210,19 @@ def test_a_pass_that_fails_at_the_api_still_counts_its_workflow_degraded() -> No
     assert state.retry is not None  # still retried with backoff
     state.retry.cancel()
     ctl.forget("ns", "refused")
+
+
+def test_kopf_never_gives_up_an_api_request_and_each_request_starts_over() -> None:
+    """kopf's default backoffs end after eight retries (about a minute); a watch that escalates a 5xx or 403
+    then ends its watcher task for good. Ours start as kopf's and continue every 30 s, afresh per request.
+    Mutation: without the setting, kopf's default tuple ends after 8 delays (the first assert fails)."""
+    import itertools
+
+    settings = kopf.OperatorSettings()
+    Controller(Recorder(), Options()).configure_kopf(settings)  # type: ignore[arg-type]
+    backoffs = settings.networking.error_backoffs
+    assert not isinstance(backoffs, (int, float))
+    first = list(itertools.islice(iter(backoffs), 100))
+    assert len(first) == 100, "kopf would escalate after these attempts"
+    assert first[:8] == [1, 1, 2, 3, 5, 8, 13, 21] and set(first[8:]) == {30}
+    assert list(itertools.islice(iter(backoffs), 3)) == [1, 1, 2], "a second request must start over"
