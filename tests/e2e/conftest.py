@@ -17,11 +17,20 @@ from tests.testbed.realnode import RealNode
 ARTIFACTS = cluster.ROOT / "artifacts" / "e2e"
 
 
+LAST = "test_realnode_teardown.py"  # stops the session's node, so no e2e module may run after it
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    modules = []
     for item in items:
-        if Path(str(item.fspath)).parent == Path(__file__).parent:
+        if Path(str(item.fspath)).parent == here:
             for mark in (pytest.mark.e2e, pytest.mark.binaries, pytest.mark.node):
                 item.add_marker(mark)
+            modules.append(Path(str(item.fspath)).name)
+    if LAST in modules and any(m != LAST for m in modules[modules.index(LAST) :]):
+        late = sorted({m for m in modules[modules.index(LAST) :] if m != LAST})
+        raise pytest.UsageError(f"{late} would run after {LAST} stopped the node: rename them to sort first")
 
 
 # The host as it was before this session started a real node (None when it attached to a running one).

@@ -1,12 +1,13 @@
 """The migrate Job's script (phlo_operator/render/instance.py) run as the Job runs it: `python -c` with
 DAGSTER_HOME holding the operator's rendered dagster.yaml, in a process with no Kubernetes credentials.
 
-The real node found why this test exists (tests/e2e/test_realnode_upgrade.py, 2026-12-07): `dagster instance
-migrate` builds every configured part of the instance, so with the full dagster.yaml it constructed the
-K8sRunLauncher, which asked for an in-cluster token the migrate pod does not have ("Service token file does
-not exist"), three times, and the upgrade stopped at MigrationFailed. The script now hands the migration only
-the storage sections. Mutation (run once, red): with the full dagster.yaml passed through, this test failed on
-the K8sRunLauncher's in-cluster config ("ConfigException: Service host/port is not set")."""
+The real node found why this test exists (tests/e2e/test_realnode_dagster_upgrade.py, 2026-12-07):
+`dagster instance migrate` builds every configured part of the instance, so with the full dagster.yaml it
+constructed the K8sRunLauncher, which asked for an in-cluster token the migrate pod does not have ("Service
+token file does not exist"), three times, and the upgrade stopped at MigrationFailed. The script now hands
+the migration only the storage sections. Mutation (run once, red): with the full dagster.yaml passed through,
+this test failed on the K8sRunLauncher's in-cluster config ("ConfigException: Service host/port is not set").
+"""
 
 from __future__ import annotations
 

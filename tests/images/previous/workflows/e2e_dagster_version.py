@@ -1,5 +1,5 @@
 """One asset whose run reports the Dagster version it ran on: the real-node upgrade test runs it before and
-after the move to a newer Dagster (tests/e2e/test_realnode_upgrade.py)."""
+after the move to a newer Dagster (tests/e2e/test_realnode_dagster_upgrade.py)."""
 
 from __future__ import annotations
 
