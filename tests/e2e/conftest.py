@@ -28,8 +28,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             for mark in (pytest.mark.e2e, pytest.mark.binaries, pytest.mark.node):
                 item.add_marker(mark)
             modules.append(Path(str(item.fspath)).name)
-    if LAST in modules and any(m != LAST for m in modules[modules.index(LAST) :]):
-        late = sorted({m for m in modules[modules.index(LAST) :] if m != LAST})
+    late = sorted(set(modules[modules.index(LAST) :]) - {LAST}) if LAST in modules else []
+    if late:
         raise pytest.UsageError(f"{late} would run after {LAST} stopped the node: rename them to sort first")
 
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.dockerfile_steps import parse
+from tests.images import lock
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -797,10 +798,10 @@ PREVIOUS_LOCK = HERE / "previous" / "requirements.lock"
 
 def previous_dagster() -> str:
     """The Dagster version of tests/images/previous/requirements.lock (the upgrade test's starting point)."""
-    found = re.search(r"^dagster==(\S+)$", PREVIOUS_LOCK.read_text(), re.M)
+    found = [version for name, version, _ in lock.pins(PREVIOUS_LOCK) if name == "dagster"]
     if not found:
         raise SystemExit(f"images: {PREVIOUS_LOCK.relative_to(REPO)} pins no dagster version")
-    return found.group(1)
+    return found[0]
 
 
 def previous_image() -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from packaging.markers import Marker
 from packaging.version import Version
+from phlo_operator.render import instance
 
 from tests.images import build, lock, run
 
@@ -145,24 +145,19 @@ echo phlo-ok
         assert pins[name] == version, f"{name} {version} in the image, {pins[name]} in the lock"
 
 
-HEAD_SCRIPT = (
-    "import dagster; from alembic.script import ScriptDirectory; "
-    "from dagster_postgres.run_storage import run_storage; "
-    "from dagster_postgres.utils import pg_alembic_config; "
-    "print(dagster.__version__, ScriptDirectory.from_config(pg_alembic_config(run_storage.__file__))"
-    ".as_revision_number('head'))"
-)
-
-
 def _dagster_and_head(image: build.Built) -> tuple[str, str]:
-    body = f"in_image python3 -c {shlex.quote(HEAD_SCRIPT)}\n"
+    """What the operator's version gate reads from the image (its own script, the termination message moved to
+    /tmp): the Dagster version and the schema head its dagster-postgres expects."""
+    gate = instance.VERSION_SCRIPT.replace(instance.TERMINATION_LOG, "/tmp/version-gate.json")
+    body = f"in_image python3 -c {shlex.quote(gate)}\n"
     body += "in_image phlo daemon --help >/dev/null && echo phlo-ok"
     done = run.run(image, body, env={"HOME": "/tmp"}, writable={"/tmp": "10001:10001"})
     assert done.returncode == 0, done.stdout + done.stderr
-    *_, versions, ok = done.stdout.splitlines()
+    *_, reported, ok = done.stdout.splitlines()
     assert ok == "phlo-ok", done.stdout
-    version, head = versions.split()
-    return version, head
+    report = json.loads(reported)
+    assert report.get("dagsterVersion") and report.get("schemaHead"), report
+    return report["dagsterVersion"], report["schemaHead"]
 
 
 def test_previous_image_is_one_dagster_family_back_with_an_older_schema(images):
@@ -179,7 +174,7 @@ def test_previous_image_is_one_dagster_family_back_with_an_older_schema(images):
 
 def test_previous_lock_holds_the_shared_packages_at_the_main_locks_versions():
     pins = _pins()
-    previous = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", build.PREVIOUS_LOCK.read_text(), re.M))
+    previous = {name: version for name, version, _ in lock.pins(build.PREVIOUS_LOCK)}
     shared = {n for n in previous if n in pins and not n.startswith("dagster") and n != "kubernetes"}
     assert len(shared) > 40, shared
     assert {n: previous[n] for n in shared} == {n: pins[n] for n in shared}
