@@ -214,8 +214,13 @@ def http_get(url: str, timeout: float = 30) -> tuple[int, str]:
 def graphql(base: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(f"{base}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        payload: dict[str, Any] = json.load(response)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload: dict[str, Any] = json.load(response)
+    except urllib.error.HTTPError as error:
+        # Dagster answers 500 when a resolver caught an error (a PythonError in the data): say which
+        detail = error.read().decode(errors="replace")[:2000]
+        raise FlowError(f"GraphQL HTTP {error.code}: {detail}") from None
     if payload.get("errors"):
         raise FlowError(f"GraphQL errors: {payload['errors']}")
     data: dict[str, Any] = payload["data"]
@@ -250,6 +255,16 @@ mutation($params: ExecutionParams!) {
   }
 }
 """
+PLAN = """
+query($pipeline: PipelineSelector!) {
+  executionPlanOrError(pipeline: $pipeline, mode: "default") {
+    __typename
+    ... on PythonError { message }
+    ... on PipelineNotFoundError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
 RUN = """query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"""
 EVENTS = """
 query($runId: ID!) {
@@ -273,23 +288,38 @@ def asset_keys(base: str) -> set[str]:
     return {"/".join(node["assetKey"]["path"]) for _, _, node in asset_nodes(base)}
 
 
-def launch(base: str, key: str, tags: dict[str, str] | None = None) -> str:
-    """Launch a materialization of one asset (its last partition when partitioned), with `tags` on the run;
-    the run id."""
+def asset_job(base: str, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The asset job selecting one asset (its location, repository and key) and the asset's node."""
     found = [entry for entry in asset_nodes(base) if "/".join(entry[2]["assetKey"]["path"]) == key]
     if not found:
         raise FlowError(f"no asset {key} in {base}")
     location, repository, node = found[0]
+    selector = {
+        "repositoryLocationName": location,
+        "repositoryName": repository,
+        "assetSelection": [{"path": node["assetKey"]["path"]}],
+    }
+    return selector, node
+
+
+def execution_plan(base: str, selector: dict[str, Any]) -> None:
+    """Ask the webserver for the asset job's execution plan, which it fetches from the code server over gRPC
+    (as launchRun does); FlowError unless a plan comes back."""
+    pipeline = {**selector, "pipelineName": "__ASSET_JOB"}
+    answer = graphql(base, PLAN, {"pipeline": pipeline})["executionPlanOrError"]
+    if answer["__typename"] != "ExecutionPlan":
+        raise FlowError(f"no execution plan: {answer}")
+
+
+def launch(base: str, key: str, tags: dict[str, str] | None = None) -> str:
+    """Launch a materialization of one asset (its last partition when partitioned), with `tags` on the run;
+    the run id."""
+    selector, node = asset_job(base, key)
     run_tags = [{"key": k, "value": v} for k, v in (tags or {}).items()]
     if node["isPartitioned"]:
         run_tags.append({"key": "dagster/partition", "value": node["partitionKeys"][-1]})
     params = {
-        "selector": {
-            "repositoryLocationName": location,
-            "repositoryName": repository,
-            "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": node["assetKey"]["path"]}],
-        },
+        "selector": {**selector, "jobName": "__ASSET_JOB"},
         "runConfigData": {},
         "executionMetadata": {"tags": run_tags},
     }

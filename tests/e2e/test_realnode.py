@@ -7,9 +7,15 @@ as a user's session would: install, apply, wait, use, upgrade, delete, uninstall
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -173,22 +179,69 @@ def test_no_secret_value_in_configmaps_env_logs_events_or_status(cluster_flow: C
 
 
 def test_ready_means_a_run_can_launch_at_once(cluster_flow: Cluster) -> None:
-    """Several times: restart the code server, wait for Ready, launch immediately; never PipelineNotFound."""
-    for attempt in range(3):
-        cluster_flow.k("rollout", "restart", f"deployment/{flow.WORKFLOW}-code-server")
-        flow.wait(
-            "Ready to drop while the code server restarts",
-            lambda: (
-                _condition(cluster_flow, "Ready") != "True"
-                or _condition(cluster_flow, "Progressing") == "True"
-            ),
-            60,
-            interval=0.5,
-        )
-        cluster_flow.k("wait", "--for=condition=Ready", f"pwf/{flow.WORKFLOW}", "--timeout=10m", timeout=620)
-        with cluster_flow.port_forward(f"svc/{flow.WORKFLOW}-webserver", 3000) as base:
-            run_id = flow.launch(base, INGEST)
+    """Several times: restart the code server, wait for Ready, launch at once; never PipelineNotFound. From
+    before each restart until the old pod is gone, the webserver is asked for an execution plan (a gRPC call
+    to the code server through its Service, as launchRun makes) every 0.2 s: none may fail. The old pod
+    answers until kube-proxy has dropped it (pods.DRAIN_SECONDS); without that, launchRun right after Ready
+    met a code server that had already exited (HTTP 500)."""
+    code_server, workflow = f"deployment/{flow.WORKFLOW}-code-server", f"pwf/{flow.WORKFLOW}"
+    with cluster_flow.port_forward(f"svc/{flow.WORKFLOW}-webserver", 3000) as base:
+        selector, _ = flow.asset_job(base, INGEST)
+        for attempt in range(3):
+            old = _code_server_pods(cluster_flow)
+            with _planning(base, selector) as probes:
+                cluster_flow.k("rollout", "restart", code_server)
+                flow.wait(
+                    "Ready to drop while the code server restarts",
+                    lambda: (
+                        _condition(cluster_flow, "Ready") != "True"
+                        or _condition(cluster_flow, "Progressing") == "True"
+                    ),
+                    60,
+                    interval=0.5,
+                )
+                cluster_flow.k("wait", "--for=condition=Ready", workflow, "--timeout=10m", timeout=620)
+                run_id = flow.launch(base, INGEST)
+                gone = [f"pod/{p}" for p in old]
+                cluster_flow.k("wait", "--for=delete", *gone, "--timeout=120s", timeout=130)
+            assert not probes.failed, f"attempt {attempt}: plans failed in the restart: {probes.failed[:5]}"
+            assert probes.answered >= 20, f"attempt {attempt}: only {probes.answered} plans answered"
             assert flow.wait_run(base, run_id) == "SUCCESS", f"attempt {attempt}: run {run_id}"
+
+
+@dataclass
+class _Probes:
+    answered: int = 0
+    failed: list[str] = field(default_factory=list)  # the webserver's answers that carried no plan
+    unreachable: int = 0  # the port-forward itself did not answer (not the code server's doing)
+
+
+@contextlib.contextmanager
+def _planning(base: str, selector: dict[str, Any]) -> Iterator[_Probes]:
+    probes, stop = _Probes(), threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                flow.execution_plan(base, selector)
+                probes.answered += 1
+            except FlowError as error:
+                probes.failed.append(f"{time.strftime('%H:%M:%S')} {error}")
+            except OSError:
+                probes.unreachable += 1
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield probes
+    finally:
+        stop.set()
+        thread.join(90)
+
+
+def _code_server_pods(c: Cluster) -> list[str]:
+    return [p["metadata"]["name"] for p in flow.pods_of(c, "code-server")]
 
 
 def _condition(c: Cluster, kind: str) -> str | None:

@@ -16,6 +16,7 @@ from phlo_operator.render import (
     components,
     config,
     dbt,
+    pods,
     policy,
     postgres,
     render_all,
@@ -129,6 +130,9 @@ def test_commands_follow_the_runtime_contract() -> None:
         "-p",
     ]
     assert cs["readinessProbe"]["grpc"] == {"port": 4000, "service": "DagsterApi"}
+    # both sit behind a Service: they keep answering while kube-proxy drops a terminating pod
+    drain = {"preStop": {"sleep": {"seconds": pods.DRAIN_SECONDS}}}
+    assert ws["lifecycle"] == cs["lifecycle"] == drain and pods.DRAIN_SECONDS > 0
     d = components.daemon_deployment(w, shared(w))
     daemon = d["spec"]["template"]["spec"]["containers"][0]
     assert daemon["command"][:2] == ["phlo", "daemon"]

@@ -119,6 +119,7 @@ def code_server_deployment(
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
+        lifecycle=pods.drain_on_stop(),
         volumeMounts=mounts,
         resources=pods.resources(server.resources),
     )
@@ -192,6 +193,7 @@ def webserver_deployment(
             "periodSeconds": 10,
             "timeoutSeconds": 5,
         },
+        lifecycle=pods.drain_on_stop(),
         volumeMounts=[*pods.base_mounts(), pods.workspace_mount()],
         resources=pods.resources(spec.webserver.resources),
     )

@@ -20,6 +20,11 @@ from phlo_operator.render.workflow import (
 
 RUN_AS_USER = 10001  # the phlo user of the project image (Dockerfile)
 
+# Seconds a webserver or code server keeps answering after its pod starts terminating. The Service routes to
+# a deleted pod until kube-proxy on each node has synced its rules: a run launched at once after Ready was
+# seen reaching a code server that had already exited (HTTP 500 from launchRun on the real node).
+DRAIN_SECONDS = 10
+
 
 def pod_security_context(uid: int = RUN_AS_USER) -> dict[str, Any]:
     return {
@@ -169,6 +174,12 @@ def dbt_target_volume() -> dict[str, Any]:
 
 def dbt_target_mount() -> dict[str, Any]:
     return {"name": "dbt-target", "mountPath": DBT_TARGET_PATH}
+
+
+def drain_on_stop() -> dict[str, Any]:
+    """A container lifecycle that keeps serving DRAIN_SECONDS before SIGTERM (the kubelet's own sleep action,
+    Kubernetes >= 1.30: no shell or sleep binary in the image)."""
+    return {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
 
 
 def container(
