@@ -187,6 +187,25 @@ def test_a_partial_operator_run_keeps_the_sizes_it_does_not_measure_again() -> N
     ]
 
 
+def test_an_idle_only_run_names_itself_and_its_settling_minutes() -> None:
+    """`--idle-only` replaces a size's idle minute and keeps its pairs: 'Measured by' names both runs, the
+    idle row reads from the new minute, and the minutes counted before it are printed. Mutation check:
+    measured_by() reading only entry["measured"] drops run E and fails."""
+    idle = {
+        "reads": 1000.0,
+        "writes": 0.0,
+        "passes": 1001.0,
+        "detail": {"GET phloworkflows": 1000.0},
+        "settle_windows": [1390.0, 1010.0, 1002.0],
+        "measured": "run E",
+    }
+    results = {"sizes": {"1000": {"runs": [_pair(900.0, 450.0)], "measured": "run D", "idle": idle}}}
+    text = operator_bench.markdown(results)
+    assert "Measured by: run D; run E." in text
+    assert "| 1,000 | 1000 | 0 | 1001 | 1.0 | **1.0** |" in text
+    assert "(workflows: passes per minute): 1,000: 1390, 1010, 1002." in text
+
+
 realnode_bench = _load("bench_realnode")
 
 
