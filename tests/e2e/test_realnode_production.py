@@ -22,6 +22,12 @@ credentials and then removed from the node under that name. Its own operator rel
    (ErrImagePull or ImagePullBackOff: "authorization failed: no basic auth credentials"): the Secret's
    mutation, checked on every run.
 
+4. Compute logs go to an S3 server on the node (tests/testbed/s3.py: gofakes3 over HTTP, accepting only the
+   access key id of the Secret `spec.computeLogs.s3.secretName` names). After a run, the webserver's GraphQL
+   (`capturedLogs`, what the UI's log viewer asks) returns the step's stderr, which the run pod wrote: the
+   webserver can only have read it from the bucket, and the server's log shows the run pod's PUTs and the
+   webserver's GETs, none refused.
+
 Mutation check (run once, red): without `podOverrides` in the codeServer spec, test 1 failed on the missing
 volume; without `runLauncher.runs.nodeSelector`, test 2 failed waiting for an unschedulable run pod (the pod
 was scheduled at once); test 3's pod without the Secret is its own mutation.
@@ -46,9 +52,11 @@ from tests.e2e.conftest import report_figures
 from tests.e2e.flow import Cluster, FlowError
 from tests.testbed import realnode
 from tests.testbed import registry as private_registry
+from tests.testbed import s3 as s3_server
 from tests.testbed.pki import NODE_NAME
 from tests.testbed.realnode import RealNode
 from tests.testbed.registry import Registry
+from tests.testbed.s3 import S3
 
 VERSION = flow.version()
 IMAGE = f"phlo-dagster:{VERSION}"
@@ -66,7 +74,11 @@ RUN_RESOURCES = {"requests": {"cpu": "50m", "memory": "200Mi"}, "limits": {"memo
 EXTRA_VOLUME = {"name": "extra", "configMap": {"name": CONFIGMAP}}
 EXTRA_MOUNT = {"name": "extra", "mountPath": MOUNT, "readOnly": True}
 
+S3_SECRET = "s3-credentials"
+S3_PREFIX = "prod-runs"
+
 FIGURES: dict[str, Any] = {}
+SUCCEEDED: list[str] = []  # runs test 2 saw succeed, for test 4
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,10 +87,19 @@ def _print_figures() -> Iterator[None]:
     report_figures("production", FIGURES)
 
 
-def _spec() -> dict[str, Any]:
+def _spec(s3: S3) -> dict[str, Any]:
     """Top-level spec fields over the quickstart's."""
     return {
         "imagePullSecrets": [{"name": PULL_SECRET}],
+        "computeLogs": {
+            "s3": {
+                "bucket": s3.bucket,
+                "prefix": S3_PREFIX,
+                "endpointUrl": s3.endpoint,
+                "region": "us-east-1",
+                "secretName": S3_SECRET,
+            }
+        },
         "storage": {"postgres": {"managed": True, "deletionPolicy": "Delete"}},
         "codeServer": {
             "replicas": 1,
@@ -119,6 +140,28 @@ def registry(node: RealNode) -> Iterator[Registry]:
         reg.stop()
 
 
+@pytest.fixture(scope="module")
+def s3(node: RealNode) -> Iterator[S3]:
+    """The node's S3 server with an empty bucket for the compute logs."""
+    server = s3_server.start(node)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _s3_secret(server: S3) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": S3_SECRET},
+        "stringData": {
+            "access-key-id": server.access_key_id,
+            "secret-access-key": server.secret_access_key,
+        },
+    }
+
+
 def _pull_secret(reg: Registry) -> dict[str, Any]:
     login = {"username": reg.username, "password": reg.password}
     login["auth"] = base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
@@ -133,7 +176,7 @@ def _pull_secret(reg: Registry) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prod(node: RealNode, registry: Registry, cluster_flow: Cluster) -> Iterator[Cluster]:
+def prod(node: RealNode, registry: Registry, s3: S3, cluster_flow: Cluster) -> Iterator[Cluster]:
     """The operator and the PhloWorkflow `prod` (its image from the private registry) in this module's
     namespace, Ready."""
     c = cluster_flow
@@ -143,7 +186,8 @@ def prod(node: RealNode, registry: Registry, cluster_flow: Cluster) -> Iterator[
     flow.install_operator(c)
     c.k("create", "configmap", CONFIGMAP, f"--from-literal=token.txt={TOKEN}")
     c.k("apply", "-f", "-", input=json.dumps(_pull_secret(registry)))
-    flow.apply_quickstart(c, PRIVATE_IMAGE, name=WORKFLOW, spec=_spec())
+    c.k("apply", "-f", "-", input=json.dumps(_s3_secret(s3)))
+    flow.apply_quickstart(c, PRIVATE_IMAGE, name=WORKFLOW, spec=_spec(s3))
     FIGURES["ready_s"] = round(time.monotonic() - started)
     try:
         yield c
@@ -220,6 +264,7 @@ def test_a_run_pod_waits_for_its_node_selector_then_runs_with_its_resources(prod
         status = flow.wait_run(base, run_id, timeout=600)
         FIGURES["run_after_label_s"] = round(time.monotonic() - labelled)
         assert status == "SUCCESS", flow.run_messages(base, run_id)[-15:]
+        SUCCEEDED.append(run_id)
 
     # The run's worker exits just after it reports SUCCESS.
     def exited() -> list[dict[str, Any]] | None:
@@ -286,3 +331,41 @@ def test_the_workflow_pulls_from_the_private_registry_only_with_its_pull_secret(
     FIGURES["pull_failure"] = failure
     # containerd's words for the registry's 401 with a Basic challenge, when it has no credentials to send.
     assert "authorization failed: no basic auth credentials" in failure, failure
+
+
+CAPTURED = """
+query($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection { events { __typename ... on LogsCapturedEvent { fileKey stepKeys } } }
+  }
+}
+"""
+LOGS = """query($key: [String!]) { capturedLogs(logKey: $key) { stdout stderr } }"""
+
+
+@pytest.mark.timeout(1200)
+def test_a_run_pods_stderr_is_read_back_through_graphql_from_the_s3_bucket(prod: Cluster, s3: S3) -> None:
+    c = prod
+    with c.port_forward(f"svc/{WORKFLOW}-webserver", 3000) as base:
+        if SUCCEEDED:
+            run_id = SUCCEEDED[-1]
+        else:  # run alone: test 2's run is not there, so launch one where run pods may go
+            c.kubectl("label", "node", NODE_NAME, "=".join(RUN_LABEL), "--overwrite")
+            run_id = flow.launch(base, "raw/orders")
+            assert flow.wait_run(base, run_id) == "SUCCESS", flow.run_messages(base, run_id)[-15:]
+        events = flow.graphql(base, CAPTURED, {"runId": run_id})["logsForRun"]["events"]
+        captured = [e for e in events if e["__typename"] == "LogsCapturedEvent"]
+        assert captured, f"run {run_id} captured no logs: {[e['__typename'] for e in events]}"
+        file_key = captured[0]["fileKey"]
+        logs = flow.graphql(base, LOGS, {"key": [run_id, "compute_logs", file_key]})["capturedLogs"]
+    # The asset's own log line, written by the run pod's step process.
+    assert "orders for" in (logs["stderr"] or ""), logs
+    requests = s3.requests()
+    prefix = f"/{s3.bucket}/{S3_PREFIX}/storage/{run_id}/compute_logs/"
+    puts = [r for r in requests if r.startswith(f"PUT {prefix}") and r.endswith(" 200")]
+    gets = [r for r in requests if r.startswith(("GET ", "HEAD ")) and prefix in r]
+    assert puts, f"no upload under {prefix}: {requests[-20:]}"
+    assert gets, f"the webserver never read {prefix}: {requests[-20:]}"
+    assert not [r for r in requests if r.endswith(" 403")], requests
+    FIGURES["compute_log_requests"] = {"puts": len(puts), "gets": len(gets)}

@@ -12,6 +12,7 @@ CONTAINERD_VERSION=v2.4.2  # github.com/containerd/containerd/v2, the real node'
 COREDNS_VERSION=v1.15.0    # github.com/coredns/coredns, the real node's DNS, trimmed plugin list (coredns/)
 KUBE_ROUTER_VERSION=v2.1.0 # github.com/cloudnativelabs/kube-router/v2: the node's NetworkPolicy enforcement
 REGISTRY_VERSION=v3.1.2    # github.com/distribution/distribution/v3: the pull-secret tests' registry (registry/)
+S3_VERSION=v1.2.0          # github.com/johannesboyne/gofakes3: the compute-log tests' S3 server (s3/)
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -43,6 +44,7 @@ containerd_key="containerd-${CONTAINERD_VERSION}-${go_version}-$(hash_of "$here/
 kube_router_key="kube-router-${KUBE_ROUTER_VERSION}-${go_version}-$(hash_of "$here/gomod-kube-router/go.mod" "$here/gomod-kube-router/go.sum")"
 coredns_key="coredns-${COREDNS_VERSION}-${go_version}-$(hash_of "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go")"
 registry_key="registry-${REGISTRY_VERSION}-${go_version}-$(hash_of "$here/registry/go.mod" "$here/registry/go.sum" "$here/registry/main.go")"
+s3_key="s3-${S3_VERSION}-${go_version}-$(hash_of "$here/s3/go.mod" "$here/s3/go.sum" "$here/s3/main.go")"
 helm_key="helm-${HELM_VERSION}-${go_version}"
 
 # ensure KEY FUNCTION: unless the cache has KEY, runs FUNCTION into a temporary dir, then moves it into
@@ -140,6 +142,11 @@ build_registry() {
 	(cd "$here/registry" && log "go build registry ($REGISTRY_VERSION)" && go build -ldflags "-s -w" -o "$bin/registry" .)
 }
 
+build_s3() {
+	local bin="$1"
+	(cd "$here/s3" && log "go build s3 (gofakes3 $S3_VERSION)" && go build -ldflags "-s -w" -o "$bin/s3" .)
+}
+
 total_start=$SECONDS
 log "cache: $cache_root (go $go_version)"
 # One build at a time per cache: `make test` waits here for the one .ci/run started early, then finds it cached.
@@ -179,7 +186,7 @@ done
 touch "$control_plane_marker"
 log "control plane ready after $((SECONDS - total_start))s"
 for step in "$containerd_key build_containerd" "$coredns_key build_coredns" "$kube_router_key build_kube_router" \
-	"$registry_key build_registry"; do
+	"$registry_key build_registry" "$s3_key build_s3"; do
 	# shellcheck disable=SC2086
 	ensure $step
 	link "${step%% *}"
