@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from phlo_operator import model as m
 from phlo_operator.model import InvalidSpec, parse_spec
-from phlo_operator.render import Workflow, components, exposure, render_all, shared
+from phlo_operator.render import Workflow, components, exposure, pods, render_all, shared
 
 from tests.unit.test_reconcile import NAME, NS, Bed
 
@@ -75,6 +75,7 @@ def test_the_proxy_is_a_hardened_sidecar_reading_secrets_by_reference() -> None:
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
     assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert ctr["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "auth"}
+    assert ctr["lifecycle"] == {"preStop": {"sleep": {"seconds": pods.DRAIN_SECONDS}}}
     assert pod(w)["metadata"]["annotations"]["prometheus.io/port"] == "4180"
 
 

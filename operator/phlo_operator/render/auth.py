@@ -58,6 +58,8 @@ def container(wf: Workflow) -> dict[str, Any]:
             "periodSeconds": 10,
             "timeoutSeconds": 5,
         },
+        # the Service sends users here: it keeps answering while kube-proxy drops a terminating pod
+        "lifecycle": pods.drain_on_stop(),
         "securityContext": pods.container_security_context(),
     }
     resources = pods.resources(auth.resources)
