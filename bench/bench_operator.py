@@ -63,6 +63,7 @@ from tests.testbed.cluster import Placement, Testbed  # noqa: E402
 
 WORK = ROOT / ".bench" / "operator"
 OPERATOR_BIN = Path(sys.executable).parent / "phlo-dagster-operator"
+MEMORY_WRAPPER = Path(__file__).with_name("operator_memory.py")
 THREADS = 6  # kopf runs sync handlers in asyncio's default executor: min(32, cpus + 4) threads
 FIELD_MANAGER = "phlo-bench"
 # The bed's clients keep their default rate limits (20 qps) otherwise: both sides would wait on the
@@ -249,12 +250,15 @@ class OperatorProcess:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    traced: Path | None = None  # run under bench/operator_memory.py, its snapshots written here
 
     def start(self) -> OperatorProcess:
         self.metrics_port, self.health_port = free_port(), free_port()
         argv = [str(OPERATOR_BIN), "--namespace", self.namespace, "--standalone", "--no-code-location-check"]
         argv += ["--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)]
         argv += ["--bind-address", "127.0.0.1", *self.args]
+        if self.traced is not None:
+            argv = [sys.executable, str(MEMORY_WRAPPER), str(self.traced), "--", *argv[1:]]
         self.started = time.monotonic()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=self.bed.env(), stdout=out, stderr=subprocess.STDOUT)
@@ -287,6 +291,22 @@ class OperatorProcess:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(value.split()[0]) / 1024
         return out
+
+    def memory_snapshot(self) -> dict[str, Any]:
+        """Ask the traced operator for a tracemalloc snapshot (SIGUSR2) and read it."""
+        assert self.proc is not None and self.traced is not None
+        self.traced.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR2)
+
+        def written() -> bool:
+            try:
+                json.loads(self.traced.read_text()) if self.traced else None
+                return True
+            except (OSError, ValueError):
+                return False
+
+        wait_until("the operator's memory snapshot", written, 600, 1.0)
+        return dict(json.loads(self.traced.read_text()))
 
     def quiet(self, window: float = 5.0, timeout: float = 1800) -> float:
         """Wait until no pass ended for `window` seconds; returns when the last one ended (monotonic)."""
@@ -364,11 +384,17 @@ def _ready(bed: Testbed) -> int:
 
 
 def run_operator(
-    bed: Testbed, kube: Kube, n: int, tag: str, every: float, profile: Path | None = None
+    bed: Testbed,
+    kube: Kube,
+    n: int,
+    tag: str,
+    every: float,
+    profile: Path | None = None,
+    traced: Path | None = None,
 ) -> dict[str, Any]:
     namespace = f"op-{tag}"
     secret = prepare_namespace(bed, kube, namespace)
-    op = OperatorProcess(bed, namespace, WORK / f"{namespace}.log").start()
+    op = OperatorProcess(bed, namespace, WORK / f"{namespace}.log", traced=traced).start()
     spy: subprocess.Popen[bytes] | None = None
     try:
         if profile is not None:
@@ -415,6 +441,8 @@ def run_operator(
             "passes": buckets[-1][1] if buckets else 0.0,
         }
         result["rss"] = op.memory()
+        if traced is not None:
+            result["memory_profile"] = {**memory_groups(op.memory_snapshot()), "rss": op.memory()}
         say(f"{tag}: operator {n} Ready in {took:.1f}s, {result['passes']:.0f} passes, rss {result['rss']}")
         if profile is not None:
             result["profile"] = summarise_collapsed(profile.read_text() if profile.exists() else "")
@@ -593,6 +621,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     measured = f"{when}, `{command}` (load average {load} at its start)"
     if args.idle_only:
         return idle_only(args, {"sizes": {}, **(earlier or {})}, measured)
+    if args.memory_profile:
+        return memory_only(args, {"sizes": {}, **(earlier or {})}, measured)
     results = merged(earlier, args.sizes)
     for n in args.sizes:
         bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
@@ -631,6 +661,51 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 entry["profile"] = runs[-1]["operator"].pop("profile")
             results["sizes"][str(n)] = entry
             results["kubernetes"] = kube_version()
+            save(args.json, results)
+        finally:
+            bed.stop()
+    return results
+
+
+def memory_group(path: str) -> str:
+    """Where a file belongs: phlo_operator's modules by name, other packages as a whole."""
+    if path.startswith("<frozen importlib"):
+        return "imports (modules' code and objects)"
+    if "/phlo_operator/" in path:
+        return "phlo_operator/" + path.split("/phlo_operator/", 1)[1]
+    if "site-packages/" in path:
+        top = path.split("site-packages/", 1)[1].split("/", 1)[0]
+        return top.removesuffix(".py")
+    if "/lib/python3" in path:
+        return "stdlib"
+    return path
+
+
+def memory_groups(snapshot: dict[str, Any], top: int = 12) -> dict[str, Any]:
+    """A tracemalloc snapshot of bench/operator_memory.py summed per memory_group, largest first."""
+    groups: dict[str, float] = {}
+    for entry in snapshot["files"]:
+        group = memory_group(entry["file"])
+        groups[group] = groups.get(group, 0.0) + entry["bytes"] / 2**20
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1])
+    rest = sum(v for _, v in ranked[top:])
+    shown = [[k, round(v, 1)] for k, v in ranked[:top]] + ([["the rest", round(rest, 1)]] if rest else [])
+    return {"traced_mib": round(snapshot["traced"] / 2**20, 1), "groups": shown}
+
+
+def memory_only(args: argparse.Namespace, results: dict[str, Any], measured: str) -> dict[str, Any]:
+    """--memory-profile: per size, the operator runs under tracemalloc (bench/operator_memory.py) until n
+    workflows are Ready; what Python holds then, and where. Slower than the untraced operator: not timed."""
+    for n in args.sizes:
+        bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
+        try:
+            bed.apply_crds()
+            add_nodes(bed, n)
+            traced = WORK / f"memory-{n}.json"
+            run = run_operator(bed, client(bed), n, f"{n}-memory", 1.0, traced=traced)
+            run.pop("operator").stop()
+            profile = {**run["memory_profile"], "measured": measured}
+            results["sizes"].setdefault(str(n), {})["memory"] = profile
             save(args.json, results)
         finally:
             bed.stop()
@@ -677,7 +752,8 @@ def summary(results: dict[str, Any], resync: float = 300.0) -> list[dict[str, An
     rows = []
     for size, entry in sorted(results["sizes"].items(), key=lambda kv: int(kv[0])):
         if "runs" not in entry:
-            rows.append({**entry["row"], "n": int(size)})
+            if "row" in entry:  # else only an idle minute or a memory profile was measured at this size
+                rows.append({**entry["row"], "n": int(size)})
             continue
         runs = entry["runs"]
         row: dict[str, Any] = {
@@ -723,7 +799,8 @@ def measured_by(results: dict[str, Any]) -> list[str]:
     runs in "commands" instead)."""
     seen: list[str] = []
     for _, entry in sorted(results["sizes"].items(), key=lambda kv: int(kv[0])):
-        for run in (entry.get("measured"), (entry.get("idle") or {}).get("measured")):
+        also = [(entry.get(part) or {}).get("measured") for part in ("idle", "memory")]
+        for run in (entry.get("measured"), *also):
             if run and run not in seen:
                 seen.append(run)
     return seen or list(results.get("commands", []))
@@ -809,6 +886,24 @@ def markdown(results: dict[str, Any], notes: str = "") -> str:
                 "Passes per minute counted before the idle minute, until two in a row agreed within 5 % "
                 f"(workflows: passes per minute): {counted}.",
             ]
+    for size, entry in sorted(results["sizes"].items(), key=lambda kv: int(kv[0])):
+        memory = entry.get("memory")
+        if not memory:
+            continue
+        rss = memory["rss"].get("VmRSS", 0.0)
+        lines += [
+            "",
+            f"Memory when {int(size):,} workflows were Ready, the operator under tracemalloc "
+            f"(`--memory-profile`): Python held {memory['traced_mib']:.1f} MiB of {rss:.0f} MiB RSS "
+            "(tracemalloc's own bookkeeping included), by the code that allocated it (the most recent frame "
+            "outside the standard library):",
+            "",
+            "| held by | MiB | share of traced |",
+            "|---|---:|---:|",
+        ]
+        for group, mib in memory["groups"]:
+            share = 100 * mib / memory["traced_mib"] if memory["traced_mib"] else 0.0
+            lines.append(f"| {group} | {mib:.1f} | {share:.0f} % |")
     lines += ["", TARGETS]
     if notes:
         lines += ["", notes.strip()]
@@ -839,6 +934,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--idle-only", action="store_true", help="only the idle minute at --sizes (the rest is kept)"
+    )
+    parser.add_argument(
+        "--memory-profile",
+        action="store_true",
+        help="only a tracemalloc profile of the operator at Ready, per --sizes (the rest is kept)",
     )
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="no py-spy at the largest size"

@@ -206,6 +206,33 @@ def test_an_idle_only_run_names_itself_and_its_settling_minutes() -> None:
     assert "(workflows: passes per minute): 1,000: 1390, 1010, 1002." in text
 
 
+def test_a_memory_profile_is_summed_per_package_and_shown_per_size() -> None:
+    """tracemalloc's files (bench/operator_memory.py) become packages, phlo_operator's modules by name and
+    imports as one line; the section shows them with their share. Mutation check: memory_group() returning
+    the path unchanged keeps two kopf lines and fails."""
+    site = "/x/.venv/lib/python3.12/site-packages"
+    snapshot = {
+        "traced": 10 * 2**20,
+        "files": [
+            {"file": "<frozen importlib._bootstrap_external>", "bytes": 5 * 2**20},
+            {"file": f"{site}/kopf/_core/reactor/queueing.py", "bytes": 2 * 2**20},
+            {"file": f"{site}/kopf/_cogs/clients/watching.py", "bytes": 1 * 2**20},
+            {"file": "/work/main/operator/phlo_operator/store.py", "bytes": 2 * 2**20},
+        ],
+    }
+    summary = operator_bench.memory_groups(snapshot)
+    assert summary["groups"] == [
+        ["imports (modules' code and objects)", 5.0],
+        ["kopf", 3.0],
+        ["phlo_operator/store.py", 2.0],
+    ]
+    memory = {**summary, "rss": {"VmRSS": 160.0}, "measured": "run F"}
+    results = {"sizes": {"100": {"runs": [_pair(90.0, 45.0)], "measured": "run D", "memory": memory}}}
+    text = operator_bench.markdown(results)
+    assert "Python held 10.0 MiB of 160 MiB RSS" in text
+    assert "| kopf | 3.0 | 30 % |" in text and "run F" in text
+
+
 realnode_bench = _load("bench_realnode")
 
 
