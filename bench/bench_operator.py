@@ -1,7 +1,8 @@
 """The operator against its physical limit: PhloWorkflows to Ready vs. applying the same children directly.
 
     .venv/bin/python bench/bench_operator.py [--sizes 1,10,100,1000] [--repeats 3] [--large-repeats 1]
-                                             [--idle-sizes 100] [--fresh] [--markdown PATH]
+                                             [--idle-sizes 100,1000] [--memory-sizes 100] [--fresh]
+                                             [--idle-only | --memory-profile] [--markdown PATH]
 
 On a private kwok bed (tests/testbed, one per size, the controller-manager's and scheduler's client rate
 limits lifted so that they are not the bottleneck of either side), per size and repeat, interleaved (the side
@@ -664,7 +665,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             save(args.json, results)
         finally:
             bed.stop()
-    return results
+    return memory_only(args, results, measured, args.memory_sizes)
 
 
 def memory_group(path: str) -> str:
@@ -693,10 +694,13 @@ def memory_groups(snapshot: dict[str, Any], top: int = 12) -> dict[str, Any]:
     return {"traced_mib": round(snapshot["traced"] / 2**20, 1), "groups": shown}
 
 
-def memory_only(args: argparse.Namespace, results: dict[str, Any], measured: str) -> dict[str, Any]:
-    """--memory-profile: per size, the operator runs under tracemalloc (bench/operator_memory.py) until n
-    workflows are Ready; what Python holds then, and where. Slower than the untraced operator: not timed."""
-    for n in args.sizes:
+def memory_only(
+    args: argparse.Namespace, results: dict[str, Any], measured: str, sizes: list[int] | None = None
+) -> dict[str, Any]:
+    """--memory-profile (and --memory-sizes after a full run): per size, the operator runs under tracemalloc
+    (bench/operator_memory.py) until n workflows are Ready; what Python holds then, and where. Slower than
+    the untraced operator: not timed."""
+    for n in args.sizes if sizes is None else sizes:
         bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
         try:
             bed.apply_crds()
@@ -934,6 +938,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--idle-only", action="store_true", help="only the idle minute at --sizes (the rest is kept)"
+    )
+    parser.add_argument(
+        "--memory-sizes",
+        default="100",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        help="after the pairs, a tracemalloc profile at these sizes (default %(default)s; '' for none)",
     )
     parser.add_argument(
         "--memory-profile",
