@@ -295,9 +295,9 @@ def test_rolling_one_location_leaves_the_other_runs_and_the_schedule_running(tea
     before = _generations(c)
     daemon = _one_pod(c, "daemon")
     entries = _locations(c)
-    # 54 s into a minute: the rollout (a new pod, its gRPC server loading, readiness, a reload) takes longer
-    # than 6 s (13 s on an idle machine), so the next minute's tick falls due while it runs.
-    flow.wait("54 s into a minute", lambda: 54 <= time.time() % 60 < 56, 70, interval=0.2)
+    # 57.5 s into a minute: the rollout (a new pod, its gRPC server loading, readiness, a reload) takes longer
+    # than 2.5 s (5-13 s seen), so the next minute's tick falls due while it runs.
+    flow.wait("57.5 s into a minute", lambda: 57.5 <= time.time() % 60 < 58.5, 70, interval=0.1)
     t0 = time.time()
     patch = [{"op": "replace", "path": "/spec/codeLocations/1/env/0/value", "value": "2"}]
     c.k("patch", "pwf", WORKFLOW, "--type=json", "-p", json.dumps(patch))

@@ -341,7 +341,7 @@ query($runId: ID!) {
   }
 }
 """
-LOGS = """query($key: [String!]) { capturedLogs(logKey: $key) { stdout stderr } }"""
+LOGS = """query($key: [String!]!) { capturedLogs(logKey: $key) { stdout stderr } }"""
 
 
 @pytest.mark.timeout(1200)
