@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -44,7 +45,7 @@ import sys
 import time
 import urllib.request
 import venv
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,15 +300,17 @@ class OperatorProcess:
         self.traced.unlink(missing_ok=True)
         self.proc.send_signal(signal.SIGUSR2)
 
+        out = self.traced
+
         def written() -> bool:
             try:
-                json.loads(self.traced.read_text()) if self.traced else None
+                json.loads(out.read_text())
                 return True
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # not there yet, or half written
                 return False
 
         wait_until("the operator's memory snapshot", written, 600, 1.0)
-        return dict(json.loads(self.traced.read_text()))
+        return dict(json.loads(out.read_text()))
 
     def quiet(self, window: float = 5.0, timeout: float = 1800) -> float:
         """Wait until no pass ended for `window` seconds; returns when the last one ended (monotonic)."""
@@ -382,6 +385,18 @@ def _ready(bed: Testbed) -> int:
         for node in json.loads(out.stdout)["items"]
         if any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
     )
+
+
+@contextlib.contextmanager
+def sized_bed(n: int) -> Iterator[Testbed]:
+    """A private kwok bed with the CRDs and fake nodes enough for n workflows; stopped on the way out."""
+    bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
+    try:
+        bed.apply_crds()
+        add_nodes(bed, n)
+        yield bed
+    finally:
+        bed.stop()
 
 
 def run_operator(
@@ -626,10 +641,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         return memory_only(args, {"sizes": {}, **(earlier or {})}, measured)
     results = merged(earlier, args.sizes)
     for n in args.sizes:
-        bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
-        try:
-            bed.apply_crds()
-            add_nodes(bed, n)
+        with sized_bed(n) as bed:
             kube = client(bed)
             every = 0.2 if n <= 10 else 1.0
             repeats = args.large_repeats if n >= 1000 else args.repeats
@@ -663,8 +675,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             results["sizes"][str(n)] = entry
             results["kubernetes"] = kube_version()
             save(args.json, results)
-        finally:
-            bed.stop()
     return memory_only(args, results, measured, args.memory_sizes)
 
 
@@ -701,18 +711,13 @@ def memory_only(
     (bench/operator_memory.py) until n workflows are Ready; what Python holds then, and where. Slower than
     the untraced operator: not timed."""
     for n in args.sizes if sizes is None else sizes:
-        bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
-        try:
-            bed.apply_crds()
-            add_nodes(bed, n)
+        with sized_bed(n) as bed:
             traced = WORK / f"memory-{n}.json"
             run = run_operator(bed, client(bed), n, f"{n}-memory", 1.0, traced=traced)
             run.pop("operator").stop()
             profile = {**run["memory_profile"], "measured": measured}
             results["sizes"].setdefault(str(n), {})["memory"] = profile
             save(args.json, results)
-        finally:
-            bed.stop()
     return results
 
 
@@ -720,17 +725,12 @@ def idle_only(args: argparse.Namespace, results: dict[str, Any], measured: str) 
     """--idle-only: per size, the operator brings n workflows to Ready (not timed against a direct apply),
     then only the idle minute is measured again; the size's other figures stay as they were."""
     for n in args.sizes:
-        bed = cluster.start(WORK / f"bed-{n}", placement=PLACEMENT)
-        try:
-            bed.apply_crds()
-            add_nodes(bed, n)
+        with sized_bed(n) as bed:
             setup = run_operator(bed, client(bed), n, f"{n}-idle", 1.0)
             setup.pop("operator").stop()
             idle = idle_minute(bed, setup["namespace"], n)
             results["sizes"].setdefault(str(n), {})["idle"] = {**idle, "measured": measured}
             save(args.json, results)
-        finally:
-            bed.stop()
     return results
 
 
