@@ -1199,8 +1199,9 @@ class HTTPRouteSettings(_Model):
         return self
 
 
-# oauth2-proxy, the authenticating proxy of spec.auth (pinned; spec.auth.image overrides it).
-OAUTH2_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.8.1"
+# oauth2-proxy, the authenticating proxy of spec.auth (pinned; spec.auth.image overrides it). The version
+# tests/testbed/build.sh builds (OAUTH2_PROXY_VERSION): the real-node sign-in test runs this image.
+OAUTH2_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6"
 DEFAULT_AUTH_PORT = 4180
 # Keys of spec.auth.secretName, and the oauth2-proxy settings they become (as env, through secretKeyRef).
 AUTH_SECRET_KEYS = {

@@ -28,6 +28,14 @@ credentials and then removed from the node under that name. Its own operator rel
    webserver can only have read it from the bucket, and the server's log shows the run pod's PUTs and the
    webserver's GETs, none refused.
 
+5. The UI sits under `webserver.pathPrefix` behind `spec.auth` (oauth2-proxy, its default image built from the
+   bed's binary) and `spec.ingress` of class skipper, an Ingress controller running as a pod on the node's
+   network (tests/e2e/ingress.py). From this host, as from outside the cluster: the UI and GraphQL get the
+   proxy's sign-in page (403); the OpenID Connect sign-in against the node's provider (tests/testbed/oidc.py)
+   sets a session cookie, and the same URLs then serve the Dagster UI and answer GraphQL. The provider's log
+   shows the proxy's pod redeeming the code. Tests 2 and 4 reach GraphQL through the Service's port `direct`
+   (the webserver itself, as the operator does).
+
 Mutation check (run once, red): without `podOverrides` in the codeServer spec, test 1 failed on the missing
 volume; without `runLauncher.runs.nodeSelector`, test 2 failed waiting for an unschedulable run pod (the pod
 was scheduled at once); test 3's pod without the Secret is its own mutation.
@@ -39,20 +47,29 @@ Measured (2 cores shared with three other helpers, load 12-34): 7.4-7.7 min for 
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import json
 import secrets
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from phlo_operator.model import OAUTH2_PROXY_IMAGE
 
 from tests.e2e import flow
+from tests.e2e import ingress as skipper
 from tests.e2e.conftest import report_figures
 from tests.e2e.flow import Cluster, FlowError
+from tests.images import build as images
+from tests.testbed import oidc as oidc_provider
 from tests.testbed import realnode
 from tests.testbed import registry as private_registry
 from tests.testbed import s3 as s3_server
+from tests.testbed.cluster import BIN_DIR
+from tests.testbed.oidc import Provider
 from tests.testbed.pki import NODE_NAME
 from tests.testbed.realnode import RealNode
 from tests.testbed.registry import Registry
@@ -77,6 +94,11 @@ EXTRA_MOUNT = {"name": "extra", "mountPath": MOUNT, "readOnly": True}
 S3_SECRET = "s3-credentials"
 S3_PREFIX = "prod-runs"
 
+PREFIX = "/dagster"  # webserver.pathPrefix: the UI and GraphQL under it, through the Ingress too
+AUTH_SECRET = "auth-proxy"
+# The Service's port `direct` (auth.port): the webserver itself; port-forward reaches it without sign-in.
+DIRECT_PORT = 4180
+
 FIGURES: dict[str, Any] = {}
 SUCCEEDED: list[str] = []  # runs test 2 saw succeed, for test 4
 
@@ -87,10 +109,24 @@ def _print_figures() -> Iterator[None]:
     report_figures("production", FIGURES)
 
 
-def _spec(s3: S3) -> dict[str, Any]:
+def _spec(s3: S3, provider: Provider, ingress_url: str) -> dict[str, Any]:
     """Top-level spec fields over the quickstart's."""
     return {
         "imagePullSecrets": [{"name": PULL_SECRET}],
+        "webserver": {"pathPrefix": PREFIX},
+        "ingress": {"enabled": True, "className": skipper.CLASS},
+        "auth": {
+            "enabled": True,
+            "secretName": AUTH_SECRET,
+            "issuerUrl": provider.issuer,
+            "emailDomains": [oidc_provider.USER_EMAIL.split("@")[1]],
+            "extraArgs": [
+                # the bed's Ingress serves plain HTTP: a Secure cookie would never come back
+                "--cookie-secure=false",
+                # what is registered at a provider; skipper passes the Host on without its port
+                f"--redirect-url={ingress_url}{PREFIX}/oauth2/callback",
+            ],
+        },
         "computeLogs": {
             "s3": {
                 "bucket": s3.bucket,
@@ -150,6 +186,39 @@ def s3(node: RealNode) -> Iterator[S3]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def provider(node: RealNode) -> Iterator[Provider]:
+    """The node's OpenID Connect provider, for the webserver's sign-in."""
+    server = oidc_provider.start(node)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ingress_url(node: RealNode, cluster_flow: Cluster) -> Iterator[str]:
+    """skipper, the node's Ingress controller; yields the URL a client outside the cluster uses."""
+    c = cluster_flow
+    try:
+        yield skipper.install(c, node)
+    finally:
+        skipper.uninstall(c)
+
+
+def _auth_secret(server: Provider) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": AUTH_SECRET},
+        "stringData": {
+            "client-id": server.client_id,
+            "client-secret": server.client_secret,
+            "cookie-secret": secrets.token_hex(16),
+        },
+    }
+
+
 def _s3_secret(server: S3) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -176,9 +245,11 @@ def _pull_secret(reg: Registry) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prod(node: RealNode, registry: Registry, s3: S3, cluster_flow: Cluster) -> Iterator[Cluster]:
-    """The operator and the PhloWorkflow `prod` (its image from the private registry) in this module's
-    namespace, Ready."""
+def prod(
+    node: RealNode, registry: Registry, s3: S3, provider: Provider, ingress_url: str, cluster_flow: Cluster
+) -> Iterator[Cluster]:
+    """The operator and the PhloWorkflow `prod` (its image from the private registry, its UI behind the
+    Ingress and oauth2-proxy) in this module's namespace, Ready."""
     c = cluster_flow
     # An earlier module's teardown deletes the CRD without waiting; a release must not meet it terminating.
     c.kubectl("wait", "--for=delete", CRD, "--timeout=120s", check=False, timeout=150)
@@ -187,7 +258,10 @@ def prod(node: RealNode, registry: Registry, s3: S3, cluster_flow: Cluster) -> I
     c.k("create", "configmap", CONFIGMAP, f"--from-literal=token.txt={TOKEN}")
     c.k("apply", "-f", "-", input=json.dumps(_pull_secret(registry)))
     c.k("apply", "-f", "-", input=json.dumps(_s3_secret(s3)))
-    flow.apply_quickstart(c, PRIVATE_IMAGE, name=WORKFLOW, spec=_spec(s3))
+    c.k("apply", "-f", "-", input=json.dumps(_auth_secret(provider)))
+    proxy = images.static_image(BIN_DIR / "oauth2-proxy", OAUTH2_PROXY_IMAGE, "/bin/oauth2-proxy")
+    images.import_archive(str(BIN_DIR / "ctr"), str(node.containerd_socket), proxy)
+    flow.apply_quickstart(c, PRIVATE_IMAGE, name=WORKFLOW, spec=_spec(s3, provider, ingress_url))
     FIGURES["ready_s"] = round(time.monotonic() - started)
     try:
         yield c
@@ -242,7 +316,8 @@ def _unschedulable(pod: dict[str, Any]) -> str | None:
 @pytest.mark.timeout(1800)
 def test_a_run_pod_waits_for_its_node_selector_then_runs_with_its_resources(prod: Cluster) -> None:
     c = prod
-    with c.port_forward(f"svc/{WORKFLOW}-webserver", 3000) as base:
+    with c.port_forward(f"svc/{WORKFLOW}-webserver", DIRECT_PORT) as direct:
+        base = direct + PREFIX
         started = time.monotonic()
         run_id = flow.launch(base, "raw/orders")
 
@@ -311,7 +386,8 @@ def test_the_workflow_pulls_from_the_private_registry_only_with_its_pull_secret(
         for pod in found:
             assert pod["spec"].get("imagePullSecrets") == [{"name": PULL_SECRET}], (component, pod["spec"])
             if component != "postgres":
-                assert {ctr["image"] for ctr in pod["spec"]["containers"]} == {PRIVATE_IMAGE}, component
+                ours = {ctr["image"] for ctr in pod["spec"]["containers"] if ctr["name"] != "auth-proxy"}
+                assert ours == {PRIVATE_IMAGE}, component
     pulled = [
         e["message"]
         for e in c.get("events", "--field-selector=reason=Pulled")["items"]
@@ -347,7 +423,8 @@ LOGS = """query($key: [String!]!) { capturedLogs(logKey: $key) { stdout stderr }
 @pytest.mark.timeout(1200)
 def test_a_run_pods_stderr_is_read_back_through_graphql_from_the_s3_bucket(prod: Cluster, s3: S3) -> None:
     c = prod
-    with c.port_forward(f"svc/{WORKFLOW}-webserver", 3000) as base:
+    with c.port_forward(f"svc/{WORKFLOW}-webserver", DIRECT_PORT) as direct:
+        base = direct + PREFIX
         if SUCCEEDED:
             run_id = SUCCEEDED[-1]
         else:  # run alone: test 2's run is not there, so launch one where run pods may go
@@ -369,3 +446,56 @@ def test_a_run_pods_stderr_is_read_back_through_graphql_from_the_s3_bucket(prod:
     assert gets, f"the webserver never read {prefix}: {requests[-20:]}"
     assert not [r for r in requests if r.endswith(" 403")], requests
     FIGURES["compute_log_requests"] = {"puts": len(puts), "gets": len(gets)}
+
+
+def _signed_in_opener() -> tuple[urllib.request.OpenerDirector, http.cookiejar.CookieJar]:
+    """A client that keeps cookies and follows redirects, as a browser does."""
+    jar = http.cookiejar.CookieJar()
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)), jar
+
+
+@pytest.mark.timeout(900)
+def test_the_ui_through_the_ingress_is_refused_without_sign_in_and_served_after(
+    prod: Cluster, ingress_url: str, provider: Provider
+) -> None:
+    """skipper routes webserver.pathPrefix to the webserver Service, whose http port is oauth2-proxy's: a
+    request without a session gets oauth2-proxy's sign-in page (403), GraphQL too; the OpenID Connect sign-in
+    (oauth2-proxy -> the node's provider -> back to the callback under the prefix, the code redeemed by the
+    proxy's pod) gives a session cookie, with which the UI and GraphQL answer through the same Ingress."""
+    c = prod
+    ingress = c.get("ingress", f"{WORKFLOW}-webserver")
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert ingress["spec"]["ingressClassName"] == skipper.CLASS
+    assert [(p["path"], p["pathType"]) for p in paths] == [(PREFIX, "Prefix")], paths
+    ui = f"{ingress_url}{PREFIX}/"
+    # skipper answers 404 until it has read the Ingress and its EndpointSlices
+    first = flow.wait("skipper to route the Ingress", lambda: skipper.routed(ui), 180, interval=1)
+    code, page = skipper.status(ui)
+    assert (first, code) == (403, 403), (first, code, page[:500])
+    assert f"{PREFIX}/oauth2/start" in page, page[:2000]  # oauth2-proxy's sign-in page, its paths prefixed
+    query = json.dumps({"query": "{ version }"}).encode()
+    headers = {"Content-Type": "application/json"}
+    post = urllib.request.Request(f"{ingress_url}{PREFIX}/graphql", query, headers)
+    try:
+        urllib.request.urlopen(post, timeout=30)
+        raise AssertionError("GraphQL answered through the Ingress without a session")
+    except urllib.error.HTTPError as error:
+        assert error.code in (401, 403), error.code
+    FIGURES["refused_without_session"] = code
+
+    browser, jar = _signed_in_opener()
+    started = time.monotonic()
+    code, page = skipper.status(f"{ingress_url}{PREFIX}/oauth2/start?rd={PREFIX}/", browser)
+    FIGURES["sign_in_s"] = round(time.monotonic() - started, 1)
+    assert code == 200, (code, page[:2000])
+    # the Dagster UI's page, which the webserver renders with its path prefix
+    assert ">Dagster</title>" in page and f'"pathPrefix": "{PREFIX}"' in page, page[:2000]
+    assert [cookie.name for cookie in jar if cookie.name.startswith("_oauth2_proxy")], list(jar)
+    with browser.open(post, timeout=60) as response:
+        answer = json.load(response)
+    assert answer["data"]["version"], answer
+    # the proxy's pod found the provider, and redeemed the code the browser brought back
+    requests = provider.requests()
+    assert "GET /oidc/.well-known/openid-configuration 200" in requests, requests
+    assert "GET /oidc/authorize 302" in requests, requests
+    assert "POST /oidc/token 200" in requests, requests

@@ -616,6 +616,52 @@ def _pause_key() -> str:
     return hash_of(RECIPE, (HERE / "pause.c").read_bytes(), PAUSE_IMAGES, _gcc_version())
 
 
+# -- images of one static Go binary the test bed built (tests/testbed/build.sh): oauth2-proxy and skipper run
+# in pods on the real node. Made when a test needs them, since `make images` runs before the bed is built.
+
+STATIC_UID = 65532  # the nonroot user of the distroless images these stand in for
+
+
+def _testbed_version(variable: str) -> str:
+    """A version pinned in tests/testbed/build.sh (VARIABLE=vX.Y.Z), the one its binary was built at."""
+    script = (REPO / "tests" / "testbed" / "build.sh").read_text()
+    found = re.search(rf"^{variable}=(\S+)", script, re.MULTILINE)
+    if not found:
+        raise RuntimeError(f"tests/testbed/build.sh pins no {variable}")
+    return found.group(1)
+
+
+def static_image(binary: Path, name: str, path: str) -> Built:
+    """An image holding BINARY at PATH (its entry point) and the host's CA bundle, run as STATIC_UID, under
+    NAME; cached by the binary's content."""
+    key = hash_of(RECIPE, _sha256_file(binary), name, path, _sha256_file(host_ca_bundle()), STATIC_UID)
+    slug = name.rsplit("/", 1)[-1].split(":")[0]
+
+    def build(tmp: Path) -> Built:
+        root = tmp / "rootfs"
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True)
+        shutil.copy(binary, target)
+        target.chmod(0o755)
+        (root / "etc" / "ssl" / "certs").mkdir(parents=True)
+        shutil.copy(host_ca_bundle(), root / "etc" / "ssl" / "certs" / "ca-certificates.crt")
+        (root / "tmp").mkdir(mode=0o1777)
+        layer_from_tree(root, tmp / "layer.tar")
+        config = {"Entrypoint": [path], "User": f"{STATIC_UID}:{STATIC_UID}"}
+        return oci_archive(tmp / "image.tar", tmp / "layer.tar", [name], config, f"static {path}", "")
+
+    return cached(slug, key, build)
+
+
+def import_archive(ctr: str, address: str, image: Built, namespace: str = "k8s.io") -> None:
+    """Import one archive into containerd unless it holds every name at the image's digest already."""
+    present = present_images(ctr, address, namespace)
+    if all(present.get(name) == image.digest for name in image.names):
+        return
+    command = [ctr, "--address", address, "--namespace", namespace, "images", "import", image.archive]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
 def _gcc_version() -> str:
     return subprocess.run(
         ["gcc", "--version"], capture_output=True, text=True, check=True

@@ -13,6 +13,9 @@ COREDNS_VERSION=v1.15.0    # github.com/coredns/coredns, the real node's DNS, tr
 KUBE_ROUTER_VERSION=v2.1.0 # github.com/cloudnativelabs/kube-router/v2: the node's NetworkPolicy enforcement
 REGISTRY_VERSION=v3.1.2    # github.com/distribution/distribution/v3: the pull-secret tests' registry (registry/)
 S3_VERSION=v1.2.0          # github.com/johannesboyne/gofakes3: the compute-log tests' S3 server (s3/)
+OAUTH2_PROXY_VERSION=v7.15.6  # github.com/oauth2-proxy/oauth2-proxy/v7: spec.auth's proxy (the default image's)
+SKIPPER_VERSION=v0.21.0    # github.com/zalando/skipper: the real node's Ingress controller (gomod-skipper/)
+OIDC_VERSION=v0.0.0-20261103160011-e06ed0b7cb7f  # github.com/oauth2-proxy/mockoidc: the sign-in tests' provider
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -45,6 +48,9 @@ kube_router_key="kube-router-${KUBE_ROUTER_VERSION}-${go_version}-$(hash_of "$he
 coredns_key="coredns-${COREDNS_VERSION}-${go_version}-$(hash_of "$here/coredns/go.mod" "$here/coredns/go.sum" "$here/coredns/main.go")"
 registry_key="registry-${REGISTRY_VERSION}-${go_version}-$(hash_of "$here/registry/go.mod" "$here/registry/go.sum" "$here/registry/main.go")"
 s3_key="s3-${S3_VERSION}-${go_version}-$(hash_of "$here/s3/go.mod" "$here/s3/go.sum" "$here/s3/main.go")"
+oidc_key="oidc-${go_version}-$(hash_of "$here/oidc/go.mod" "$here/oidc/go.sum" "$here/oidc/main.go")"
+oauth2_proxy_key="oauth2-proxy-${OAUTH2_PROXY_VERSION}-${go_version}"
+skipper_key="skipper-${SKIPPER_VERSION}-${go_version}-$(hash_of "$here/gomod-skipper/go.mod" "$here/gomod-skipper/go.sum")"
 helm_key="helm-${HELM_VERSION}-${go_version}"
 
 # ensure KEY FUNCTION: unless the cache has KEY, runs FUNCTION into a temporary dir, then moves it into
@@ -147,6 +153,31 @@ build_s3() {
 	(cd "$here/s3" && log "go build s3 (gofakes3 $S3_VERSION)" && go build -ldflags "-s -w" -o "$bin/s3" .)
 }
 
+# oauth2-proxy and skipper run in pods on the real node: tests/images/static.py makes images of these binaries.
+build_oauth2_proxy() {
+	local bin="$1"
+	log "go install oauth2-proxy ($OAUTH2_PROXY_VERSION)"
+	GOBIN="$bin" go install -ldflags "-s -w \
+-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$OAUTH2_PROXY_VERSION" \
+		"github.com/oauth2-proxy/oauth2-proxy/v7@$OAUTH2_PROXY_VERSION"
+}
+
+build_skipper() {
+	local bin="$1"
+	(
+		cd "$here/gomod-skipper"
+		grep -q "github.com/zalando/skipper $SKIPPER_VERSION " go.mod ||
+			{ log "error: gomod-skipper/go.mod does not require skipper $SKIPPER_VERSION"; return 1; }
+		log "go build skipper ($SKIPPER_VERSION)"
+		go build -ldflags "-s -w -X main.version=$SKIPPER_VERSION" -o "$bin/skipper" github.com/zalando/skipper/cmd/skipper
+	)
+}
+
+build_oidc() {
+	local bin="$1"
+	(cd "$here/oidc" && log "go build oidc (mockoidc $OIDC_VERSION)" && go build -ldflags "-s -w" -o "$bin/oidc" .)
+}
+
 total_start=$SECONDS
 log "cache: $cache_root (go $go_version)"
 # One build at a time per cache: `make test` waits here for the one .ci/run started early, then finds it cached.
@@ -186,7 +217,8 @@ done
 touch "$control_plane_marker"
 log "control plane ready after $((SECONDS - total_start))s"
 for step in "$containerd_key build_containerd" "$coredns_key build_coredns" "$kube_router_key build_kube_router" \
-	"$registry_key build_registry" "$s3_key build_s3"; do
+	"$registry_key build_registry" "$s3_key build_s3" "$oidc_key build_oidc" \
+	"$oauth2_proxy_key build_oauth2_proxy" "$skipper_key build_skipper"; do
 	# shellcheck disable=SC2086
 	ensure $step
 	link "${step%% *}"
