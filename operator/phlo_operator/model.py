@@ -612,7 +612,7 @@ class Dbt(PodSettings):
 
 class ReadOnlyWebserver(_Model):
     """A second webserver in Dagster's read-only mode (no launching, terminating or deleting runs, no
-    schedule or sensor toggles), with its own Deployment and Service `<name>-webserver-read-only`; it shares
+    schedule or sensor toggles), with its own Deployment and Service `<name>-webserver-ro`; it shares
     the webserver's settings (env, scheduling, resources, pathPrefix, podOverrides)."""
 
     enabled: bool = Field(default=False, description="Run the read-only webserver.")

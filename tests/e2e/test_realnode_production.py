@@ -113,7 +113,7 @@ def _spec(s3: S3, provider: Provider, ingress_url: str) -> dict[str, Any]:
     """Top-level spec fields over the quickstart's."""
     return {
         "imagePullSecrets": [{"name": PULL_SECRET}],
-        "webserver": {"pathPrefix": PREFIX},
+        "webserver": {"pathPrefix": PREFIX, "readOnly": {"enabled": True, "replicas": 1}},
         "ingress": {"enabled": True, "className": skipper.CLASS},
         "auth": {
             "enabled": True,
@@ -499,3 +499,20 @@ def test_the_ui_through_the_ingress_is_refused_without_sign_in_and_served_after(
     assert "GET /oidc/.well-known/openid-configuration 200" in requests, requests
     assert "GET /oidc/authorize 302" in requests, requests
     assert "POST /oidc/token 200" in requests, requests
+
+
+@pytest.mark.timeout(600)
+def test_the_read_only_webserver_shows_runs_and_refuses_to_launch_one(prod: Cluster) -> None:
+    """webserver.readOnly: a second webserver (`--read-only`, no proxy, its own Service) answers queries about
+    the same instance and refuses launchRun with Dagster's UnauthorizedError."""
+    c = prod
+    pods = [p for p in flow.pods_of(c, "webserver-ro", WORKFLOW) if p["status"].get("phase") == "Running"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in flow.pods_of(c, "webserver-ro", WORKFLOW)]
+    assert [ctr["name"] for ctr in pods[0]["spec"]["containers"]] == ["webserver"]
+    with c.port_forward(f"svc/{WORKFLOW}-webserver-ro", 3000) as read_only:
+        base = read_only + PREFIX
+        if SUCCEEDED:  # test 2's run, launched through the main webserver
+            run = flow.graphql(base, flow.RUN, {"runId": SUCCEEDED[-1]})["runOrError"]
+            assert run["status"] == "SUCCESS", run
+        with pytest.raises(FlowError, match="UnauthorizedError"):
+            flow.launch(base, "raw/orders")
