@@ -460,7 +460,8 @@ def specs(draw: st.DrawFn) -> Spec:
     )
     route = draw(
         _optional(
-            parentRefs=st.lists(parent, min_size=1, max_size=3),
+            # one entry per parent: entries of one parent must differ in sectionName or port (see the corpus)
+            parentRefs=st.lists(parent, min_size=1, max_size=3, unique_by=lambda p: p["name"]),
             hostnames=st.lists(host, max_size=3),
             enabled=st.booleans(),
         )

@@ -1158,6 +1158,13 @@ class ParentReference(_Model):
 
 
 _ROUTE_PARENTS_MESSAGE = "httpRoute.enabled needs at least one parentRefs entry (the Gateway to attach to)"
+_ROUTE_SAME_PARENT_MESSAGE = (
+    "httpRoute.parentRefs: entries naming the same parent must all set sectionName or all leave it out (port "
+    "likewise) and differ in them, or the Gateway API refuses the HTTPRoute"
+)
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# The same-parent rule is checked here, not in the CRD: as CEL over parentRefs pairs its estimated cost
+# exceeded the API server's budget a hundredfold. A spec breaking it is Degraded with reason InvalidSpec.
 
 
 class HTTPRouteSettings(_Model):
@@ -1196,6 +1203,20 @@ class HTTPRouteSettings(_Model):
     def _parents(self) -> HTTPRouteSettings:
         if self.enabled and not self.parent_refs:
             raise ValueError(_ROUTE_PARENTS_MESSAGE)
+        if not self.enabled:
+            return self
+        by_parent: dict[tuple[str, str, str, str], list[ParentReference]] = {}
+        for ref in self.parent_refs:
+            group = GATEWAY_API_GROUP if ref.group is None else ref.group
+            by_parent.setdefault((group, ref.kind or "Gateway", ref.namespace or "", ref.name), []).append(
+                ref
+            )
+        for (_, _, namespace, name), refs in by_parent.items():
+            alike = {(ref.section_name is not None, ref.port is not None) for ref in refs}
+            listeners = [(ref.section_name, ref.port) for ref in refs]
+            if len(alike) > 1 or len(set(listeners)) < len(listeners):
+                parent = f"{namespace}/{name}" if namespace else name
+                raise ValueError(f"{_ROUTE_SAME_PARENT_MESSAGE} (parent {parent})")
         return self
 
 

@@ -128,6 +128,37 @@ def test_bad_exposure_settings_name_the_field(spec: dict[str, Any], field: str) 
         wf(**spec)
 
 
+@pytest.mark.parametrize(
+    "parents",
+    [
+        [{"name": "gw"}, {"name": "gw"}],
+        [{"name": "gw", "sectionName": "https"}, {"name": "gw", "sectionName": "https"}],
+        [{"name": "gw", "sectionName": "https"}, {"name": "gw"}],
+        [{"name": "gw", "port": 443}, {"name": "gw", "sectionName": "https"}],
+        [{"name": "gw", "kind": "Gateway"}, {"name": "gw", "group": "gateway.networking.k8s.io"}],
+    ],
+)
+def test_two_entries_for_one_gateway_must_name_different_listeners(parents: list[dict[str, Any]]) -> None:
+    """The Gateway API's HTTPRoute CRD refuses these (the render dry-run test against it found the first)."""
+    with pytest.raises(InvalidSpec, match=r"entries naming the same parent .* \(parent gw\)"):
+        wf(httpRoute={"enabled": True, "parentRefs": parents})
+
+
+@pytest.mark.parametrize(
+    "parents",
+    [
+        [{"name": "gw", "sectionName": "https"}, {"name": "gw", "sectionName": "http"}],
+        [{"name": "gw", "port": 443}, {"name": "gw", "port": 80}],
+        [{"name": "gw"}, {"name": "gw", "namespace": "edge"}],
+        [{"name": "gw"}, {"name": "gw", "kind": "ListenerSet"}],
+    ],
+)
+def test_entries_for_distinct_listeners_or_parents_are_accepted(parents: list[dict[str, Any]]) -> None:
+    w = wf(httpRoute={"enabled": True, "parentRefs": parents})
+    route = kinds(w, Facts(http_route_api=True))["HTTPRoute"]
+    assert len(route["spec"]["parentRefs"]) == 2
+
+
 def test_a_wildcard_host_is_accepted() -> None:
     assert kinds(wf(ingress={"enabled": True, "host": "*.example.com"}))["Ingress"]["spec"]["rules"][0][
         "host"
