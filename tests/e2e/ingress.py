@@ -32,10 +32,10 @@ def image_name() -> str:
     return f"registry.opensource.zalan.do/teapot/skipper:{images._testbed_version('SKIPPER_VERSION')}"
 
 
-def load_image(node: RealNode) -> str:
-    """skipper's image, made from the bed's binary, in the node's containerd; returns its name."""
-    built = images.static_image(BIN_DIR / "skipper", image_name(), "/usr/bin/skipper")
-    images.import_archive(str(BIN_DIR / "ctr"), str(node.containerd_socket), built)
+def load_static_image(node: RealNode, binary: str, name: str, path: str) -> str:
+    """The image of one bed binary (at `path`, under `name`) in the node's containerd; returns its name."""
+    built = images.static_image(BIN_DIR / binary, name, path)
+    images.load(str(BIN_DIR / "ctr"), str(node.containerd_socket), images=[built])
     return built.name
 
 
@@ -135,7 +135,7 @@ def manifests(image: str) -> list[dict[str, Any]]:
 
 def install(c: Cluster, node: RealNode) -> str:
     """skipper running on the node; returns the base URL clients outside the cluster use."""
-    objects = manifests(load_image(node))
+    objects = manifests(load_static_image(node, "skipper", image_name(), "/usr/bin/skipper"))
     c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     c.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{NAME}", "--timeout=300s", timeout=330)
     return f"http://{NODE_ADDRESS}:{PORT}"

@@ -63,12 +63,10 @@ from tests.e2e import flow
 from tests.e2e import ingress as skipper
 from tests.e2e.conftest import report_figures
 from tests.e2e.flow import Cluster, FlowError
-from tests.images import build as images
 from tests.testbed import oidc as oidc_provider
 from tests.testbed import realnode
 from tests.testbed import registry as private_registry
 from tests.testbed import s3 as s3_server
-from tests.testbed.cluster import BIN_DIR
 from tests.testbed.oidc import Provider
 from tests.testbed.pki import NODE_NAME
 from tests.testbed.realnode import RealNode
@@ -259,8 +257,7 @@ def prod(
     c.k("apply", "-f", "-", input=json.dumps(_pull_secret(registry)))
     c.k("apply", "-f", "-", input=json.dumps(_s3_secret(s3)))
     c.k("apply", "-f", "-", input=json.dumps(_auth_secret(provider)))
-    proxy = images.static_image(BIN_DIR / "oauth2-proxy", OAUTH2_PROXY_IMAGE, "/bin/oauth2-proxy")
-    images.import_archive(str(BIN_DIR / "ctr"), str(node.containerd_socket), proxy)
+    skipper.load_static_image(node, "oauth2-proxy", OAUTH2_PROXY_IMAGE, "/bin/oauth2-proxy")
     flow.apply_quickstart(c, PRIVATE_IMAGE, name=WORKFLOW, spec=_spec(s3, provider, ingress_url))
     FIGURES["ready_s"] = round(time.monotonic() - started)
     try:

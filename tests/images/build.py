@@ -653,15 +653,6 @@ def static_image(binary: Path, name: str, path: str) -> Built:
     return cached(slug, key, build)
 
 
-def import_archive(ctr: str, address: str, image: Built, namespace: str = "k8s.io") -> None:
-    """Import one archive into containerd unless it holds every name at the image's digest already."""
-    present = present_images(ctr, address, namespace)
-    if all(present.get(name) == image.digest for name in image.names):
-        return
-    command = [ctr, "--address", address, "--namespace", namespace, "images", "import", image.archive]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-
-
 def _gcc_version() -> str:
     return subprocess.run(
         ["gcc", "--version"], capture_output=True, text=True, check=True
@@ -918,13 +909,19 @@ def present_images(ctr: str, address: str, namespace: str) -> dict[str, str]:
 
 
 def load(
-    ctr: str, address: str, namespace: str = "k8s.io", snapshotter: str | None = None, index: Path = INDEX
+    ctr: str,
+    address: str,
+    namespace: str = "k8s.io",
+    snapshotter: str | None = None,
+    index: Path = INDEX,
+    images: list[Built] | None = None,
 ) -> list[str]:
-    """Imports every indexed archive that containerd does not already have under all its names at its digest;
-    returns the names imported."""
+    """Imports every indexed archive (or each of `images`) that containerd does not already have under all its
+    names at its digest; returns the names imported."""
+    wanted = read_index(index) if images is None else images
     present = present_images(ctr, address, namespace)
     imported = []
-    for image in read_index(index):
+    for image in wanted:
         if all(present.get(name) == image.digest for name in image.names):
             log(f"present: {image.name}")
             continue
@@ -934,7 +931,7 @@ def load(
         subprocess.run([*command, image.archive], check=True, stdout=subprocess.DEVNULL)
         imported += image.names
     present = present_images(ctr, address, namespace)
-    missing = [n for image in read_index(index) for n in image.names if present.get(n) != image.digest]
+    missing = [n for image in wanted for n in image.names if present.get(n) != image.digest]
     if missing:
         raise RuntimeError(f"not in containerd after import: {missing}")
     return imported

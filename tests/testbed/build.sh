@@ -153,7 +153,7 @@ build_s3() {
 	(cd "$here/s3" && log "go build s3 (gofakes3 $S3_VERSION)" && go build -ldflags "-s -w" -o "$bin/s3" .)
 }
 
-# oauth2-proxy and skipper run in pods on the real node: tests/images/static.py makes images of these binaries.
+# oauth2-proxy and skipper run in pods on the real node: tests/images/build.py static_image makes their images.
 build_oauth2_proxy() {
 	local bin="$1"
 	log "go install oauth2-proxy ($OAUTH2_PROXY_VERSION)"

@@ -6,12 +6,10 @@ authorization endpoint signs in its default user (jane.doe@example.com) at once,
 from __future__ import annotations
 
 import secrets
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from tests.testbed.cluster import BIN_DIR
-from tests.testbed.processes import Process, TestbedError, spawn, stop, wait_for
+from tests.testbed.processes import Process, TestbedError, http_ok, request_log, spawn, stop, wait_for
 from tests.testbed.realnode import NODE_ADDRESS, RealNode
 
 PORT = 9001
@@ -32,16 +30,7 @@ class Provider:
 
     def requests(self) -> list[str]:
         """The provider's request log, a line each: `METHOD /path STATUS`."""
-        log = self.process.log.read_text() if self.process.log.exists() else ""
-        return [line.split(" ", 2)[2] for line in log.splitlines() if line.count(" ") >= 4 and " /" in line]
-
-
-def _discovery(issuer: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{issuer}/.well-known/openid-configuration", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+        return request_log(self.process)
 
 
 def start(node: RealNode) -> Provider:
@@ -57,7 +46,8 @@ def start(node: RealNode) -> Provider:
     process = spawn("oidc", [*node.nsenter(), *argv], directory / "oidc.log", executable="oidc")
     issuer = f"http://{address}/oidc"
     try:
-        wait_for("the OpenID Connect provider to answer", lambda: _discovery(issuer), 60, [process])
+        discovery = f"{issuer}/.well-known/openid-configuration"
+        wait_for("the OpenID Connect provider to answer", lambda: http_ok(discovery), 60, [process])
     except BaseException:
         stop(process)
         raise

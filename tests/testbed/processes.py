@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +137,22 @@ def _reap(pid: int) -> None:
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=1)
+
+
+def http_ok(url: str) -> bool:
+    """Whether a GET of url answers 200 within 2 s (a connection refused or an error status: False)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def request_log(process: Process) -> list[str]:
+    """The requests a bed server logged with Go's log package (`date time METHOD /path STATUS`), each as
+    `METHOD /path STATUS`."""
+    log = process.log.read_text() if process.log.exists() else ""
+    return [line.split(" ", 2)[2] for line in log.splitlines() if line.count(" ") >= 4 and " /" in line]
 
 
 def tail(path: Path, lines: int = 40) -> str:

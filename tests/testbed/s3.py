@@ -5,12 +5,10 @@ http://NODE_ADDRESS:PORT. It serves one bucket and accepts only requests signed 
 from __future__ import annotations
 
 import secrets
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from tests.testbed.cluster import BIN_DIR
-from tests.testbed.processes import Process, TestbedError, spawn, stop, wait_for
+from tests.testbed.processes import Process, TestbedError, http_ok, request_log, spawn, stop, wait_for
 from tests.testbed.realnode import NODE_ADDRESS, RealNode
 
 PORT = 9000
@@ -32,16 +30,7 @@ class S3:
 
     def requests(self) -> list[str]:
         """The server's request log, a line each: `METHOD /bucket/key STATUS`."""
-        log = self.process.log.read_text() if self.process.log.exists() else ""
-        return [line.split(" ", 2)[2] for line in log.splitlines() if line.count(" ") >= 2 and " /" in line]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+        return request_log(self.process)
 
 
 def start(node: RealNode) -> S3:
@@ -56,7 +45,7 @@ def start(node: RealNode) -> S3:
     argv = [str(binary), f"-addr={address}", f"-bucket={BUCKET}", f"-access-key-id={key}"]
     process = spawn("s3", [*node.nsenter(), *argv], directory / "s3.log", executable="s3")
     try:
-        wait_for("the S3 server to answer", lambda: _answers(f"http://{address}/healthz"), 60, [process])
+        wait_for("the S3 server to answer", lambda: http_ok(f"http://{address}/healthz"), 60, [process])
     except BaseException:
         stop(process)
         raise
